@@ -1,0 +1,399 @@
+"""Fetch a provider's catalog and normalise it into a DataFrame.
+
+Network code is confined to the ``fetch_*`` functions; ``normalise_*`` and
+``build_targets`` are pure.
+
+The Hub part uses httpx rather than ``huggingface_hub.HfApi.list_models``:
+``HfApi`` reads a token from disk when ``HF_TOKEN`` is unset (our token may come
+from ``HF_TOKEN`` only), pads every ``RateLimit`` wait by a second, cannot
+detect a ``Link`` loop (it would page forever) and turns the provider mapping
+into objects, losing the raw list/dict shape we record as evidence.  We do reuse
+its parser for the ``RateLimit`` header, so our reading of it matches the
+official client.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+import httpx
+import pandas as pd
+from huggingface_hub.utils import parse_ratelimit_headers
+
+from .errors import CatalogError, UsageError, auth_error, payment_error, retired_error, scrub
+
+__all__ = [
+    "HUB_URL",
+    "ROUTER_URL",
+    "CATALOG_COLUMNS",
+    "Target",
+    "fetch_hub_models",
+    "fetch_router_models",
+    "normalise_hub_models",
+    "normalise_router_models",
+    "parse_provider_spec",
+    "build_targets",
+    "mapping_facts",
+]
+
+HUB_URL = "https://huggingface.co"
+ROUTER_URL = "https://router.huggingface.co/v1"
+USER_AGENT = "catalog-rca/0.1"
+
+EXPAND_FIELDS = ("pipeline_tag", "tags", "library_name", "gated", "downloads", "likes", "createdAt",
+                 "lastModified", "inferenceProviderMapping")
+
+CATALOG_COLUMNS = ["model_id", "author", "pipeline_tag", "tags", "library_name", "gated", "downloads",
+                   "likes", "created_at", "last_modified", "mapping", "mapping_shape", "in_router_list",
+                   "router_providers"]
+
+MAX_PAGES = 100_000
+MAX_RATE_LIMIT_WAIT = 300.0
+
+
+@dataclass(frozen=True)
+class Target:
+    """One thing to probe: a model through one route.
+
+    ``provider`` is empty when the router (or gateway) chooses the provider.
+    """
+
+    model_id: str
+    provider: str
+    model_string: str
+
+
+# --------------------------------------------------------------------------- fetching
+
+
+def _headers(token: str | None) -> dict[str, str]:
+    headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    return headers
+
+
+def _hub_error(resp: httpx.Response) -> str:
+    try:
+        data = resp.json()
+        if isinstance(data, dict) and isinstance(data.get("error"), str):
+            return data["error"][:300]
+    except ValueError:
+        pass
+    return resp.text[:200].strip() or resp.reason_phrase
+
+
+def fetch_hub_models(
+    hub_url: str,
+    provider: str | None,
+    token: str | None = None,
+    *,
+    limit: int = 1000,
+    timeout: float = 30.0,
+    retries: int = 3,
+    backoff: float = 1.0,
+    extra_params: dict[str, str] | None = None,
+    on_page: Callable[[int, int], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> list[dict[str, Any]]:
+    """Page through ``GET {hub}/api/models`` and return the raw entries, de-duplicated by id.
+
+    The next page comes only from the ``Link: <...>; rel="next"`` header; offsets
+    are never used.  A page size below ``limit`` is fine.  A 429 waits as the
+    ``RateLimit`` header says (``t=`` seconds) and does not use up a retry.  5xx,
+    timeouts, connection errors and malformed pages are retried ``retries`` times.
+
+    Raises :class:`RunLevelError` for 401 (``auth_error``) and 410
+    (``endpoint_error``), and :class:`CatalogError` for anything else that stops
+    the catalog from being read, including a ``Link`` that loops back.
+    """
+    params: list[tuple[str, str]] = [("limit", str(limit))]
+    if provider:
+        params.append(("inference_provider", provider))
+    for field in EXPAND_FIELDS:
+        params.append(("expand[]", field))
+    for key, value in (extra_params or {}).items():
+        params.append((key, value))
+    url: str | None = f"{hub_url.rstrip('/')}/api/models"
+    seen_urls: set[str] = set()
+    entries: dict[str, dict[str, Any]] = {}
+    pages = 0
+    with httpx.Client(headers=_headers(token), timeout=timeout, follow_redirects=True) as client:
+        first = True
+        while url is not None:
+            request_url = str(client.build_request("GET", url, params=params if first else None).url)
+            if request_url in seen_urls:
+                raise CatalogError(f"Hub pagination loops: the next-page link of page {pages} points back to a page "
+                                   "already read; stopping instead of reading the same models forever")
+            seen_urls.add(request_url)
+            resp, page = _get_page(client, request_url, token, retries, backoff, sleep, pages + 1)
+            pages += 1
+            for entry in page:
+                if isinstance(entry, dict) and isinstance(entry.get("id"), str):
+                    entries.setdefault(entry["id"], entry)
+            if on_page is not None:
+                on_page(pages, len(entries))
+            next_link = resp.links.get("next", {}).get("url")
+            url = str(resp.url.join(next_link)) if next_link else None
+            first = False
+            if pages >= MAX_PAGES:
+                raise CatalogError(f"Hub pagination did not end after {MAX_PAGES} pages")
+    return list(entries.values())
+
+
+def _get_page(client: httpx.Client, url: str, token: str | None, retries: int, backoff: float,
+              sleep: Callable[[float], None], page_no: int) -> tuple[httpx.Response, list[Any]]:
+    failures = 0
+    rate_limit_waits = 0
+    last_problem = ""
+    while True:
+        try:
+            resp = client.get(url)
+        except httpx.TimeoutException:
+            last_problem = "timed out"
+            resp = None
+        except httpx.TransportError as exc:
+            last_problem = f"could not connect ({type(exc).__name__}: {scrub(str(exc), token)})"
+            resp = None
+        if resp is not None:
+            if resp.status_code == 401:
+                raise auth_error("the Hub", bool(token), f"hub 401 {_hub_error(resp)}")
+            if resp.status_code == 410:
+                raise retired_error(url.split("?")[0], "--hub-url", f"hub 410 {_hub_error(resp)}")
+            if resp.status_code == 429:
+                info = parse_ratelimit_headers(resp.headers)
+                wait = float(info.reset_in_seconds) if info is not None else backoff * 2 ** rate_limit_waits
+                rate_limit_waits += 1
+                if rate_limit_waits > 20:
+                    raise CatalogError("The Hub kept answering 429 (rate limited) after 20 waits; try again later")
+                sleep(min(wait, MAX_RATE_LIMIT_WAIT))
+                continue
+            if 400 <= resp.status_code < 500:
+                raise CatalogError(f"The Hub refused the catalog request with {resp.status_code}: "
+                                   f"{scrub(_hub_error(resp), token)} (URL {url.split('?')[0]})")
+            if resp.status_code >= 500:
+                last_problem = f"HTTP {resp.status_code}"
+            else:
+                try:
+                    page = resp.json()
+                except ValueError:
+                    kind = "an HTML page" if "html" in resp.headers.get("content-type", "") else "malformed JSON"
+                    last_problem = f"{kind} with status {resp.status_code}"
+                else:
+                    if isinstance(page, list):
+                        return resp, page
+                    last_problem = f"a JSON {type(page).__name__}, not a list of models"
+        failures += 1
+        if failures > retries:
+            raise CatalogError(f"Could not read page {page_no} of the Hub catalog: {last_problem} "
+                               f"(after {failures} attempts; URL {url.split('?')[0]})")
+        sleep(min(30.0, backoff * 2 ** (failures - 1)) * (0.5 + random.random()))
+
+
+def fetch_router_models(router_url: str, token: str | None = None, *, timeout: float = 30.0) -> dict[str, Any]:
+    """Read ``GET {router}/models`` (OpenAI-compatible shape) and return its JSON.
+
+    Raises :class:`RunLevelError` on 401/402/410 and :class:`CatalogError` on
+    any other failure, which callers may treat as "router list unavailable".
+    """
+    url = f"{router_url.rstrip('/')}/models"
+    try:
+        resp = httpx.get(url, headers=_headers(token), timeout=timeout, follow_redirects=True)
+    except httpx.HTTPError as exc:
+        raise CatalogError(f"Could not read the router model list at {url}: {type(exc).__name__}: "
+                           f"{scrub(str(exc), token)}") from None
+    if resp.status_code == 401:
+        raise auth_error("the router", bool(token), f"router /models 401 {_hub_error(resp)}")
+    if resp.status_code == 402:
+        raise payment_error("the router", f"router /models 402 {_hub_error(resp)}")
+    if resp.status_code == 410:
+        raise retired_error(router_url, "--router-url", f"router /models 410 {_hub_error(resp)}")
+    if resp.status_code != 200:
+        raise CatalogError(f"The router model list at {url} answered {resp.status_code}")
+    try:
+        data = resp.json()
+    except ValueError:
+        raise CatalogError(f"The router model list at {url} is not JSON") from None
+    if not isinstance(data, dict) or not isinstance(data.get("data"), list):
+        raise CatalogError(f"The router model list at {url} is not an OpenAI-style list")
+    return data
+
+
+# --------------------------------------------------------------------------- normalising
+
+
+def _normalise_mapping(raw: Any) -> tuple[dict[str, dict[str, str]], str]:
+    """Accept the list shape (``/api/models``) and the dict shape (``/api/models/{id}``)."""
+    if raw is None:
+        return {}, "missing"
+    result: dict[str, dict[str, str]] = {}
+    if isinstance(raw, list):
+        for item in raw:
+            if isinstance(item, dict) and isinstance(item.get("provider"), str):
+                result[item["provider"]] = {
+                    "status": str(item.get("status") or ""),
+                    "task": str(item.get("task") or ""),
+                    "providerId": str(item.get("providerId") or ""),
+                }
+        return result, "list"
+    if isinstance(raw, dict):
+        for provider, item in raw.items():
+            if isinstance(item, dict):
+                result[str(provider)] = {
+                    "status": str(item.get("status") or ""),
+                    "task": str(item.get("task") or ""),
+                    "providerId": str(item.get("providerId") or ""),
+                }
+        return result, "dict"
+    return {}, "missing"
+
+
+def _gated(value: Any) -> str:
+    if value in (None, False, "false", "False", ""):
+        return "false"
+    if value is True:
+        return "true"
+    return str(value)
+
+
+def normalise_hub_models(entries: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    """Turn raw ``/api/models`` entries into the catalog frame (``CATALOG_COLUMNS``)."""
+    rows = []
+    seen: set[str] = set()
+    for entry in entries:
+        model_id = entry.get("id") if isinstance(entry, dict) else None
+        if not isinstance(model_id, str) or model_id in seen:
+            continue
+        seen.add(model_id)
+        mapping, shape = _normalise_mapping(entry.get("inferenceProviderMapping"))
+        tags = entry.get("tags")
+        rows.append({
+            "model_id": model_id,
+            "author": model_id.split("/")[0] if "/" in model_id else "",
+            "pipeline_tag": entry.get("pipeline_tag") if isinstance(entry.get("pipeline_tag"), str) else None,
+            "tags": [str(t) for t in tags] if isinstance(tags, list) else [],
+            "library_name": entry.get("library_name") if isinstance(entry.get("library_name"), str) else None,
+            "gated": _gated(entry.get("gated")),
+            "downloads": _int_or_none(entry.get("downloads")),
+            "likes": _int_or_none(entry.get("likes")),
+            "created_at": entry.get("createdAt") if isinstance(entry.get("createdAt"), str) else None,
+            "last_modified": entry.get("lastModified") if isinstance(entry.get("lastModified"), str) else None,
+            "mapping": mapping,
+            "mapping_shape": shape,
+            "in_router_list": None,
+            "router_providers": [],
+        })
+    return _catalog_frame(rows)
+
+
+def normalise_router_models(data: dict[str, Any]) -> pd.DataFrame:
+    """Turn an OpenAI-style ``/models`` answer into a catalog frame (ids, providers, listed)."""
+    rows = []
+    for item in data.get("data", []):
+        if not isinstance(item, dict) or not isinstance(item.get("id"), str):
+            continue
+        providers = item.get("providers") if isinstance(item.get("providers"), list) else []
+        mapping = {str(p["provider"]): {"status": str(p.get("status") or ""), "task": "", "providerId": ""}
+                   for p in providers if isinstance(p, dict) and isinstance(p.get("provider"), str)}
+        model_id = item["id"]
+        rows.append({
+            "model_id": model_id, "author": model_id.split("/")[0] if "/" in model_id else "",
+            "pipeline_tag": None, "tags": [], "library_name": None, "gated": "false",
+            "downloads": None, "likes": None, "created_at": None, "last_modified": None,
+            "mapping": mapping, "mapping_shape": "router" if providers else "missing",
+            "in_router_list": True, "router_providers": sorted(mapping),
+        })
+    return _catalog_frame(rows)
+
+
+def attach_router_list(catalog: pd.DataFrame, router_data: dict[str, Any] | None) -> pd.DataFrame:
+    """Record for each catalog model whether the router lists it (``None`` when unknown)."""
+    out = catalog.copy()
+    if router_data is None:
+        out["in_router_list"] = pd.Series([None] * len(out), index=out.index, dtype=object)
+        out["router_providers"] = [[] for _ in range(len(out))]
+        return out
+    listed: dict[str, list[str]] = {}
+    for item in router_data.get("data", []):
+        if isinstance(item, dict) and isinstance(item.get("id"), str):
+            providers = item.get("providers") if isinstance(item.get("providers"), list) else []
+            listed[item["id"]] = sorted(str(p.get("provider")) for p in providers
+                                        if isinstance(p, dict) and p.get("provider"))
+    out["in_router_list"] = pd.Series([mid in listed for mid in out["model_id"]], index=out.index, dtype=object)
+    out["router_providers"] = [listed.get(mid, []) for mid in out["model_id"]]
+    return out
+
+
+def _int_or_none(value: Any) -> int | None:
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _catalog_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=CATALOG_COLUMNS)
+    frame["in_router_list"] = frame["in_router_list"].astype(object)
+    return frame
+
+
+# --------------------------------------------------------------------------- targets
+
+
+def parse_provider_spec(spec: str | None) -> list[str] | None:
+    """``"together"`` -> ``["together"]``; ``"a,b"`` -> both; ``"all"`` or empty -> ``None`` (every provider)."""
+    if spec is None or spec.strip() in ("", "all"):
+        return None
+    names = [p.strip() for p in spec.split(",") if p.strip()]
+    for name in names:
+        if not all(c.isalnum() or c in "-_." for c in name):
+            raise UsageError(f"invalid provider name {name!r}: use letters, digits and '-', e.g. 'hf-inference'")
+    return names
+
+
+def build_targets(catalog: pd.DataFrame, providers: list[str] | None, route_suffix: bool = True) -> list[Target]:
+    """One target per (model, provider) the catalog maps to a selected provider.
+
+    With ``route_suffix`` the model string is ``id:provider``; without (other
+    gateways, ``--source router/openai/file``) it is the bare id and the gateway
+    chooses.  A model with no mapping at all is probed as a bare id.
+    """
+    targets: list[Target] = []
+    for model_id, mapping in zip(catalog["model_id"], catalog["mapping"]):
+        if not route_suffix:
+            targets.append(Target(model_id, providers[0] if providers and len(providers) == 1 else "", model_id))
+            continue
+        names = [p for p in (providers if providers is not None else sorted(mapping)) if p in mapping]
+        if providers is not None and len(providers) == 1 and not names:
+            names = providers  # listed for the provider without a mapping: probe it anyway, as the gateway would
+        if not names:
+            targets.append(Target(model_id, "", model_id))
+        for name in names:
+            targets.append(Target(model_id, name, f"{model_id}:{name}"))
+    return targets
+
+
+def mapping_facts(mapping: dict[str, dict[str, str]] | None, provider: str) -> tuple[str | None, str | None]:
+    """The (status, task) of ``provider`` in ``mapping``; for ``provider == ""`` a summary of all.
+
+    For the router-chooses case the status is ``live`` if any mapping is live,
+    and the task is ``conversational`` if any mapping is; otherwise the first seen.
+    """
+    if not mapping:
+        return None, None
+    if provider:
+        item = mapping.get(provider)
+        if item is None:
+            return "unmapped", None
+        return item.get("status") or None, item.get("task") or None
+    statuses = [m.get("status") or "" for m in mapping.values()]
+    tasks = [m.get("task") or "" for m in mapping.values()]
+    status = "live" if "live" in statuses else (statuses[0] or None)
+    task = "conversational" if "conversational" in tasks else (next((t for t in tasks if t), None))
+    return status, task
+
+
+def catalog_json(value: Any) -> str:
+    """Serialise a list/dict cell for the store."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))

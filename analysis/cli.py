@@ -1,0 +1,366 @@
+"""``python -m analysis``: the command line.  Each command calls one package function.
+
+This module and ``app.py`` are the only places that read the environment; the
+token comes from ``HF_TOKEN`` and nowhere else.
+
+Exit codes: 0 ok; 1 a ``--fail-on`` condition holds; 2 bad usage or input;
+3 run-level failure (auth_error, payment_required, endpoint_error); 4 internal
+error; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Sequence
+
+from . import __version__
+from .catalog import HUB_URL, ROUTER_URL
+from .errors import EXIT_OK, RcaError, UsageError, scrub
+from .taxonomy import BLOCKING, REASON_NAMES, RUN_LEVEL, TRANSIENT
+
+__all__ = ["main", "build_parser"]
+
+EXIT_INTERNAL = 4
+DEFAULT_STORE = "data/rca.sqlite"
+
+
+def _token() -> str | None:
+    token = os.environ.get("HF_TOKEN", "").strip()
+    return token or None
+
+
+def _err(text: str) -> None:
+    print(scrub(text, _token()), file=sys.stderr)
+
+
+# --------------------------------------------------------------------------- progress
+
+
+class CliObserver:
+    """Progress on stderr: a tqdm bar when stderr is a terminal, a few plain lines otherwise."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.quiet = quiet
+        self.tty = sys.stderr.isatty()
+        self.bar = None
+
+    def _say(self, text: str) -> None:
+        if not self.quiet:
+            print(text, file=sys.stderr, flush=True)
+
+    def run_started(self, run_id: int) -> None:
+        self._say(f"run {run_id}: reading the catalog")
+
+    def catalog_page(self, pages: int, models: int) -> None:
+        if self.tty and not self.quiet:
+            print(f"\r  catalog: page {pages}, {models} models", end="", file=sys.stderr, flush=True)
+
+    def catalog_done(self, models: int, targets: int, router_listed: int | None) -> None:
+        if self.tty and not self.quiet:
+            print(file=sys.stderr)
+        listed = "router list unavailable" if router_listed is None else f"{router_listed} listed by the router"
+        self._say(f"  catalog: {models} models, {targets} targets to probe, {listed}")
+
+    def warning(self, text: str) -> None:
+        _err(f"warning: {text}")
+
+    def probes_started(self, total: int, already_done: int) -> None:
+        if self.tty and not self.quiet:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=already_done, unit="model", file=sys.stderr, desc="  probing",
+                            dynamic_ncols=True)
+        else:
+            self._say(f"  probing {total - already_done} targets" +
+                      (f" ({already_done} already done)" if already_done else ""))
+
+    def probe_done(self, result, counts) -> None:  # noqa: ANN001 - see ScanObserver
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix_str(", ".join(f"{k}={v}" for k, v in sorted(counts.items())), refresh=False)
+
+    def probes_finished(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _summary(outcome, store_path: str) -> str:  # noqa: ANN001 - ScanOutcome
+    lines = [f"run {outcome.run_id} {outcome.status}: {sum(outcome.counts.values())} targets "
+             f"in {outcome.duration_s:.1f} s"]
+    if outcome.counts:
+        width = max(len(r) for r in outcome.counts)
+        lines.append(f"  {'reason'.ljust(width)}  count  blocks")
+        for reason in REASON_NAMES:
+            if reason in outcome.counts:
+                blocks = "yes" if reason in BLOCKING else ("run" if reason in RUN_LEVEL else "no")
+                lines.append(f"  {reason.ljust(width)}  {outcome.counts[reason]:5d}  {blocks}")
+    if outcome.status == "ok":
+        blocked = int(outcome.findings["blocked"].sum()) if len(outcome.findings) else 0
+        transient = sum(v for k, v in outcome.counts.items() if k in TRANSIENT)
+        lines.append(f"  blocked {blocked}, transient {transient}. Blocklist: python -m analysis export blocklist "
+                     f"--store {store_path}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    from .scan import ScanConfig, resume_scan, run_scan
+    from .store import open_store
+
+    observer = CliObserver(args.quiet)
+    with open_store(args.store) as store:
+        if args.resume is not None:
+            run_id = None if args.resume == "latest" else _int(args.resume, "--resume")
+            outcome = resume_scan(store, run_id, _token(), observer)
+        else:
+            config = ScanConfig(hub_url=args.hub_url, router_url=args.router_url, provider=args.provider,
+                                concurrency=args.concurrency, timeout=args.timeout, retries=args.retries,
+                                max_tokens=args.max_tokens, backoff=args.backoff,
+                                retry_after_cap=args.retry_after_cap, hub_limit=args.hub_limit,
+                                batch_size=args.batch_size, token=_token())
+            outcome = run_scan(config, store, observer)
+    print(_summary(outcome, args.store))
+    if outcome.status != "ok":
+        _err(f"error: {outcome.failure_reason}: {outcome.message}")
+    return outcome.exit_code
+
+
+def _int(text: str, flag: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise UsageError(f"{flag} takes a run id (a number), got {text!r}") from None
+
+
+def _resolve_run(store, run: str | None) -> tuple[int | None, dict | None]:  # noqa: ANN001
+    if run is None:
+        run_id = store.latest_run_id("ok")
+        return run_id, (store.get_run(run_id) if run_id is not None else None)
+    run_id = _int(run, "--run")
+    return run_id, store.get_run(run_id)
+
+
+def _write_output(data: bytes, out: str | None) -> None:
+    if out is None or out == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+        return
+    path = Path(out)
+    if path.is_dir():
+        raise UsageError(f"--out {out} is a directory; give a file name")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from .diagnose import FINDING_COLUMNS
+    from .export import export_bytes
+    from .store import open_store
+
+    reasons = None
+    if args.reasons:
+        reasons = {r.strip() for r in args.reasons.split(",") if r.strip()}
+        unknown = reasons - set(REASON_NAMES)
+        if unknown:
+            raise UsageError(f"unknown reason(s) {', '.join(sorted(unknown))}; known: {', '.join(REASON_NAMES)}")
+    with open_store(args.store, create=False) as store:
+        run_id, run = _resolve_run(store, args.run)
+        empty = pd.DataFrame(columns=FINDING_COLUMNS)
+        if run is None:
+            if args.what == "findings":
+                raise UsageError(f"no successful run in {args.store}; pass --run ID to export another run")
+            _err(f"warning: no successful run in {args.store}: the blocklist is empty")
+            findings = empty
+        elif args.what == "blocklist" and run["status"] != "ok":
+            _err(f"warning: run {run_id} is {run['status']}"
+                 f"{' (' + run['failure_reason'] + ')' if run.get('failure_reason') else ''}; "
+                 "a run that did not succeed never feeds a blocklist, so it is empty")
+            findings = empty
+        else:
+            findings = store.findings(run_id)
+    _write_output(export_bytes(args.what, findings, args.format, reasons), args.out)
+    if args.out not in (None, "-"):
+        _err(f"wrote {args.what} of run {run_id} to {args.out}")
+    return EXIT_OK
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    import json
+
+    from .simulator import default_scenario, load_scenario, serve, synthetic_scenario
+
+    if args.synthetic:
+        scenario = synthetic_scenario(args.synthetic, args.latency_ms if args.latency_ms is not None else 50.0,
+                                      page_cap=args.page_cap or 1000)
+    elif args.scenario:
+        try:
+            scenario = load_scenario(args.scenario)
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"cannot load scenario {args.scenario}: {exc}") from None
+    else:
+        scenario = default_scenario()
+    if args.latency_scale is not None:
+        scenario.router["latency_scale"] = args.latency_scale
+    if args.page_cap and not args.synthetic:
+        scenario.hub["page_cap"] = args.page_cap
+    if args.require_token:
+        if not _token():
+            raise UsageError("--require-token needs HF_TOKEN set: the simulator then accepts only that token")
+        scenario.token = _token()
+    if args.write_scenario:
+        Path(args.write_scenario).write_text(json.dumps(scenario.to_dict(), indent=1))
+        _err(f"wrote scenario {scenario.name!r} ({len(scenario.models)} models) to {args.write_scenario}")
+        return EXIT_OK
+
+    def ready(url: str) -> None:
+        print(f"simulator {scenario.name!r} with {len(scenario.models)} models on {url}\n"
+              f"  --hub-url {url}\n  --router-url {url}/v1\n"
+              f"  retired API (410): {url}/retired/v1   no credits (402): {url}/nocredits/v1\n"
+              f"  wrong path (404): {url}/wrongpath/v1   OpenAI-compatible gateway: {url}/openai/v1\n"
+              f"  stats: {url}/_sim/stats   (Ctrl-C stops)", flush=True)
+
+    try:
+        serve(scenario, args.host, args.port, on_ready=ready)
+    except OSError as exc:
+        raise UsageError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
+    except KeyboardInterrupt:
+        pass
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .sample import build_sample_store
+
+    out = Path(args.out_dir)
+    started = time.perf_counter()
+    observer = CliObserver(quiet=not args.verbose)
+    result = build_sample_store(out / "sample.sqlite", out / "sample-blocklist.csv", observer=observer,
+                                on_step=lambda text: _err(text))
+    for label, outcome in result.outcomes:
+        print(f"== {label}")
+        print(_summary(outcome, str(result.store_path)))
+        if outcome.status != "ok":
+            print(f"  -> {outcome.failure_reason}: {outcome.message}")
+    print(f"\nwrote {result.store_path} and {result.blocklist_path} in {time.perf_counter() - started:.1f} s "
+          "(offline, against the built-in simulator)")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- parser
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+def _positive_float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m analysis", formatter_class=_Formatter,
+        description="Catalog RCA Explorer: probe every model a provider lists, explain each failure, "
+                    "export a blocklist.",
+        epilog="Exit codes: 0 ok, 1 --fail-on condition, 2 bad usage or input, 3 run-level failure "
+               "(token, credits, endpoint), 4 internal error, 130 interrupted. The token is read from HF_TOKEN only.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    scan = sub.add_parser("scan", formatter_class=_Formatter, help="scan a provider's catalog and store the run",
+                          description="Read the provider's slice of the Hub catalog and the router's model list, "
+                                      "send every model one minimal chat completion, and store one verdict per "
+                                      "model. HF_TOKEN is sent to both endpoints when set.")
+    scan.add_argument("--hub-url", default=HUB_URL, help="Hub API base URL")
+    scan.add_argument("--router-url", default=ROUTER_URL, help="OpenAI-compatible router base URL (…/v1)")
+    scan.add_argument("--provider", default="hf-inference",
+                      help="inference provider: a name (model string id:provider), a comma list, or 'all'")
+    scan.add_argument("--store", default=DEFAULT_STORE, help="SQLite store file")
+    scan.add_argument("--concurrency", type=int, default=8, help="probes in flight at most")
+    scan.add_argument("--timeout", type=_positive_float, default=30.0, help="seconds per request")
+    scan.add_argument("--retries", type=int, default=2, help="retries on 429, 5xx, timeouts, connection errors")
+    scan.add_argument("--max-tokens", type=int, default=16, help="max_tokens of the probe; reasoning models need room")
+    scan.add_argument("--backoff", type=_positive_float, default=1.0, help="base seconds of exponential backoff")
+    scan.add_argument("--retry-after-cap", type=_positive_float, default=30.0,
+                      help="never wait longer than this for a Retry-After")
+    scan.add_argument("--hub-limit", type=int, default=1000, help="page size asked of the Hub (it may cap it)")
+    scan.add_argument("--batch-size", type=int, default=50, help="probe results committed per transaction")
+    scan.add_argument("--resume", nargs="?", const="latest", metavar="RUN_ID",
+                      help="finish an interrupted run, probing only targets without a result")
+    scan.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    scan.set_defaults(func=cmd_scan)
+
+    export = sub.add_parser("export", formatter_class=_Formatter, help="export findings or the blocklist",
+                            description="Write a run's findings, or its blocklist (blocked rows only). The default "
+                                        "run is the latest successful one; a failed run never yields a blocklist.")
+    export.add_argument("what", choices=["findings", "blocklist"])
+    export.add_argument("--store", default=DEFAULT_STORE, help="SQLite store file")
+    export.add_argument("--run", help="run id (default: latest successful run)")
+    export.add_argument("--format", choices=["csv", "json", "python"], default="csv")
+    export.add_argument("--out", help="output file (default: stdout)")
+    export.add_argument("--reasons", help="blocklist: comma list of reasons to block instead of the default policy")
+    export.set_defaults(func=cmd_export)
+
+    sim = sub.add_parser("simulate", formatter_class=_Formatter, help="serve the offline Hub + router simulator",
+                         description="Serve a local stand-in for the Hub API and the HF router on loopback.")
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=8765, help="0 picks a free port")
+    sim.add_argument("--scenario", help="scenario JSON file (default: the built-in scenario)")
+    sim.add_argument("--write-scenario", metavar="PATH", help="write the scenario as JSON and exit")
+    sim.add_argument("--latency-scale", type=float, help="multiply every simulated latency")
+    sim.add_argument("--page-cap", type=int, help="largest Hub page the simulator serves")
+    sim.add_argument("--synthetic", type=int, metavar="N", help="serve N healthy models instead (benchmarks)")
+    sim.add_argument("--latency-ms", type=float, help="with --synthetic: latency of every answer")
+    sim.add_argument("--require-token", action="store_true", help="accept only the token in HF_TOKEN")
+    sim.set_defaults(func=cmd_simulate)
+
+    demo = sub.add_parser("demo", formatter_class=_Formatter, help="build the offline sample store and blocklist",
+                          description="Start the simulator, scan it (a retired endpoint first, then the router in "
+                                      "two phases) and write data/sample.sqlite and data/sample-blocklist.csv.")
+    demo.add_argument("--out-dir", default="data", help="where to write the sample files")
+    demo.add_argument("-v", "--verbose", action="store_true", help="show probe progress")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except RcaError as exc:
+        _err(f"error: {exc}")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+    except Exception as exc:  # noqa: BLE001 - last line of defence: a scrubbed one-liner, not a traceback
+        _err(f"internal error: {type(exc).__name__}: {exc}")
+        if os.environ.get("RCA_DEBUG"):
+            _err(traceback.format_exc())
+        return EXIT_INTERNAL

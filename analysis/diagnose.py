@@ -1,0 +1,244 @@
+"""Catalog facts + probe evidence -> one verdict per target.  Pure: no I/O.
+
+:func:`classify` decides one target; :func:`diagnose` applies it to frames.
+Catalog facts only ever *explain a refusal*: a non-chat model that answers is
+``ok``, and one that times out is a ``timeout`` (with a note).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from .catalog import mapping_facts
+from .taxonomy import BLOCKING, CHAT_PIPELINE_TAGS, RUN_LEVEL, TRANSIENT, reason_info
+
+__all__ = [
+    "FINDING_COLUMNS",
+    "Facts",
+    "Verdict",
+    "classify",
+    "diagnose",
+    "user_message",
+]
+
+FINDING_COLUMNS = [
+    "model_id", "provider", "reason", "blocked", "http_status", "pipeline_tag", "detail", "message",
+    "latency_ms", "attempts", "checked_at", "model_string", "action", "predicted", "error_code", "note",
+    "mapping_status", "mapping_task", "in_router_list", "gated", "working_route",
+]
+
+REFUSAL_STATUSES = frozenset({400, 404, 422})
+CHAT_TASK = "conversational"
+# A refusal naming one of these is about the probe's request, not the model.
+_PARAM_IN_MESSAGE = re.compile(r"\b(max_tokens|max_completion_tokens|temperature|top_p|stream|messages)\b")
+
+
+@dataclass(frozen=True)
+class Facts:
+    """Everything known about one target, flattened for :func:`classify`."""
+
+    model_id: str
+    provider: str
+    http_status: int | None
+    outcome: str | None  # chat | invalid | http_error | timeout | connection | None (not probed)
+    error_code: str | None = None
+    error_message: str | None = None
+    attempts: int = 0
+    pipeline_tag: str | None = None
+    gated: str = "false"
+    mapping_status: str | None = None
+    mapping_task: str | None = None
+    in_router_list: bool | None = None
+    in_catalog: bool = True
+    working_route: str | None = None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    reason: str
+    detail: str
+    note: str = ""
+
+
+def _names_request_param(message: str | None) -> bool:
+    if not message:
+        return False
+    match = re.search(r"\[param=([^\]]+)\]", message)
+    if match:
+        return match.group(1) != "model"
+    return bool(_PARAM_IN_MESSAGE.search(message))
+
+
+def _is_gated(gated: str) -> bool:
+    return gated not in ("false", "", "None")
+
+
+def classify(f: Facts) -> Verdict:
+    """The single reason for one target, with its one-line evidence.
+
+    Rows are tested in the taxonomy's precedence order.
+    """
+    status = f.http_status if f.outcome == "http_error" else None
+    refused = status in REFUSAL_STATUSES
+    tag_non_chat = f.pipeline_tag is not None and f.pipeline_tag not in CHAT_PIPELINE_TAGS
+    task_non_chat = f.mapping_task is not None and f.mapping_task != CHAT_TASK
+    note = ""
+
+    if status == 401:
+        reason = "auth_error"
+    elif status == 402:
+        reason = "payment_required"
+    elif status == 410:
+        reason = "endpoint_error"
+    elif refused and f.working_route:
+        reason = "route_mismatch"
+    elif refused and _names_request_param(f.error_message):
+        reason = "probe_error"
+    elif status == 403 or (refused and _is_gated(f.gated)):
+        reason = "gated"
+    elif refused and (tag_non_chat or task_non_chat):
+        reason = "non_chat_task"
+    elif refused and f.mapping_status in ("error", "staging"):
+        reason = "provider_mapping_error"
+    elif status == 404:
+        reason = "not_found"
+    elif refused:
+        reason = "not_supported"
+    elif status == 429:
+        reason = "rate_limited"
+    elif f.outcome == "timeout":
+        reason = "timeout"
+    elif status is not None and 500 <= status <= 599:
+        reason = "upstream_error"
+    elif f.outcome == "connection":
+        reason = "connection_error"
+    elif f.outcome == "chat":
+        reason = "ok"
+    else:
+        reason = "invalid_response"  # a 2xx that is not a chat completion, or an unexpected status
+
+    if reason in TRANSIENT and (tag_non_chat or task_non_chat):
+        note = "catalog says this is not a chat model, but the probe was not refused, so that is not the verdict"
+    elif reason == "ok" and (tag_non_chat or task_non_chat):
+        note = "catalog says this is not a chat model, yet it answered a chat completion"
+    return Verdict(reason, _detail(f), note)
+
+
+def _detail(f: Facts) -> str:
+    parts = [_probe_part(f)]
+    if f.working_route:
+        parts.append(f"works as {f.working_route}")
+    if f.in_catalog:
+        parts.append(f"pipeline_tag={f.pipeline_tag or 'missing'}")
+        if f.provider:
+            if f.mapping_status == "unmapped":
+                parts.append(f"not mapped to {f.provider}")
+            elif f.mapping_status:
+                parts.append(f"{f.provider} mapping {f.mapping_status} ({f.mapping_task or 'task unknown'})")
+            else:
+                parts.append("no provider mapping in catalog")
+        elif f.mapping_status:
+            parts.append(f"best mapping {f.mapping_status} ({f.mapping_task or 'task unknown'})")
+        if _is_gated(f.gated):
+            parts.append(f"gated={f.gated}")
+    else:
+        parts.append("not in catalog")
+    if f.in_router_list is True:
+        parts.append("in router list")
+    elif f.in_router_list is False:
+        parts.append("not in router list")
+    return "; ".join(parts)
+
+
+def _probe_part(f: Facts) -> str:
+    tries = f"{f.attempts} attempt{'s' if f.attempts != 1 else ''}"
+    if f.outcome is None:
+        return "not probed"
+    if f.outcome == "chat":
+        return f"router {f.http_status} chat completion ({tries})"
+    if f.outcome == "http_error":
+        code = f" {f.error_code}" if f.error_code else ""
+        return f"router {f.http_status}{code} ({tries})"
+    if f.outcome == "timeout":
+        return f"timeout ({tries})"
+    if f.outcome == "connection":
+        return f"connection error {f.error_code or ''} ({tries})".replace("  ", " ")
+    return f"router {f.http_status} {f.error_code or 'invalid body'} ({tries})"
+
+
+def user_message(reason: str, model_id: str, working_route: str | None = None) -> str:
+    """The text a gateway can return instead of an opaque 502."""
+    text = reason_info(reason).message.format(model=model_id)
+    if reason == "route_mismatch" and working_route:
+        text += f" It answers when called as '{working_route}'."
+    return text
+
+
+def _nullable_int(value: Any) -> int | None:
+    if value is None or (isinstance(value, float) and value != value) or value is pd.NA:
+        return None
+    return int(value)
+
+
+def _nullable(value: Any) -> Any:
+    if value is None or value is pd.NA or (isinstance(value, float) and value != value):
+        return None
+    return value
+
+
+def diagnose(catalog: pd.DataFrame, probes: pd.DataFrame, *, run_ok: bool = True) -> pd.DataFrame:
+    """Findings for every primary probe: ``FINDING_COLUMNS``, one row per (model, provider).
+
+    ``probes`` rows with ``kind == "route"`` are route checks: if one of them
+    answered with a chat completion, a refused target becomes ``route_mismatch``.
+    With ``run_ok=False`` (a failed run) nothing is ever blocked.
+    """
+    cat_index = {mid: i for i, mid in enumerate(catalog["model_id"])}
+    cat_rows = catalog.to_dict("records")
+    is_route = probes["kind"] == "route" if "kind" in probes else pd.Series(False, index=probes.index)
+    primary = probes[~is_route]
+    working: dict[tuple[str, str], str] = {}
+    checks = probes[is_route & (probes["outcome"] == "chat")]
+    for model_id, route_for, model_string in zip(checks["model_id"], checks["route_for"], checks["model_string"]):
+        working.setdefault((model_id, route_for or ""), model_string)
+
+    rows = []
+    for p in primary.to_dict("records"):
+        model_id = p["model_id"]
+        provider = p["provider"] or ""
+        idx = cat_index.get(model_id)
+        c = cat_rows[idx] if idx is not None else None
+        if c is not None:
+            m_status, m_task = mapping_facts(c["mapping"], provider)
+        else:
+            m_status, m_task = None, None
+        facts = Facts(
+            model_id=model_id, provider=provider, http_status=_nullable_int(p["http_status"]),
+            outcome=p["outcome"], error_code=_nullable(p["error_code"]), error_message=_nullable(p["error_message"]),
+            attempts=int(p["attempts"] or 0),
+            pipeline_tag=_nullable(c["pipeline_tag"]) if c else None,
+            gated=(c["gated"] or "false") if c else "false",
+            mapping_status=m_status, mapping_task=m_task,
+            in_router_list=_nullable(c["in_router_list"]) if c else None,
+            in_catalog=c is not None,
+            working_route=working.get((model_id, provider)),
+        )
+        verdict = classify(facts)
+        note = "; ".join(x for x in (verdict.note, _nullable(p.get("note")) or "") if x)
+        rows.append({
+            "model_id": model_id, "provider": provider, "reason": verdict.reason,
+            "blocked": bool(run_ok and verdict.reason in BLOCKING),
+            "http_status": facts.http_status, "pipeline_tag": facts.pipeline_tag, "detail": verdict.detail,
+            "message": user_message(verdict.reason, model_id, facts.working_route),
+            "latency_ms": _nullable(p["latency_ms"]), "attempts": facts.attempts,
+            "checked_at": p["finished_at"], "model_string": p["model_string"],
+            "action": reason_info(verdict.reason).action if run_ok or verdict.reason in RUN_LEVEL else "none",
+            "predicted": False, "error_code": facts.error_code, "note": note,
+            "mapping_status": m_status, "mapping_task": m_task, "in_router_list": facts.in_router_list,
+            "gated": facts.gated, "working_route": facts.working_route,
+        })
+    return pd.DataFrame(rows, columns=FINDING_COLUMNS)

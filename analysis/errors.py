@@ -1,0 +1,91 @@
+"""Exceptions that carry an exit code, and scrubbing of secrets from text."""
+
+from __future__ import annotations
+
+__all__ = [
+    "RcaError",
+    "UsageError",
+    "CatalogError",
+    "RunLevelError",
+    "StoreError",
+    "EXIT_OK",
+    "EXIT_FAIL_ON",
+    "EXIT_USAGE",
+    "EXIT_RUN_LEVEL",
+    "EXIT_INTERRUPTED",
+    "scrub",
+    "auth_error",
+    "payment_error",
+    "retired_error",
+]
+
+EXIT_OK = 0
+EXIT_FAIL_ON = 1  # the scan worked, but a --fail-on condition holds
+EXIT_USAGE = 2  # bad usage or input
+EXIT_RUN_LEVEL = 3  # run-level failure: auth_error, payment_required, endpoint_error
+EXIT_INTERRUPTED = 130
+
+
+class RcaError(Exception):
+    """Base class: an error with a one-line message and an exit code."""
+
+    exit_code = EXIT_USAGE
+
+
+class UsageError(RcaError):
+    """Bad flags or input: exit 2."""
+
+
+class StoreError(RcaError):
+    """The store file cannot be used (not SQLite, newer schema, unwritable): exit 2."""
+
+
+class CatalogError(RcaError):
+    """The catalog could not be read (unreachable, malformed page, pagination loop): exit 2."""
+
+
+class RunLevelError(RcaError):
+    """A run-level reason from the taxonomy: the scan stops and nothing is blocked (exit 3)."""
+
+    exit_code = EXIT_RUN_LEVEL
+
+    def __init__(self, reason: str, message: str, evidence: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.evidence = evidence
+
+
+def auth_error(where: str, token_set: bool, evidence: str) -> RunLevelError:
+    """The run-level error for a 401 from ``where`` ("the Hub", "the router")."""
+    if token_set:
+        hint = f"{where} rejected the token (401): check HF_TOKEN"
+    else:
+        hint = f"{where} needs a token (401) and HF_TOKEN is not set"
+    return RunLevelError("auth_error", hint + ". Nothing was blocked.", evidence)
+
+
+def payment_error(where: str, evidence: str) -> RunLevelError:
+    """The run-level error for a 402 (credits exhausted)."""
+    return RunLevelError("payment_required", f"{where} says the credits are exhausted (402): check the account's "
+                         "billing. Nothing was blocked.", evidence)
+
+
+def retired_error(url: str, flag: str, evidence: str) -> RunLevelError:
+    """The run-level error for a 410: the endpoint is a retired API, not the models."""
+    hint = " (the router is https://router.huggingface.co/v1)" if flag == "--router-url" else ""
+    return RunLevelError("endpoint_error", f"{url} answers 410 Gone, a retired API: check {flag}{hint}. "
+                         "Nothing was blocked.", evidence)
+
+
+def scrub(text: str, *secrets: str | None) -> str:
+    """Replace every non-empty secret in ``text`` with ``***``.
+
+    Also hides any ``Bearer <value>`` so an echoed Authorization header never
+    survives, whoever echoed it.
+    """
+    import re
+
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return re.sub(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{4,}", r"\1***", text)

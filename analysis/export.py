@@ -1,0 +1,156 @@
+"""Findings and blocklists as CSV, JSON or a Python set.  Pure: frames in, bytes out.
+
+The CLI and the dashboard both call these functions, so a downloaded file is
+byte for byte what ``python -m analysis export`` writes.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Any
+
+import pandas as pd
+
+__all__ = [
+    "FINDINGS_COLUMNS",
+    "BLOCKLIST_COLUMNS",
+    "FORMATS",
+    "neutralise",
+    "blocklist_frame",
+    "findings_bytes",
+    "blocklist_bytes",
+    "export_bytes",
+]
+
+FINDINGS_COLUMNS = ["model_id", "provider", "reason", "blocked", "http_status", "pipeline_tag", "detail", "message",
+                    "latency_ms", "attempts", "checked_at"]
+# Extra evidence columns that follow the contract columns when the frame has them.
+FINDINGS_EXTRA = ["model_string", "action", "predicted", "error_code", "note", "mapping_status", "in_router_list",
+                  "working_route"]
+BLOCKLIST_COLUMNS = ["model_id", "provider", "reason", "http_status", "pipeline_tag", "detail", "message", "checked_at"]
+FORMATS = ("csv", "json", "python")
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise(value: Any) -> Any:
+    """Prefix ``'`` to a text cell a spreadsheet would run as a formula."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+def _plain(value: Any) -> Any:
+    if value is None or value is pd.NA or (isinstance(value, float) and value != value):
+        return None
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _records(frame: pd.DataFrame, columns: list[str]) -> list[dict[str, Any]]:
+    present = [c for c in columns if c in frame.columns]
+    return [{c: _plain(v) for c, v in zip(present, row)} for row in frame[present].itertuples(index=False, name=None)]
+
+
+def _csv(frame: pd.DataFrame, columns: list[str]) -> bytes:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(columns)
+    for rec in _records(frame, columns):
+        row = []
+        for c in columns:
+            value = rec.get(c)
+            if isinstance(value, bool):
+                value = "true" if value else "false"
+            row.append("" if value is None else neutralise(value if isinstance(value, str) else str(value)))
+        writer.writerow(row)
+    return buf.getvalue().encode("utf-8")
+
+
+def _json(frame: pd.DataFrame, columns: list[str]) -> bytes:
+    return (json.dumps(_records(frame, columns), indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def _one_line(text: Any) -> str:
+    # Control characters could end a comment early (newline) or break the file (NUL).
+    return " ".join("".join(c if c.isprintable() else " " for c in str(text or "")).split())
+
+
+def _python(frame: pd.DataFrame, name: str, per_route: bool) -> bytes:
+    """A Python set literal.  A scan of several providers lists ``id:provider`` routes,
+    because a model refused by one provider may still work through another."""
+    grouped: dict[str, list[str]] = {}
+    for rec in _records(frame, ["model_id", "provider", "reason", "detail"]):
+        key = f"{rec['model_id']}:{rec['provider']}" if per_route and rec.get("provider") else rec["model_id"]
+        grouped.setdefault(key, []).append(f"{rec['reason']}: {rec.get('detail') or ''}")
+    if not grouped:
+        return f"{name} = set()  # nothing is blocked\n".encode("utf-8")  # "{}" would be a dict
+    lines = [f"{name} = {{"]
+    for key, reasons in grouped.items():
+        # json.dumps gives a valid Python string literal for any id (quotes and
+        # backslashes escaped, non-ASCII as \u escapes).
+        lines.append(f"    {json.dumps(key, ensure_ascii=True)},  # {_one_line(' | '.join(reasons))}")
+    lines.append("}")
+    return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+def _several_providers(findings: pd.DataFrame) -> bool:
+    return "provider" in findings.columns and findings["provider"].nunique() > 1
+
+
+def blocklist_frame(findings: pd.DataFrame, reasons: set[str] | None = None) -> pd.DataFrame:
+    """The blocked rows, or, with ``reasons``, the rows whose reason is in that set.
+
+    Predicted verdicts never block.
+    """
+    if findings.empty:
+        return findings.iloc[0:0]
+    predicted = findings["predicted"].astype(bool) if "predicted" in findings else False
+    if reasons is None:
+        mask = findings["blocked"].astype(bool) & ~predicted
+    else:
+        mask = findings["reason"].isin(sorted(reasons)) & ~predicted
+    return findings[mask].sort_values(["model_id", "provider"]).reset_index(drop=True)
+
+
+def findings_bytes(findings: pd.DataFrame, fmt: str) -> bytes:
+    """All findings: the contract columns in order, then extra evidence columns."""
+    columns = FINDINGS_COLUMNS + [c for c in FINDINGS_EXTRA if c in findings.columns]
+    extra = [c for c in ("alternatives", "first_failed_at", "last_ok_at", "consecutive_failures", "flaps")
+             if c in findings.columns]
+    columns += extra
+    frame = findings.sort_values(["model_id", "provider"]) if not findings.empty else findings
+    if fmt == "csv":
+        return _csv(frame, columns)
+    if fmt == "json":
+        return _json(frame, columns)
+    if fmt == "python":
+        return _python(blocklist_frame(findings), "UNSUPPORTED_MODELS", _several_providers(findings))
+    raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+
+
+def blocklist_bytes(findings: pd.DataFrame, fmt: str, reasons: set[str] | None = None) -> bytes:
+    """The blocklist (blocked rows only) as CSV, JSON or a Python set."""
+    frame = blocklist_frame(findings, reasons)
+    columns = BLOCKLIST_COLUMNS + [c for c in ("alternatives",) if c in frame.columns]
+    if fmt == "csv":
+        return _csv(frame, columns)
+    if fmt == "json":
+        return _json(frame, columns)
+    if fmt == "python":
+        return _python(frame, "UNSUPPORTED_MODELS", _several_providers(findings))
+    raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+
+
+def export_bytes(kind: str, findings: pd.DataFrame, fmt: str, reasons: set[str] | None = None) -> bytes:
+    """``kind`` is ``findings`` or ``blocklist``."""
+    if kind == "findings":
+        return findings_bytes(findings, fmt)
+    if kind == "blocklist":
+        return blocklist_bytes(findings, fmt, reasons)
+    raise ValueError(f"unknown export {kind!r}")

@@ -1,0 +1,102 @@
+"""The built-in offline sample: scans of the default simulator scenario.
+
+It replays the seed incident the right way round: first a scan against the
+retired ``api-inference`` endpoint, which fails at run level (410) and blocks
+nothing, then scans of the router in two phases of the scenario, so the sample
+has history (recoveries, changed reasons) from real model ids and provider states.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from .errors import RcaError
+from .export import blocklist_bytes
+from .scan import ScanConfig, ScanObserver, ScanOutcome, run_scan
+from .simulator import Scenario, SimulatorServer, default_scenario
+from .store import Store
+
+__all__ = ["PROJECT_ROOT", "SAMPLE_STORE", "SAMPLE_BLOCKLIST", "SampleResult", "build_sample_store",
+           "ensure_sample_store", "sample_config"]
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SAMPLE_STORE = PROJECT_ROOT / "data" / "sample.sqlite"
+SAMPLE_BLOCKLIST = PROJECT_ROOT / "data" / "sample-blocklist.csv"
+SAMPLE_PROVIDER = "all"
+
+
+@dataclass
+class SampleResult:
+    store_path: Path
+    blocklist_path: Path | None
+    outcomes: list[tuple[str, ScanOutcome]]
+
+
+def sample_config(hub_url: str, router_url: str) -> ScanConfig:
+    """Scan settings for the sample: fast timeouts, because the simulator answers in milliseconds."""
+    return ScanConfig(hub_url=hub_url, router_url=router_url, provider=SAMPLE_PROVIDER, concurrency=16,
+                      timeout=2.0, retries=2, backoff=0.05, retry_after_cap=1.0)
+
+
+def build_sample_store(store_path: str | os.PathLike[str] = SAMPLE_STORE,
+                       blocklist_path: str | os.PathLike[str] | None = SAMPLE_BLOCKLIST,
+                       scenario: Scenario | None = None,
+                       observer: ScanObserver | None = None,
+                       on_step: "callable[[str], None] | None" = None) -> SampleResult:
+    """Start the simulator, run the sample scans and write the store (and blocklist CSV).
+
+    The store is built in a temporary file and moved into place at the end, so a
+    reader never sees a half-built sample.
+    """
+    store_path = Path(store_path)
+    store_path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=".sample-", suffix=".sqlite", dir=store_path.parent)
+    os.close(fd)
+    os.unlink(tmp_name)
+    outcomes: list[tuple[str, ScanOutcome]] = []
+    step = on_step or (lambda text: None)
+    try:
+        with SimulatorServer(scenario or default_scenario()) as sim, Store(tmp_name) as store:
+            httpx.post(f"{sim.url}/_sim/phase", params={"n": 0})
+            step("scan 1: the retired api-inference endpoint (the seed incident's mistake)")
+            outcomes.append(("retired endpoint", run_scan(sample_config(sim.url, f"{sim.url}/retired/v1"),
+                                                          store, observer)))
+            step("scan 2: the router, scenario phase 0")
+            outcomes.append(("router, phase 0", run_scan(sample_config(sim.url, sim.router_url), store, observer)))
+            httpx.post(f"{sim.url}/_sim/phase", params={"n": 1})
+            step("scan 3: the router, scenario phase 1")
+            latest = run_scan(sample_config(sim.url, sim.router_url), store, observer)
+            outcomes.append(("router, phase 1", latest))
+            findings = store.findings(latest.run_id)
+        for suffix in ("-wal", "-shm"):
+            if Path(str(store_path) + suffix).exists():
+                Path(str(store_path) + suffix).unlink()
+        os.replace(tmp_name, store_path)
+    except BaseException:
+        for suffix in ("", "-wal", "-shm"):
+            try:
+                os.unlink(tmp_name + suffix)
+            except FileNotFoundError:
+                pass
+        raise
+    written_blocklist = None
+    if blocklist_path is not None:
+        written_blocklist = Path(blocklist_path)
+        written_blocklist.write_bytes(blocklist_bytes(findings, "csv"))
+    return SampleResult(store_path, written_blocklist, outcomes)
+
+
+def ensure_sample_store(store_path: str | os.PathLike[str] = SAMPLE_STORE) -> Path:
+    """Return the sample store, building it first if it does not exist yet."""
+    path = Path(store_path)
+    if not path.exists():
+        try:
+            build_sample_store(path, None)
+        except RcaError:
+            raise
+    return path

@@ -1,0 +1,442 @@
+"""SQLite store (WAL) of runs, catalog snapshots, targets, probes and findings.
+
+Writers take plain Python objects; readers return pandas DataFrames.  The schema
+evolves through the ordered functions in ``MIGRATIONS``; each applied version is
+recorded in ``schema_migrations``.  A store written by a newer version of the
+tool is refused rather than guessed at.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import pandas as pd
+
+from .errors import StoreError, UsageError
+
+__all__ = ["Store", "open_store", "SCHEMA_VERSION", "RUN_STATUSES"]
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+RUN_STATUSES = ("running", "ok", "failed", "interrupted")
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# --------------------------------------------------------------------------- migrations
+
+
+def _script(db: sqlite3.Connection, sql: str) -> None:
+    # executescript() would COMMIT first and break the migration's transaction.
+    for statement in sql.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
+def _m001_initial(db: sqlite3.Connection) -> None:
+    _script(db, """
+        CREATE TABLE runs (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            started_at TEXT NOT NULL,
+            finished_at TEXT,
+            status TEXT NOT NULL,
+            failure_reason TEXT,
+            failure_message TEXT,
+            source TEXT NOT NULL,
+            provider TEXT NOT NULL,
+            hub_url TEXT,
+            router_url TEXT,
+            settings_json TEXT NOT NULL,
+            tool_version TEXT,
+            n_targets INTEGER,
+            n_probed INTEGER,
+            n_ok INTEGER,
+            n_blocked INTEGER,
+            n_transient INTEGER,
+            counts_json TEXT,
+            duration_s REAL
+        );
+        CREATE TABLE catalog (
+            run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+            model_id TEXT NOT NULL,
+            author TEXT,
+            pipeline_tag TEXT,
+            tags_json TEXT,
+            library_name TEXT,
+            gated TEXT,
+            downloads INTEGER,
+            likes INTEGER,
+            created_at TEXT,
+            last_modified TEXT,
+            mapping_json TEXT,
+            mapping_shape TEXT,
+            in_router_list INTEGER,
+            router_providers_json TEXT,
+            PRIMARY KEY (run_id, model_id)
+        );
+        CREATE TABLE targets (
+            run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+            seq INTEGER NOT NULL,
+            model_id TEXT NOT NULL,
+            provider TEXT NOT NULL,
+            model_string TEXT NOT NULL,
+            PRIMARY KEY (run_id, model_id, provider)
+        );
+        CREATE TABLE probes (
+            run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+            kind TEXT NOT NULL,
+            model_id TEXT NOT NULL,
+            provider TEXT NOT NULL,
+            route_for TEXT NOT NULL DEFAULT '',
+            model_string TEXT NOT NULL,
+            url TEXT NOT NULL,
+            http_status INTEGER,
+            outcome TEXT NOT NULL,
+            error_code TEXT,
+            error_message TEXT,
+            latency_ms REAL,
+            attempts INTEGER NOT NULL,
+            attempt_log_json TEXT NOT NULL,
+            started_at TEXT NOT NULL,
+            finished_at TEXT NOT NULL,
+            note TEXT,
+            PRIMARY KEY (run_id, kind, model_id, route_for, model_string)
+        );
+        CREATE TABLE findings (
+            run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+            model_id TEXT NOT NULL,
+            provider TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            blocked INTEGER NOT NULL,
+            predicted INTEGER NOT NULL DEFAULT 0,
+            http_status INTEGER,
+            pipeline_tag TEXT,
+            detail TEXT,
+            message TEXT,
+            latency_ms REAL,
+            attempts INTEGER,
+            checked_at TEXT,
+            model_string TEXT,
+            action TEXT,
+            error_code TEXT,
+            note TEXT,
+            mapping_status TEXT,
+            mapping_task TEXT,
+            in_router_list INTEGER,
+            gated TEXT,
+            working_route TEXT,
+            PRIMARY KEY (run_id, model_id, provider)
+        );
+        CREATE INDEX findings_model ON findings (model_id, provider);
+        CREATE INDEX runs_scope ON runs (source, provider, status);
+    """)
+
+
+MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
+    (1, "initial schema", _m001_initial),
+]
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def _loads(text: Any, default: Any) -> Any:
+    if text is None or (isinstance(text, float) and text != text):
+        return default
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError):
+        return default
+
+
+def _opt_bool(value: Any) -> bool | None:
+    if value is None or value is pd.NA or (isinstance(value, float) and value != value):
+        return None
+    return bool(value)
+
+
+def _opt(value: Any) -> Any:
+    if value is None or value is pd.NA or (isinstance(value, float) and value != value):
+        return None
+    if hasattr(value, "item"):  # numpy scalar
+        return value.item()
+    return value
+
+
+def _check_is_sqlite(path: Path) -> None:
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+    except OSError as exc:
+        raise StoreError(f"cannot read store {path}: {exc.strerror}") from None
+    if head and head != SQLITE_MAGIC:
+        raise StoreError(f"{path} is not an SQLite store (refusing to touch it)")
+
+
+class Store:
+    """One SQLite store file.  Use :func:`open_store`, ideally as a context manager."""
+
+    def __init__(self, path: str | os.PathLike[str], *, create: bool = True) -> None:
+        self.path = Path(path)
+        if self.path.exists():
+            if self.path.is_dir():
+                raise StoreError(f"store path {self.path} is a directory")
+            _check_is_sqlite(self.path)
+        elif not create:
+            raise StoreError(f"no store at {self.path}: run a scan (or the demo) first")
+        else:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create the store's folder {self.path.parent}: {exc.strerror}") from None
+            if not os.access(self.path.parent, os.W_OK):
+                raise StoreError(f"cannot write a store in {self.path.parent}: permission denied")
+        try:
+            self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA busy_timeout = 30000")
+            self.db.execute("PRAGMA foreign_keys = ON")
+            mode = self.db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode.lower() != "wal" and create:
+                raise StoreError(f"cannot switch {self.path} to WAL mode (got {mode})")
+            self.db.execute("PRAGMA synchronous = NORMAL")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot use store {self.path}: {exc}") from None
+
+    # -- lifecycle
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _migrate(self) -> None:
+        self.db.execute("""CREATE TABLE IF NOT EXISTS schema_migrations (
+            version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)""")
+        applied = {row[0] for row in self.db.execute("SELECT version FROM schema_migrations")}
+        newest = max(applied, default=0)
+        if newest > SCHEMA_VERSION:
+            raise StoreError(f"store {self.path} has schema version {newest}, newer than this tool's "
+                             f"{SCHEMA_VERSION}: upgrade the tool (the store was left untouched)")
+        for version, name, migrate in MIGRATIONS:
+            if version in applied:
+                continue
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                migrate(self.db)
+                self.db.execute("INSERT INTO schema_migrations VALUES (?, ?, ?)", (version, name, _now()))
+                self.db.execute(f"PRAGMA user_version = {version}")
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+
+    def schema_version(self) -> int:
+        return int(self.db.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations").fetchone()[0])
+
+    def _tx(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.executemany(sql, rows)
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
+    # -- writers
+
+    def create_run(self, *, source: str, provider: str, hub_url: str | None, router_url: str | None,
+                   settings: dict[str, Any], tool_version: str = "") -> int:
+        """Insert a ``running`` run and return its id."""
+        cur = self.db.execute(
+            "INSERT INTO runs (started_at, status, source, provider, hub_url, router_url, settings_json, tool_version)"
+            " VALUES (?, 'running', ?, ?, ?, ?, ?, ?)",
+            (_now(), source, provider, hub_url, router_url, _dumps(settings), tool_version))
+        return int(cur.lastrowid)
+
+    def save_catalog(self, run_id: int, catalog: pd.DataFrame) -> None:
+        rows = [(run_id, r["model_id"], r["author"], _opt(r["pipeline_tag"]), _dumps(list(r["tags"])),
+                 _opt(r["library_name"]), r["gated"], _opt(r["downloads"]), _opt(r["likes"]), _opt(r["created_at"]),
+                 _opt(r["last_modified"]), _dumps(r["mapping"]), r["mapping_shape"],
+                 None if _opt_bool(r["in_router_list"]) is None else int(bool(r["in_router_list"])),
+                 _dumps(list(r["router_providers"])))
+                for r in catalog.to_dict("records")]
+        self._tx("INSERT INTO catalog VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+    def save_targets(self, run_id: int, targets: Iterable[Any]) -> None:
+        self._tx("INSERT INTO targets VALUES (?, ?, ?, ?, ?)",
+                 [(run_id, i, t.model_id, t.provider, t.model_string) for i, t in enumerate(targets)])
+
+    def save_probes(self, run_id: int, results: Iterable[Any], route_for: dict[int, str] | None = None) -> None:
+        """Commit a batch of :class:`~analysis.probe.ProbeResult` in one transaction."""
+        rows = []
+        for r in results:
+            rows.append((run_id, r.kind, r.model_id, r.provider, getattr(r, "route_for", "") or "", r.model_string,
+                         r.url, r.http_status, r.outcome, r.error_code, r.error_message, r.latency_ms, r.attempts,
+                         _dumps([a.__dict__ for a in r.attempt_log]), r.started_at, r.finished_at, r.note))
+        if rows:
+            self._tx("INSERT INTO probes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+    def save_findings(self, run_id: int, findings: pd.DataFrame) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.execute("DELETE FROM findings WHERE run_id = ?", (run_id,))
+            cols = [c for c in self._columns("findings") if c != "run_id" and c in findings.columns]
+            sql = f"INSERT INTO findings (run_id, {', '.join(cols)}) VALUES (?{', ?' * len(cols)})"
+            values = []
+            for rec in findings[cols].itertuples(index=False, name=None):
+                values.append((run_id, *[_cell(v) for v in rec]))
+            self.db.executemany(sql, values)
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
+    def finish_run(self, run_id: int, status: str, *, failure_reason: str | None = None,
+                   failure_message: str | None = None, counts: dict[str, int] | None = None,
+                   n_targets: int | None = None, n_probed: int | None = None, n_ok: int | None = None,
+                   n_blocked: int | None = None, n_transient: int | None = None) -> None:
+        """Record a run's end: ``ok``, ``failed`` or ``interrupted``."""
+        if status not in RUN_STATUSES:
+            raise ValueError(f"bad run status {status!r}")
+        started = self.db.execute("SELECT started_at FROM runs WHERE id = ?", (run_id,)).fetchone()[0]
+        finished = _now()
+        duration = (datetime.fromisoformat(finished.replace("Z", "+00:00"))
+                    - datetime.fromisoformat(started.replace("Z", "+00:00"))).total_seconds()
+        self.db.execute(
+            "UPDATE runs SET status = ?, finished_at = ?, failure_reason = ?, failure_message = ?, counts_json = ?,"
+            " n_targets = COALESCE(?, n_targets), n_probed = ?, n_ok = ?, n_blocked = ?, n_transient = ?,"
+            " duration_s = ? WHERE id = ?",
+            (status, finished, failure_reason, failure_message, _dumps(counts or {}), n_targets, n_probed, n_ok,
+             n_blocked, n_transient, round(duration, 3), run_id))
+
+    def set_run_status(self, run_id: int, status: str) -> None:
+        self.db.execute("UPDATE runs SET status = ? WHERE id = ?", (status, run_id))
+
+    def _columns(self, table: str) -> list[str]:
+        return [row[1] for row in self.db.execute(f"PRAGMA table_info({table})")]
+
+    # -- readers
+
+    def _frame(self, sql: str, params: Sequence[Any] = ()) -> pd.DataFrame:
+        cur = self.db.execute(sql, params)
+        cols = [d[0] for d in cur.description]
+        return pd.DataFrame(cur.fetchall(), columns=cols)
+
+    def runs(self) -> pd.DataFrame:
+        """Every run, oldest first."""
+        frame = self._frame("SELECT * FROM runs ORDER BY id")
+        frame["settings"] = [_loads(s, {}) for s in frame["settings_json"]]
+        frame["counts"] = [_loads(s, {}) for s in frame["counts_json"]]
+        return frame.drop(columns=["settings_json", "counts_json"])
+
+    def get_run(self, run_id: int) -> dict[str, Any]:
+        """One run as a dict; :class:`UsageError` if there is no such run."""
+        cur = self.db.execute("SELECT * FROM runs WHERE id = ?", (run_id,))
+        row = cur.fetchone()
+        if row is None:
+            raise UsageError(f"no run {run_id} in {self.path}")
+        run = dict(zip([d[0] for d in cur.description], row))
+        run["settings"] = _loads(run.pop("settings_json"), {})
+        run["counts"] = _loads(run.pop("counts_json"), {})
+        return run
+
+    def latest_run_id(self, status: str | None = "ok", *, source: str | None = None,
+                      provider: str | None = None, before: int | None = None) -> int | None:
+        """The newest run with ``status`` (any status if ``None``), optionally in one scope."""
+        sql = "SELECT MAX(id) FROM runs WHERE 1 = 1"
+        params: list[Any] = []
+        for column, value in (("status", status), ("source", source), ("provider", provider)):
+            if value is not None:
+                sql += f" AND {column} = ?"
+                params.append(value)
+        if before is not None:
+            sql += " AND id < ?"
+            params.append(before)
+        value = self.db.execute(sql, params).fetchone()[0]
+        return int(value) if value is not None else None
+
+    def previous_ok_run(self, run_id: int) -> int | None:
+        """The successful run before ``run_id`` with the same source and provider."""
+        run = self.get_run(run_id)
+        return self.latest_run_id("ok", source=run["source"], provider=run["provider"], before=run_id)
+
+    def catalog(self, run_id: int) -> pd.DataFrame:
+        """The catalog snapshot of a run, with JSON cells decoded."""
+        frame = self._frame("SELECT * FROM catalog WHERE run_id = ? ORDER BY model_id", (run_id,))
+        frame["tags"] = [_loads(s, []) for s in frame["tags_json"]]
+        frame["mapping"] = [_loads(s, {}) for s in frame["mapping_json"]]
+        frame["router_providers"] = [_loads(s, []) for s in frame["router_providers_json"]]
+        frame["in_router_list"] = [_opt_bool(v) for v in frame["in_router_list"]]
+        frame["in_router_list"] = frame["in_router_list"].astype(object)
+        return frame.drop(columns=["tags_json", "mapping_json", "router_providers_json"])
+
+    def targets(self, run_id: int) -> pd.DataFrame:
+        return self._frame("SELECT model_id, provider, model_string FROM targets WHERE run_id = ? ORDER BY seq",
+                           (run_id,))
+
+    def probes(self, run_id: int, model_id: str | None = None) -> pd.DataFrame:
+        """Probe results of a run (one row per route probed), ``attempt_log`` decoded."""
+        sql = "SELECT * FROM probes WHERE run_id = ?"
+        params: list[Any] = [run_id]
+        if model_id is not None:
+            sql += " AND model_id = ?"
+            params.append(model_id)
+        frame = self._frame(sql + " ORDER BY started_at", params)
+        frame["attempt_log"] = [_loads(s, []) for s in frame["attempt_log_json"]]
+        return frame.drop(columns=["attempt_log_json"])
+
+    def probed_keys(self, run_id: int) -> set[tuple[str, str]]:
+        """(model_id, provider) of every primary probe stored for a run."""
+        return {(m, p) for m, p in self.db.execute(
+            "SELECT model_id, provider FROM probes WHERE run_id = ? AND kind != 'route'", (run_id,))}
+
+    def findings(self, run_id: int) -> pd.DataFrame:
+        """Findings of a run; ``blocked``/``predicted`` as bools."""
+        frame = self._frame("SELECT * FROM findings WHERE run_id = ? ORDER BY model_id, provider", (run_id,))
+        for col in ("blocked", "predicted"):
+            frame[col] = frame[col].astype(bool)
+        frame["in_router_list"] = [_opt_bool(v) for v in frame["in_router_list"]]
+        frame["in_router_list"] = frame["in_router_list"].astype(object)
+        return frame.drop(columns=["run_id"])
+
+    def model_history(self, model_id: str, provider: str | None = None) -> pd.DataFrame:
+        """A model's findings across runs, newest first, with the run's status and times."""
+        sql = ("SELECT f.*, r.status AS run_status, r.started_at AS run_started_at, r.source, "
+               "r.provider AS run_provider FROM findings f JOIN runs r ON r.id = f.run_id WHERE f.model_id = ?")
+        params: list[Any] = [model_id]
+        if provider is not None:
+            sql += " AND f.provider = ?"
+            params.append(provider)
+        frame = self._frame(sql + " ORDER BY f.run_id DESC", params)
+        frame["blocked"] = frame["blocked"].astype(bool)
+        return frame
+
+
+def _cell(value: Any) -> Any:
+    value = _opt(value)
+    if isinstance(value, (list, dict)):
+        return _dumps(value)
+    if isinstance(value, bool):
+        return int(value)
+    return value
+
+
+def open_store(path: str | os.PathLike[str], *, create: bool = True) -> Store:
+    """Open (and migrate) the store at ``path``; ``create=False`` requires it to exist."""
+    return Store(path, create=create)

@@ -1,0 +1,75 @@
+"""Shared fixtures: a real simulator server on a free port, temp stores, a CLI runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from analysis.scan import ScanConfig
+from analysis.simulator import Scenario, SimulatorServer, default_scenario
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# A recognisable fake token: tests search every output for it.
+SECRET_TOKEN = "hf_TESTSECRETtoken0123456789abcdefXYZ"
+
+
+@pytest.fixture(scope="session")
+def sim():
+    """The default scenario, served for the whole session.  Tests must not change its phase."""
+    with SimulatorServer(default_scenario()) as server:
+        yield server
+
+
+@pytest.fixture
+def make_sim():
+    """Start simulators for custom scenarios; all are stopped after the test."""
+    servers: list[SimulatorServer] = []
+
+    def start(scenario: Scenario | dict) -> SimulatorServer:
+        if isinstance(scenario, dict):
+            scenario = Scenario.from_dict(scenario)
+        server = SimulatorServer(scenario).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def store_path(tmp_path: Path) -> Path:
+    return tmp_path / "store" / "rca.sqlite"
+
+
+def sim_stats(server: SimulatorServer) -> dict:
+    return httpx.get(f"{server.url}/_sim/stats").json()
+
+
+def reset_stats(server: SimulatorServer) -> None:
+    httpx.post(f"{server.url}/_sim/reset")
+
+
+def fast_config(server: SimulatorServer, **overrides) -> ScanConfig:
+    """Scan settings that keep tests quick: short timeouts and backoff."""
+    values = dict(hub_url=server.url, router_url=server.router_url, provider="hf-inference", concurrency=8,
+                  timeout=1.0, retries=2, backoff=0.01, retry_after_cap=0.5)
+    values.update(overrides)
+    return ScanConfig(**values)
+
+
+FAST_FLAGS = ["--timeout", "1", "--backoff", "0.01", "--retry-after-cap", "0.5"]
+
+
+def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run ``python -m analysis`` as a real subprocess."""
+    full_env = {k: v for k, v in os.environ.items() if k != "HF_TOKEN"}
+    full_env["PYTHONPATH"] = str(PROJECT_ROOT)
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "analysis", *args], capture_output=True, text=True,
+                          env=full_env, cwd=cwd or PROJECT_ROOT, timeout=timeout)

@@ -1,0 +1,98 @@
+"""Exports: contract columns, formula neutralisation, a loadable Python set."""
+
+from __future__ import annotations
+
+import ast
+import csv
+import io
+import json
+
+import pandas as pd
+
+from analysis.diagnose import FINDING_COLUMNS
+from analysis.export import BLOCKLIST_COLUMNS, FINDINGS_COLUMNS, blocklist_bytes, findings_bytes, neutralise
+
+
+def _findings() -> pd.DataFrame:
+    rows = [
+        {"model_id": "a/ok", "provider": "p", "reason": "ok", "blocked": False, "http_status": 200,
+         "pipeline_tag": "text-generation", "detail": "router 200", "message": "fine", "latency_ms": 12.5,
+         "attempts": 1, "checked_at": "2026-01-01T00:00:00Z"},
+        {"model_id": "=cmd|'/c calc'!A1", "provider": "p", "reason": "not_found", "blocked": True, "http_status": 404,
+         "pipeline_tag": "+text", "detail": "-1; @SUM(A1)", "message": "\tTAB", "latency_ms": None, "attempts": 1,
+         "checked_at": "2026-01-01T00:00:00Z"},
+        {"model_id": 'evil/"quote\\\nnewline', "provider": "p", "reason": "gated", "blocked": True,
+         "http_status": 403, "pipeline_tag": None, "detail": "line1\nline2\x00", "message": "m", "latency_ms": 3.0,
+         "attempts": 1, "checked_at": "2026-01-01T00:00:00Z"},
+    ]
+    frame = pd.DataFrame(rows)
+    for col in FINDING_COLUMNS:
+        if col not in frame:
+            frame[col] = None
+    frame["predicted"] = False
+    return frame
+
+
+def test_findings_csv_columns_in_contract_order():
+    data = findings_bytes(_findings(), "csv").decode()
+    header = next(csv.reader(io.StringIO(data)))
+    assert header[: len(FINDINGS_COLUMNS)] == ["model_id", "provider", "reason", "blocked", "http_status",
+                                               "pipeline_tag", "detail", "message", "latency_ms", "attempts",
+                                               "checked_at"]
+
+
+def test_blocklist_csv_has_only_blocked_rows_and_contract_columns():
+    data = blocklist_bytes(_findings(), "csv").decode()
+    rows = list(csv.DictReader(io.StringIO(data)))
+    assert list(rows[0].keys()) == BLOCKLIST_COLUMNS
+    assert {r["reason"] for r in rows} == {"not_found", "gated"}
+
+
+def test_formula_cells_are_neutralised():
+    rows = list(csv.DictReader(io.StringIO(blocklist_bytes(_findings(), "csv").decode())))
+    bad = next(r for r in rows if r["reason"] == "not_found")
+    assert bad["model_id"] == "'=cmd|'/c calc'!A1"
+    assert bad["pipeline_tag"] == "'+text"
+    assert bad["detail"] == "'-1; @SUM(A1)"
+    assert bad["message"] == "'\tTAB"
+    for value in ("=1", "+1", "-1", "@x", "\tx", "\rx"):
+        assert neutralise(value).startswith("'")
+    assert neutralise("plain") == "plain" and neutralise(5) == 5
+
+
+def test_json_round_trips():
+    data = json.loads(blocklist_bytes(_findings(), "json"))
+    assert [d["reason"] for d in data] == ["not_found", "gated"] or {d["reason"] for d in data} == {"not_found", "gated"}
+    assert all(set(d) == set(BLOCKLIST_COLUMNS) for d in data)
+
+
+def test_python_set_is_valid_and_exact():
+    text = blocklist_bytes(_findings(), "python").decode()
+    tree = ast.parse(text)
+    assigned = tree.body[0]
+    assert assigned.targets[0].id == "UNSUPPORTED_MODELS"
+    assert ast.literal_eval(assigned.value) == {"=cmd|'/c calc'!A1", 'evil/"quote\\\nnewline'}
+    assert "# gated: line1 line2" in text  # the reason as a comment, on one line
+    assert len(text.splitlines()) == 4
+
+
+def test_python_set_lists_routes_when_the_run_spans_providers():
+    frame = _findings()
+    frame.loc[2, "provider"] = "q"
+    text = blocklist_bytes(frame, "python").decode()
+    assert ast.literal_eval(ast.parse(text).body[0].value) == {"=cmd|'/c calc'!A1:p", 'evil/"quote\\\nnewline:q'}
+
+
+def test_empty_blocklist():
+    empty = pd.DataFrame(columns=FINDING_COLUMNS)
+    assert blocklist_bytes(empty, "csv").decode() == ",".join(BLOCKLIST_COLUMNS) + "\n"
+    assert json.loads(blocklist_bytes(empty, "json")) == []
+    namespace: dict = {}
+    exec(blocklist_bytes(empty, "python").decode(), namespace)  # noqa: S102 - our own generated code
+    assert namespace["UNSUPPORTED_MODELS"] == set() and isinstance(namespace["UNSUPPORTED_MODELS"], set)
+
+
+def test_predicted_rows_never_block():
+    frame = _findings()
+    frame["predicted"] = True
+    assert list(csv.DictReader(io.StringIO(blocklist_bytes(frame, "csv").decode()))) == []

@@ -1,0 +1,105 @@
+"""The SQLite store: WAL, migrations, refusal of foreign files, readers as DataFrames."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pandas as pd
+import pytest
+
+from analysis.catalog import Target, normalise_hub_models
+from analysis.errors import StoreError
+from analysis.probe import Attempt, ProbeResult
+from analysis.store import SCHEMA_VERSION, Store, open_store
+
+
+def _result(model_id: str, status: int = 200, outcome: str = "chat") -> ProbeResult:
+    attempt = Attempt(1, "2026-01-01T00:00:00Z", 10.0, status, outcome)
+    return ProbeResult(model_id, "p", f"{model_id}:p", "http://x/v1/chat/completions", "primary", status, outcome,
+                       None, None, 10.0, 1, [attempt], "2026-01-01T00:00:00Z", "2026-01-01T00:00:01Z")
+
+
+def test_new_store_is_wal_and_migrated(store_path):
+    with open_store(store_path) as store:
+        assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        rows = store.db.execute("SELECT version, name FROM schema_migrations ORDER BY version").fetchall()
+        assert [r[0] for r in rows] == list(range(1, SCHEMA_VERSION + 1))
+        assert store.schema_version() == SCHEMA_VERSION
+
+
+def test_reopening_applies_nothing_twice(store_path):
+    open_store(store_path).close()
+    with open_store(store_path) as store:
+        count = store.db.execute("SELECT COUNT(*) FROM schema_migrations").fetchone()[0]
+    assert count == SCHEMA_VERSION
+
+
+def test_newer_schema_is_refused_and_untouched(store_path):
+    open_store(store_path).close()
+    db = sqlite3.connect(store_path)
+    db.execute("INSERT INTO schema_migrations VALUES (999, 'from the future', 'x')")
+    db.commit()
+    db.close()
+    before = store_path.read_bytes()
+    with pytest.raises(StoreError, match="newer"):
+        open_store(store_path)
+    assert store_path.read_bytes() == before
+
+
+def test_not_sqlite_is_refused_and_untouched(tmp_path):
+    path = tmp_path / "notes.sqlite"
+    path.write_text("these are my notes, not a database\n")
+    with pytest.raises(StoreError, match="not an SQLite"):
+        open_store(path)
+    assert path.read_text() == "these are my notes, not a database\n"
+
+
+def test_missing_store_for_readers(tmp_path):
+    with pytest.raises(StoreError, match="no store"):
+        open_store(tmp_path / "absent.sqlite", create=False)
+    assert not (tmp_path / "absent.sqlite").exists()
+
+
+def test_run_lifecycle_and_readers(store_path):
+    catalog = normalise_hub_models([{"id": "a/x", "pipeline_tag": "text-generation", "tags": ["t"],
+                                     "inferenceProviderMapping": [{"provider": "p", "status": "live",
+                                                                   "task": "conversational"}]}])
+    with open_store(store_path) as store:
+        run_id = store.create_run(source="hub", provider="p", hub_url="h", router_url="r", settings={"a": 1})
+        store.save_catalog(run_id, catalog)
+        store.save_targets(run_id, [Target("a/x", "p", "a/x:p")])
+        store.save_probes(run_id, [_result("a/x")])
+        assert store.probed_keys(run_id) == {("a/x", "p")}
+        store.finish_run(run_id, "ok", counts={"ok": 1}, n_ok=1, n_blocked=0)
+        runs = store.runs()
+        assert isinstance(runs, pd.DataFrame) and runs.iloc[0]["status"] == "ok"
+        assert runs.iloc[0]["counts"] == {"ok": 1} and runs.iloc[0]["duration_s"] >= 0
+        cat = store.catalog(run_id)
+        assert cat.iloc[0]["mapping"] == {"p": {"status": "live", "task": "conversational", "providerId": ""}}
+        assert cat.iloc[0]["tags"] == ["t"]
+        probes = store.probes(run_id)
+        assert probes.iloc[0]["attempt_log"][0]["http_status"] == 200
+        assert store.latest_run_id("ok") == run_id
+        assert store.previous_ok_run(run_id) is None
+
+
+def test_probe_rows_are_unique(store_path):
+    with open_store(store_path) as store:
+        run_id = store.create_run(source="hub", provider="p", hub_url="h", router_url="r", settings={})
+        store.save_probes(run_id, [_result("a/x")])
+        with pytest.raises(sqlite3.IntegrityError):
+            store.save_probes(run_id, [_result("a/x"), _result("a/y")])
+        # the failed batch rolled back as a whole
+        assert store.probed_keys(run_id) == {("a/x", "p")}
+
+
+def test_concurrent_reader_sees_committed_batches(store_path):
+    with open_store(store_path) as writer, open_store(store_path, create=False) as reader:
+        run_id = writer.create_run(source="hub", provider="p", hub_url="h", router_url="r", settings={})
+        writer.save_probes(run_id, [_result(f"a/{i}") for i in range(10)])
+        assert len(reader.probes(run_id)) == 10
+        writer.db.execute("BEGIN IMMEDIATE")
+        writer.db.execute("DELETE FROM probes")
+        # an open write transaction does not block the reader, which sees the last commit
+        assert len(reader.probes(run_id)) == 10
+        writer.db.execute("ROLLBACK")
