@@ -67,6 +67,8 @@ def _csv(frame: pd.DataFrame, columns: list[str]) -> bytes:
             value = rec.get(c)
             if isinstance(value, bool):
                 value = "true" if value else "false"
+            elif isinstance(value, (list, tuple)):
+                value = "; ".join(str(v) for v in value)
             row.append("" if value is None else neutralise(value if isinstance(value, str) else str(value)))
         writer.writerow(row)
     return buf.getvalue().encode("utf-8")

@@ -27,7 +27,9 @@ from .catalog import (
     normalise_hub_models,
     parse_provider_spec,
 )
+from .alternatives import suggest_alternatives
 from .diagnose import diagnose
+from .history import HISTORY_COLUMNS, PersistencePolicy, apply_persistence, summarise_history
 from .errors import (
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -65,6 +67,8 @@ class ScanConfig:
     retry_after_cap: float = 30.0
     hub_limit: int = 1000
     batch_size: int = 50
+    persistent_after: int = 3
+    persistent_min_hours: float = 12.0
     token: str | None = field(default=None, repr=False)
 
     def public(self) -> dict[str, Any]:
@@ -285,7 +289,8 @@ def _probe_and_finish(config: ScanConfig, store: Store, run_id: int, catalog: pd
         findings = diagnose(catalog, probes, run_ok=False)
         return _fail_run_level(store, run_id, exc, findings)
 
-    findings = diagnose(catalog, probes, run_ok=True)
+    findings = _with_history(store, run_id, diagnose(catalog, probes, run_ok=True), catalog,
+                             PersistencePolicy(config.persistent_after, config.persistent_min_hours))
     store.save_findings(run_id, findings)
     counts = _outcome_counts(findings)
     store.finish_run(run_id, "ok", counts=counts, n_targets=total, n_probed=len(findings),
@@ -293,6 +298,20 @@ def _probe_and_finish(config: ScanConfig, store: Store, run_id: int, catalog: pd
                      n_transient=sum(v for k, v in counts.items() if k in TRANSIENT))
     run = store.get_run(run_id)
     return ScanOutcome(run_id, "ok", EXIT_OK, counts, findings, duration_s=run["duration_s"] or 0.0)
+
+
+def _with_history(store: Store, run_id: int, findings: pd.DataFrame, catalog: pd.DataFrame,
+                  policy: PersistencePolicy) -> pd.DataFrame:
+    """Apply the persistent-failure policy, then add history columns and alternatives."""
+    run = store.get_run(run_id)
+    previous = store.scope_history(run["source"], run["provider"], before=run_id)
+    findings = apply_persistence(findings, previous, run["started_at"], policy)
+    current = findings[["model_id", "provider", "reason"]].assign(run_id=run_id, run_started_at=run["started_at"])
+    summary = summarise_history(pd.concat([previous, current], ignore_index=True), policy.flap_window)
+    findings = findings.drop(columns=[c for c in HISTORY_COLUMNS if c in findings.columns])
+    findings = findings.merge(summary.drop(columns=["runs_seen"]), on=["model_id", "provider"], how="left")
+    findings["alternatives"] = suggest_alternatives(findings, catalog)
+    return findings
 
 
 def _run_level_error(status: int, config: ScanConfig, evidence: str) -> RunLevelError:

@@ -138,8 +138,21 @@ def _m001_initial(db: sqlite3.Connection) -> None:
     """)
 
 
+def _m002_history_and_modes(db: sqlite3.Connection) -> None:
+    _script(db, """
+        ALTER TABLE findings ADD COLUMN first_failed_at TEXT;
+        ALTER TABLE findings ADD COLUMN last_ok_at TEXT;
+        ALTER TABLE findings ADD COLUMN consecutive_failures INTEGER;
+        ALTER TABLE findings ADD COLUMN flaps INTEGER;
+        ALTER TABLE findings ADD COLUMN alternatives_json TEXT;
+        ALTER TABLE runs ADD COLUMN mode TEXT NOT NULL DEFAULT 'probe';
+        ALTER TABLE runs ADD COLUMN canaries_json TEXT
+    """)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
     (1, "initial schema", _m001_initial),
+    (2, "history columns, alternatives, run mode and canaries", _m002_history_and_modes),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -261,13 +274,16 @@ class Store:
     # -- writers
 
     def create_run(self, *, source: str, provider: str, hub_url: str | None, router_url: str | None,
-                   settings: dict[str, Any], tool_version: str = "") -> int:
-        """Insert a ``running`` run and return its id."""
+                   settings: dict[str, Any], tool_version: str = "", mode: str = "probe") -> int:
+        """Insert a ``running`` run and return its id.  ``mode`` is ``probe`` or ``predict``."""
         cur = self.db.execute(
-            "INSERT INTO runs (started_at, status, source, provider, hub_url, router_url, settings_json, tool_version)"
-            " VALUES (?, 'running', ?, ?, ?, ?, ?, ?)",
-            (_now(), source, provider, hub_url, router_url, _dumps(settings), tool_version))
+            "INSERT INTO runs (started_at, status, source, provider, hub_url, router_url, settings_json, tool_version,"
+            " mode) VALUES (?, 'running', ?, ?, ?, ?, ?, ?, ?)",
+            (_now(), source, provider, hub_url, router_url, _dumps(settings), tool_version, mode))
         return int(cur.lastrowid)
+
+    def set_canaries(self, run_id: int, canaries: list[str]) -> None:
+        self.db.execute("UPDATE runs SET canaries_json = ? WHERE id = ?", (_dumps(canaries), run_id))
 
     def save_catalog(self, run_id: int, catalog: pd.DataFrame) -> None:
         rows = [(run_id, r["model_id"], r["author"], _opt(r["pipeline_tag"]), _dumps(list(r["tags"])),
@@ -296,6 +312,10 @@ class Store:
         self.db.execute("BEGIN IMMEDIATE")
         try:
             self.db.execute("DELETE FROM findings WHERE run_id = ?", (run_id,))
+            findings = findings.copy()
+            if "alternatives" in findings.columns:
+                findings["alternatives_json"] = [_dumps(list(a) if isinstance(a, (list, tuple)) else [])
+                                                 for a in findings["alternatives"]]
             cols = [c for c in self._columns("findings") if c != "run_id" and c in findings.columns]
             sql = f"INSERT INTO findings (run_id, {', '.join(cols)}) VALUES (?{', ?' * len(cols)})"
             values = []
@@ -343,7 +363,8 @@ class Store:
         frame = self._frame("SELECT * FROM runs ORDER BY id")
         frame["settings"] = [_loads(s, {}) for s in frame["settings_json"]]
         frame["counts"] = [_loads(s, {}) for s in frame["counts_json"]]
-        return frame.drop(columns=["settings_json", "counts_json"])
+        frame["canaries"] = [_loads(s, []) for s in frame["canaries_json"]]
+        return frame.drop(columns=["settings_json", "counts_json", "canaries_json"])
 
     def get_run(self, run_id: int) -> dict[str, Any]:
         """One run as a dict; :class:`UsageError` if there is no such run."""
@@ -354,6 +375,7 @@ class Store:
         run = dict(zip([d[0] for d in cur.description], row))
         run["settings"] = _loads(run.pop("settings_json"), {})
         run["counts"] = _loads(run.pop("counts_json"), {})
+        run["canaries"] = _loads(run.pop("canaries_json"), [])
         return run
 
     def latest_run_id(self, status: str | None = "ok", *, source: str | None = None,
@@ -413,11 +435,34 @@ class Store:
             frame[col] = frame[col].astype(bool)
         frame["in_router_list"] = [_opt_bool(v) for v in frame["in_router_list"]]
         frame["in_router_list"] = frame["in_router_list"].astype(object)
-        return frame.drop(columns=["run_id"])
+        frame["alternatives"] = [_loads(s, []) for s in frame["alternatives_json"]]
+        return frame.drop(columns=["run_id", "alternatives_json"])
+
+    def scope_history(self, source: str, provider: str, *, before: int | None = None,
+                      upto: int | None = None) -> pd.DataFrame:
+        """Verdicts of the successful probing runs of one scope, oldest first.
+
+        Columns: ``run_id``, ``run_started_at``, ``model_id``, ``provider``,
+        ``reason``, ``blocked``.  ``before``/``upto`` bound the run ids
+        (exclusive/inclusive).
+        """
+        sql = ("SELECT f.run_id, r.started_at AS run_started_at, f.model_id, f.provider, f.reason, f.blocked "
+               "FROM findings f JOIN runs r ON r.id = f.run_id WHERE r.status = 'ok' AND r.mode = 'probe' "
+               "AND r.source = ? AND r.provider = ?")
+        params: list[Any] = [source, provider]
+        if before is not None:
+            sql += " AND r.id < ?"
+            params.append(before)
+        if upto is not None:
+            sql += " AND r.id <= ?"
+            params.append(upto)
+        frame = self._frame(sql + " ORDER BY f.run_id", params)
+        frame["blocked"] = frame["blocked"].astype(bool)
+        return frame
 
     def model_history(self, model_id: str, provider: str | None = None) -> pd.DataFrame:
         """A model's findings across runs, newest first, with the run's status and times."""
-        sql = ("SELECT f.*, r.status AS run_status, r.started_at AS run_started_at, r.source, "
+        sql = ("SELECT f.*, r.status AS run_status, r.started_at AS run_started_at, r.source, r.mode AS run_mode, "
                "r.provider AS run_provider FROM findings f JOIN runs r ON r.id = f.run_id WHERE f.model_id = ?")
         params: list[Any] = [model_id]
         if provider is not None:
@@ -425,7 +470,8 @@ class Store:
             params.append(provider)
         frame = self._frame(sql + " ORDER BY f.run_id DESC", params)
         frame["blocked"] = frame["blocked"].astype(bool)
-        return frame
+        frame["alternatives"] = [_loads(s, []) for s in frame["alternatives_json"]]
+        return frame.drop(columns=["alternatives_json"])
 
 
 def _cell(value: Any) -> Any:

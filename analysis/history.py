@@ -1,0 +1,108 @@
+"""History across runs and the persistent-failure policy.  Pure: frames in, frames out.
+
+History is computed over the *successful* runs of one scope (same source and
+provider spec), oldest first.  A failing run is one whose reason is not ``ok``;
+predicted (metadata-only) verdicts are not evidence and are skipped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import pandas as pd
+
+from .taxonomy import TRANSIENT, reason_info
+
+__all__ = ["HISTORY_COLUMNS", "PersistencePolicy", "summarise_history", "apply_persistence"]
+
+HISTORY_COLUMNS = ["first_failed_at", "last_ok_at", "consecutive_failures", "flaps"]
+# Reasons that may add up to a persistent failure.  persistent_failure itself
+# counts, so a blocked model stays blocked until it answers again.
+_STREAK_REASONS = TRANSIENT | {"persistent_failure"}
+
+
+@dataclass(frozen=True)
+class PersistencePolicy:
+    """A transient reason blocks after ``after`` consecutive failing runs spanning ``min_hours``."""
+
+    after: int = 3
+    min_hours: float = 12.0
+    flap_window: int = 10
+
+
+def _parse(ts: str) -> datetime:
+    return datetime.fromisoformat(str(ts).replace("Z", "+00:00"))
+
+
+def summarise_history(history: pd.DataFrame, flap_window: int = 10) -> pd.DataFrame:
+    """Per (model_id, provider): ``first_failed_at``, ``last_ok_at``, ``consecutive_failures``, ``flaps``.
+
+    ``history`` has one row per (run, model, provider) with ``run_id``,
+    ``run_started_at``, ``model_id``, ``provider`` and ``reason``.
+    ``first_failed_at`` is the start of the current failing streak (empty when
+    the latest verdict is ok); ``flaps`` counts verdict changes in the last
+    ``flap_window`` runs.
+    """
+    columns = ["model_id", "provider", *HISTORY_COLUMNS, "runs_seen"]
+    if history.empty:
+        return pd.DataFrame(columns=columns)
+    ordered = history.sort_values(["model_id", "provider", "run_id"])
+    rows = []
+    for (model_id, provider), group in ordered.groupby(["model_id", "provider"], sort=False):
+        reasons = list(group["reason"])
+        started = list(group["run_started_at"])
+        streak = 0
+        for reason in reversed(reasons):
+            if reason == "ok":
+                break
+            streak += 1
+        last_ok = next((started[i] for i in range(len(reasons) - 1, -1, -1) if reasons[i] == "ok"), None)
+        first_failed = started[len(reasons) - streak] if streak else None
+        window = reasons[-flap_window:]
+        flaps = sum(1 for a, b in zip(window, window[1:]) if a != b)
+        rows.append((model_id, provider, first_failed, last_ok, streak, flaps, len(reasons)))
+    return pd.DataFrame(rows, columns=columns)
+
+
+def apply_persistence(findings: pd.DataFrame, previous: pd.DataFrame, run_started_at: str,
+                      policy: PersistencePolicy = PersistencePolicy()) -> pd.DataFrame:
+    """Turn long-lasting transient verdicts into ``persistent_failure`` (blocked).
+
+    ``previous`` holds the earlier successful runs' verdicts in the same scope
+    (columns as for :func:`summarise_history`).  A finding becomes
+    ``persistent_failure`` when its reason is transient, the ``after - 1`` runs
+    before it failed transiently too, and the first of those ``after`` runs
+    started at least ``min_hours`` before this one.  One ``ok`` clears it.
+    """
+    out = findings.copy()
+    if out.empty or policy.after < 1:
+        return out
+    prev_by_key: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    if not previous.empty:
+        ordered = previous.sort_values("run_id")
+        for model_id, provider, reason, started in zip(ordered["model_id"], ordered["provider"], ordered["reason"],
+                                                       ordered["run_started_at"]):
+            prev_by_key.setdefault((model_id, provider), []).append((reason, started))
+    now = _parse(run_started_at)
+    info = reason_info("persistent_failure")
+    for idx, model_id, provider, reason in zip(out.index, out["model_id"], out["provider"], out["reason"]):
+        if reason not in TRANSIENT or out.at[idx, "predicted"]:
+            continue
+        past = prev_by_key.get((model_id, provider), [])
+        needed = policy.after - 1
+        tail = past[-needed:] if needed else []
+        if len(tail) < needed or any(r not in _STREAK_REASONS for r, _ in tail):
+            continue
+        first_started = _parse(tail[0][1]) if tail else now
+        hours = (now - first_started).total_seconds() / 3600
+        if hours < policy.min_hours:
+            continue
+        out.at[idx, "note"] = "; ".join(x for x in (
+            f"{reason} in {policy.after} consecutive runs over {hours:.1f} h", out.at[idx, "note"] or "") if x)
+        out.at[idx, "detail"] = f"persistent {reason}: {out.at[idx, 'detail']}"
+        out.at[idx, "reason"] = "persistent_failure"
+        out.at[idx, "blocked"] = info.blocked
+        out.at[idx, "action"] = info.action
+        out.at[idx, "message"] = info.message.format(model=model_id)
+    return out

@@ -1,0 +1,451 @@
+"""Read-side views shared by the dashboard, the notebooks and the CLI.
+
+Every number a user sees is computed here (or in the modules it calls), so the
+dashboard, a report and ``python -m analysis diff`` always agree.  Functions
+take a :class:`~analysis.store.Store` or frames and return DataFrames, dicts
+or strings; none of them renders anything.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import pandas as pd
+
+from .catalog import HUB_URL
+from .export import blocklist_frame
+from .store import Store
+from .taxonomy import BLOCKING, REASON_NAMES, RUN_LEVEL, TRANSIENT, reason_info
+
+__all__ = [
+    "RunView",
+    "default_run_id",
+    "list_runs",
+    "load_run",
+    "kpis",
+    "reason_counts",
+    "tag_reason_counts",
+    "working_latencies",
+    "run_trend",
+    "filter_findings",
+    "mapping_status_of",
+    "hf_model_url",
+    "curl_command",
+    "model_evidence",
+    "model_history",
+    "explain",
+    "run_diff",
+    "blocklist_changes",
+    "failing_authors",
+    "conflicts",
+]
+
+
+@dataclass
+class RunView:
+    """One run with its findings, catalog snapshot and probes."""
+
+    run: dict[str, Any]
+    findings: pd.DataFrame
+    catalog: pd.DataFrame
+    probes: pd.DataFrame
+
+    @property
+    def run_id(self) -> int:
+        return int(self.run["id"])
+
+
+def default_run_id(store: Store) -> int | None:
+    """The latest successful run, else the latest run of any status, else ``None``."""
+    run_id = store.latest_run_id("ok")
+    return run_id if run_id is not None else store.latest_run_id(None)
+
+
+def list_runs(store: Store) -> pd.DataFrame:
+    """Runs newest first, with a one-line ``label`` for pickers."""
+    runs = store.runs()
+    if runs.empty:
+        runs["label"] = pd.Series(dtype=str)
+        return runs
+    runs = runs.sort_values("id", ascending=False).reset_index(drop=True)
+    labels = []
+    for row in runs.to_dict("records"):
+        what = row["status"] if row["status"] != "failed" else f"failed: {row['failure_reason']}"
+        mode = " (predicted)" if row.get("mode") == "predict" else ""
+        labels.append(f"#{row['id']} {str(row['started_at'])[:16].replace('T', ' ')} · {row['source']}:"
+                      f"{row['provider']} · {what}{mode}")
+    runs["label"] = labels
+    return runs
+
+
+def load_run(store: Store, run_id: int | None = None) -> RunView:
+    """A run and its frames; ``run_id=None`` is :func:`default_run_id`."""
+    if run_id is None:
+        run_id = default_run_id(store)
+        if run_id is None:
+            from .errors import UsageError
+
+            raise UsageError(f"the store {store.path} has no runs yet: run a scan first")
+    run = store.get_run(run_id)
+    return RunView(run, store.findings(run_id), store.catalog(run_id), store.probes(run_id))
+
+
+def kpis(view: RunView) -> dict[str, Any]:
+    """Headline figures: models, working, blocked, transient failures, last scan time and duration."""
+    f = view.findings
+    return {
+        "run_id": view.run_id,
+        "status": view.run["status"],
+        "failure_reason": view.run.get("failure_reason"),
+        "predicted": view.run.get("mode") == "predict",
+        "models": int(f["model_id"].nunique()) if len(f) else 0,
+        "targets": int(len(f)),
+        "working": int((f["reason"] == "ok").sum()) if len(f) else 0,
+        "blocked": int(f["blocked"].sum()) if len(f) else 0,
+        "transient": int(f["reason"].isin(TRANSIENT).sum()) if len(f) else 0,
+        "route_mismatch": int((f["reason"] == "route_mismatch").sum()) if len(f) else 0,
+        "last_scan_at": view.run.get("finished_at") or view.run.get("started_at"),
+        "duration_s": view.run.get("duration_s"),
+    }
+
+
+def reason_counts(findings: pd.DataFrame) -> pd.DataFrame:
+    """``reason, count, blocks, action`` in taxonomy order (reasons with no rows left out)."""
+    counts = findings["reason"].value_counts() if len(findings) else pd.Series(dtype=int)
+    rows = [{"reason": r, "count": int(counts[r]), "blocks": r in BLOCKING, "action": reason_info(r).action}
+            for r in REASON_NAMES if r in counts.index]
+    return pd.DataFrame(rows, columns=["reason", "count", "blocks", "action"])
+
+
+def tag_reason_counts(findings: pd.DataFrame) -> pd.DataFrame:
+    """Long form ``pipeline_tag, reason, count``; a missing tag shows as ``(none)``."""
+    if findings.empty:
+        return pd.DataFrame(columns=["pipeline_tag", "reason", "count"])
+    tags = findings["pipeline_tag"].fillna("(none)").replace("", "(none)")
+    grouped = (findings.assign(pipeline_tag=tags).groupby(["pipeline_tag", "reason"]).size()
+               .reset_index(name="count"))
+    order = {r: i for i, r in enumerate(REASON_NAMES)}
+    return grouped.sort_values(["pipeline_tag", "reason"], key=lambda s: s.map(order) if s.name == "reason" else s)
+
+
+def working_latencies(findings: pd.DataFrame) -> pd.Series:
+    """Latency (ms) of the final attempt of every working model."""
+    if findings.empty:
+        return pd.Series(dtype=float, name="latency_ms")
+    ok = findings[findings["reason"] == "ok"]
+    return pd.to_numeric(ok["latency_ms"], errors="coerce").dropna().rename("latency_ms")
+
+
+def run_trend(store: Store, source: str | None = None, provider: str | None = None) -> pd.DataFrame:
+    """Per successful probing run (optionally one scope): ``run_id, started_at, total, working, blocked, transient``."""
+    runs = store.runs()
+    if runs.empty:
+        return pd.DataFrame(columns=["run_id", "started_at", "total", "working", "blocked", "transient"])
+    runs = runs[(runs["status"] == "ok") & (runs["mode"] == "probe")]
+    if source is not None:
+        runs = runs[runs["source"] == source]
+    if provider is not None:
+        runs = runs[runs["provider"] == provider]
+    rows = []
+    for row in runs.to_dict("records"):
+        counts = row["counts"] or {}
+        rows.append({"run_id": row["id"], "started_at": row["started_at"], "total": sum(counts.values()),
+                     "working": counts.get("ok", 0), "blocked": row["n_blocked"] or 0,
+                     "transient": sum(v for k, v in counts.items() if k in TRANSIENT)})
+    return pd.DataFrame(rows, columns=["run_id", "started_at", "total", "working", "blocked", "transient"])
+
+
+def mapping_status_of(findings: pd.DataFrame) -> pd.Series:
+    """The probed provider's mapping status per finding, ``(none)`` when unknown."""
+    return findings["mapping_status"].fillna("(none)").replace("", "(none)")
+
+
+def filter_findings(findings: pd.DataFrame, *, reasons: list[str] | None = None, blocked: bool | None = None,
+                    pipeline_tags: list[str] | None = None, mapping_statuses: list[str] | None = None,
+                    search: str = "") -> pd.DataFrame:
+    """Rows matching every given filter.  ``search`` is a case-insensitive substring of id, detail or message.
+
+    A missing pipeline tag matches ``"(none)"``; so does a missing mapping status.
+    """
+    mask = pd.Series(True, index=findings.index)
+    if reasons:
+        mask &= findings["reason"].isin(reasons)
+    if blocked is not None:
+        mask &= findings["blocked"].astype(bool) == blocked
+    if pipeline_tags:
+        mask &= findings["pipeline_tag"].fillna("(none)").replace("", "(none)").isin(pipeline_tags)
+    if mapping_statuses:
+        mask &= mapping_status_of(findings).isin(mapping_statuses)
+    text = (search or "").strip().lower()
+    if text:
+        haystack = (findings["model_id"].fillna("") + " " + findings["detail"].fillna("") + " "
+                    + findings["message"].fillna("")).str.lower()
+        mask &= haystack.str.contains(text, regex=False)
+    return findings[mask]
+
+
+def hf_model_url(model_id: str, hub_url: str = HUB_URL) -> str:
+    """The model's page on the Hub (path-quoted, so an odd id cannot break the link)."""
+    return f"{hub_url.rstrip('/')}/{quote(model_id, safe='/')}"
+
+
+def curl_command(url: str, model_string: str, max_tokens: int = 16,
+                 prompt: str = "Reply with the single word OK.") -> str:
+    """A copy-paste ``curl`` reproducing the probe; the token stays the ``$HF_TOKEN`` placeholder."""
+    body = json.dumps({"model": model_string, "messages": [{"role": "user", "content": prompt}],
+                       "max_tokens": max_tokens, "stream": False})
+    return (f"curl -sS {shlex.quote(url)} \\\n  -H \"Authorization: Bearer $HF_TOKEN\" \\\n"
+            f"  -H 'Content-Type: application/json' \\\n  -d {shlex.quote(body)}")
+
+
+def model_history(store: Store, model_id: str, provider: str | None = None) -> pd.DataFrame:
+    """A model's verdicts across all runs, newest first, plus failed runs that never judged it.
+
+    Columns: ``run_id, run_started_at, run_status, source, run_provider, provider, reason, blocked,
+    http_status, detail, model_string, predicted``.  A run that failed at run level before
+    probing this model shows with the run's reason and ``detail`` saying it was not judged.
+    """
+    columns = ["run_id", "run_started_at", "run_status", "source", "run_provider", "provider", "reason", "blocked",
+               "http_status", "detail", "model_string", "predicted"]
+    hist = store.model_history(model_id, provider)
+    rows = hist[[c for c in columns if c in hist.columns]].to_dict("records") if len(hist) else []
+    judged = {r["run_id"] for r in rows}
+    runs = store.runs()
+    for run in runs[runs["status"] == "failed"].to_dict("records"):
+        if run["id"] in judged:
+            continue
+        rows.append({"run_id": run["id"], "run_started_at": run["started_at"], "run_status": "failed",
+                     "source": run["source"], "run_provider": run["provider"], "provider": provider or "",
+                     "reason": run["failure_reason"], "blocked": False, "http_status": None,
+                     "detail": f"run-level failure, this model was not judged: {run['failure_message'] or ''}",
+                     "model_string": None, "predicted": False})
+    frame = pd.DataFrame(rows, columns=columns)
+    frame["predicted"] = frame["predicted"].astype(bool)
+    frame["blocked"] = frame["blocked"].astype(bool)
+    return frame.sort_values("run_id", ascending=False).reset_index(drop=True)
+
+
+def _first(frame: pd.DataFrame) -> dict[str, Any] | None:
+    return None if frame.empty else frame.iloc[0].to_dict()
+
+
+def model_evidence(store: Store, run_id: int, model_id: str, provider: str | None = None) -> dict[str, Any]:
+    """Everything behind one verdict: finding, catalog facts, mappings, probes, attempts, curl, history, why.
+
+    Raises :class:`~analysis.errors.UsageError` if the model has no finding in the run.
+    """
+    from .errors import UsageError
+
+    run = store.get_run(run_id)
+    findings = store.findings(run_id)
+    rows = findings[findings["model_id"] == model_id]
+    if provider is not None:
+        rows = rows[rows["provider"] == provider]
+    finding = _first(rows)
+    if finding is None:
+        raise UsageError(f"model {model_id!r} has no finding in run {run_id}")
+    catalog = store.catalog(run_id)
+    cat_row = _first(catalog[catalog["model_id"] == model_id])
+    mapping = (cat_row or {}).get("mapping") or {}
+    mappings = pd.DataFrame([{"provider": p, **m} for p, m in sorted(mapping.items())],
+                            columns=["provider", "status", "task", "providerId"])
+    probes = store.probes(run_id, model_id)
+    probes = probes[(probes["provider"] == finding["provider"]) | (probes["route_for"] == finding["provider"])]
+    attempts = []
+    for probe in probes.to_dict("records"):
+        for attempt in probe["attempt_log"]:
+            attempts.append({"kind": probe["kind"], "model_string": probe["model_string"], "url": probe["url"],
+                             **attempt})
+    attempts_frame = pd.DataFrame(attempts, columns=["kind", "model_string", "url", "n", "started_at", "http_status",
+                                                     "outcome", "latency_ms", "error_code", "error_message",
+                                                     "retry_after", "waited_s"])
+    primary = _first(probes[probes["kind"] != "route"])
+    settings = run.get("settings") or {}
+    url = (primary or {}).get("url") or f"{str(run.get('router_url') or '').rstrip('/')}/chat/completions"
+    history = model_history(store, model_id, finding["provider"])
+    evidence = {
+        "run": run,
+        "finding": finding,
+        "catalog": cat_row,
+        "mappings": mappings,
+        "in_router_list": (cat_row or {}).get("in_router_list"),
+        "router_providers": (cat_row or {}).get("router_providers") or [],
+        "probes": probes.drop(columns=["attempt_log"]),
+        "attempts": attempts_frame,
+        "request": {"url": url, "model_string": finding.get("model_string") or model_id,
+                    "max_tokens": settings.get("max_tokens", 16)},
+        "curl": curl_command(url, finding.get("model_string") or model_id, settings.get("max_tokens", 16)),
+        "history": history,
+        "alternatives": list(finding.get("alternatives") or []),
+        "message": finding.get("message"),
+        "hub_page": hf_model_url(model_id),
+    }
+    evidence["why"] = explain(evidence)
+    return evidence
+
+
+def _status_text(finding: dict[str, Any]) -> str:
+    status = finding.get("http_status")
+    code = finding.get("error_code")
+    if status is None or (isinstance(status, float) and status != status):
+        return "no HTTP answer"
+    return f"HTTP {int(status)}" + (f" {code}" if code else "")
+
+
+def explain(evidence: dict[str, Any]) -> str:
+    """The plain-language "why" of a verdict, from the evidence only."""
+    f = evidence["finding"]
+    reason = f["reason"]
+    model = f["model_id"]
+    route = f.get("model_string") or model
+    url = evidence["request"]["url"]
+    provider = f.get("provider") or "the router's choice"
+    tag = f.get("pipeline_tag") or "missing"
+    mstatus = f.get("mapping_status") or "unknown"
+    mtask = f.get("mapping_task") or "unknown"
+    listed = evidence.get("in_router_list")
+    listed_text = {True: "the router lists it", False: "the router does not list it"}.get(listed, "the router list was not read")
+    catalog_text = f"pipeline tag {tag}; {provider} mapping {mstatus} (task {mtask}); {listed_text}"
+    if f.get("predicted"):
+        lead = (f"Predicted from metadata only (no request was sent): {reason}. "
+                f"Catalog: {catalog_text}. Run a probing scan to confirm; predictions never block.")
+        return lead
+    if reason == "ok":
+        text = (f"{model} works: {url} answered a chat completion for '{route}'"
+                f" in {f.get('latency_ms') or '?'} ms. Catalog: {catalog_text}.")
+    elif reason == "route_mismatch":
+        text = (f"Our route '{route}' was refused ({_status_text(f)}), but '{f.get('working_route')}' answered with a "
+                f"chat completion. The model works; fix the gateway's routing instead of blocking it. "
+                f"Catalog: {catalog_text}.")
+    elif reason == "probe_error":
+        text = (f"The refusal ({_status_text(f)}) names a parameter of our health-check request, so the probe was at "
+                f"fault, not the model. Raise --max-tokens (reasoning models need room) and scan again.")
+    elif reason == "gated":
+        text = (f"Access is refused ({_status_text(f)}) and the catalog marks the repository gated "
+                f"({f.get('gated') or 'gated'}): the token has not been granted access. Block it, or request access.")
+    elif reason == "non_chat_task":
+        text = (f"The router refused the chat completion ({_status_text(f)}) and the catalog explains why: pipeline "
+                f"tag {tag}, {provider} mapping task {mtask}. It is not a chat model; block it.")
+    elif reason == "provider_mapping_error":
+        text = (f"The router refused '{route}' ({_status_text(f)}) and the catalog maps {provider} with status "
+                f"{mstatus}: the provider is not serving it. Block it, and re-check when the mapping is live.")
+    elif reason == "not_found":
+        text = (f"The router answered 404 for '{route}' and nothing in the catalog explains it ({catalog_text}). "
+                "Block it.")
+    elif reason == "not_supported":
+        text = (f"The router refused '{route}' ({_status_text(f)}); the catalog does not explain it "
+                f"({catalog_text}). Block it.")
+    elif reason == "persistent_failure":
+        text = (f"A transient failure has lasted: {f.get('note') or ''}. Block it until it answers again; one ok "
+                "clears it.")
+    elif reason in TRANSIENT:
+        text = (f"A transient failure ({reason}: {_status_text(f)} after {f.get('attempts')} attempts). This alone "
+                "never blocks a model: wait and scan again.")
+    elif reason in RUN_LEVEL:
+        text = (f"The run failed at run level ({reason}): the token, the credits or the endpoint is wrong, not "
+                "this model. Nothing was blocked.")
+    else:
+        text = f"{reason}: {f.get('detail')}"
+    history = evidence.get("history")
+    if history is not None and len(history):
+        run_level = history[history["reason"].isin(RUN_LEVEL) & (history["run_status"] == "failed")]
+        if len(run_level) and reason not in RUN_LEVEL and reason not in BLOCKING:
+            ids = ", ".join(f"#{int(r)}" for r in run_level["run_id"])
+            reasons = ", ".join(sorted(set(run_level["reason"])))
+            text += (f" Earlier run-level failures ({reasons} in run {ids}) were about the endpoint or setup, "
+                     "not this model, and blocked nothing.")
+    if f.get("note"):
+        text += f" Note: {f['note']}."
+    return text
+
+
+def run_diff(store: Store, from_run: int, to_run: int) -> pd.DataFrame:
+    """Changes from one run to another: ``newly_blocked``, ``recovered``, ``reason_changed``.
+
+    ``recovered`` means not ok before and ok now.  Columns: ``change, model_id, provider,
+    from_reason, to_reason, from_blocked, to_blocked``.
+    """
+    columns = ["change", "model_id", "provider", "from_reason", "to_reason", "from_blocked", "to_blocked"]
+    before = store.findings(from_run)[["model_id", "provider", "reason", "blocked"]]
+    after = store.findings(to_run)[["model_id", "provider", "reason", "blocked"]]
+    if store.get_run(from_run)["status"] != "ok":
+        before = before.assign(blocked=False)
+    merged = after.merge(before, on=["model_id", "provider"], how="left", suffixes=("_to", "_from"))
+    rows = []
+    for r in merged.to_dict("records"):
+        from_reason = r["reason_from"] if isinstance(r["reason_from"], str) else None
+        from_blocked = bool(r["blocked_from"]) if from_reason is not None else False
+        change = None
+        if r["blocked_to"] and not from_blocked:
+            change = "newly_blocked"
+        elif r["reason_to"] == "ok" and from_reason not in (None, "ok"):
+            change = "recovered"
+        elif from_reason is not None and from_reason != r["reason_to"]:
+            change = "reason_changed"
+        if change:
+            rows.append({"change": change, "model_id": r["model_id"], "provider": r["provider"],
+                         "from_reason": from_reason, "to_reason": r["reason_to"], "from_blocked": from_blocked,
+                         "to_blocked": bool(r["blocked_to"])})
+    order = {"newly_blocked": 0, "recovered": 1, "reason_changed": 2}
+    frame = pd.DataFrame(rows, columns=columns)
+    return frame.sort_values(["change", "model_id", "provider"], key=lambda s: s.map(order) if s.name == "change"
+                             else s).reset_index(drop=True)
+
+
+def blocklist_changes(store: Store, run_id: int, reasons: set[str] | None = None,
+                      previous_run_id: int | None = None) -> dict[str, Any]:
+    """Blocklist rows added and removed since the previous successful run of the same scope."""
+    prev = previous_run_id if previous_run_id is not None else store.previous_ok_run(run_id)
+    current = blocklist_frame(store.findings(run_id), reasons)
+    keys = ["model_id", "provider"]
+    if prev is None:
+        return {"previous_run_id": None, "added": current, "removed": current.iloc[0:0]}
+    old = blocklist_frame(store.findings(prev), reasons)
+    old_keys = set(map(tuple, old[keys].values.tolist()))
+    new_keys = set(map(tuple, current[keys].values.tolist()))
+    added = current[[tuple(k) not in old_keys for k in current[keys].values.tolist()]]
+    removed = old[[tuple(k) not in new_keys for k in old[keys].values.tolist()]]
+    return {"previous_run_id": prev, "added": added.reset_index(drop=True), "removed": removed.reset_index(drop=True)}
+
+
+def failing_authors(findings: pd.DataFrame, top: int = 10) -> pd.DataFrame:
+    """Authors with the most failing targets: ``author, failing, blocked, total, failing_share``."""
+    if findings.empty:
+        return pd.DataFrame(columns=["author", "failing", "blocked", "total", "failing_share"])
+    frame = findings.assign(author=findings["model_id"].str.split("/").str[0],
+                            failing=findings["reason"] != "ok", blocked=findings["blocked"].astype(bool))
+    grouped = frame.groupby("author").agg(failing=("failing", "sum"), blocked=("blocked", "sum"),
+                                          total=("model_id", "size")).reset_index()
+    grouped["failing_share"] = (grouped["failing"] / grouped["total"]).round(3)
+    grouped = grouped[grouped["failing"] > 0]
+    return grouped.sort_values(["failing", "total", "author"], ascending=[False, False, True]).head(top).reset_index(
+        drop=True)
+
+
+def conflicts(findings: pd.DataFrame) -> pd.DataFrame:
+    """Models whose evidence disagrees, with a ``conflict`` description.
+
+    - the catalog maps the provider ``live`` but the router refuses the model, unexplained;
+    - the router lists the model but refuses it, unexplained;
+    - the catalog says it is not a chat model, yet it answered.
+    """
+    columns = ["model_id", "provider", "reason", "conflict", "detail"]
+    if findings.empty:
+        return pd.DataFrame(columns=columns)
+    rows = []
+    for r in findings.to_dict("records"):
+        unexplained_refusal = r["reason"] in ("not_found", "not_supported", "route_mismatch")
+        if unexplained_refusal and r.get("mapping_status") == "live":
+            rows.append((r["model_id"], r["provider"], r["reason"],
+                         "the catalog maps the provider live, but the router refuses the model", r["detail"]))
+        elif unexplained_refusal and r.get("in_router_list") is True:
+            rows.append((r["model_id"], r["provider"], r["reason"],
+                         "the router lists the model, but refuses it", r["detail"]))
+        elif r["reason"] == "ok" and "not a chat model" in str(r.get("note") or ""):
+            rows.append((r["model_id"], r["provider"], r["reason"],
+                         "the catalog says it is not a chat model, yet it answered a chat completion", r["detail"]))
+    return pd.DataFrame(rows, columns=columns)
