@@ -343,6 +343,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out-dir", default="data", help="where to write the sample files")
     demo.add_argument("-v", "--verbose", action="store_true", help="show probe progress")
     demo.set_defaults(func=cmd_demo)
+
+    from .report import add_report_parser
+
+    add_report_parser(sub)
     return parser
 
 

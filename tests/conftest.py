@@ -73,3 +73,16 @@ def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeou
     full_env.update(env or {})
     return subprocess.run([sys.executable, "-m", "analysis", *args], capture_output=True, text=True,
                           env=full_env, cwd=cwd or PROJECT_ROOT, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def sample_store(tmp_path_factory) -> Path:
+    """The built-in sample (simulator scans with history), built once per session in a temp dir.
+
+    Read-only for tests: copy it (``shutil.copy``) before writing to it.
+    """
+    from analysis.sample import build_sample_store
+
+    folder = tmp_path_factory.mktemp("sample")
+    result = build_sample_store(folder / "sample.sqlite", folder / "sample-blocklist.csv")
+    return result.store_path
