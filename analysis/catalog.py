@@ -38,6 +38,8 @@ __all__ = [
     "parse_provider_spec",
     "build_targets",
     "mapping_facts",
+    "route_alternatives",
+    "read_catalog_file",
 ]
 
 HUB_URL = "https://huggingface.co"
@@ -374,6 +376,22 @@ def build_targets(catalog: pd.DataFrame, providers: list[str] | None, route_suff
     return targets
 
 
+def route_alternatives(target: Target, mapping: dict[str, dict[str, str]] | None, limit: int) -> list[Target]:
+    """Other routes to the same model, in the order to try them.
+
+    First the bare id (the router chooses), unless that is the target's own
+    route; then every other provider the catalog maps ``live``.
+    """
+    routes: list[Target] = []
+    if target.model_string != target.model_id:
+        routes.append(Target(target.model_id, "", target.model_id))
+    for name, item in (mapping or {}).items():
+        route = f"{target.model_id}:{name}"
+        if item.get("status") == "live" and route != target.model_string:
+            routes.append(Target(target.model_id, name, route))
+    return routes[:max(0, limit)]
+
+
 def mapping_facts(mapping: dict[str, dict[str, str]] | None, provider: str) -> tuple[str | None, str | None]:
     """The (status, task) of ``provider`` in ``mapping``; for ``provider == ""`` a summary of all.
 
@@ -397,3 +415,48 @@ def mapping_facts(mapping: dict[str, dict[str, str]] | None, provider: str) -> t
 def catalog_json(value: Any) -> str:
     """Serialise a list/dict cell for the store."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def read_catalog_file(path: str) -> pd.DataFrame:
+    """A catalog from a file of model ids (``--source file``).
+
+    JSON: a list of ids, a list of objects with ``id`` (or ``model_id``) and
+    optional Hub fields, or an OpenAI-style ``{"data": [...]}``.  CSV: a
+    ``model_id`` or ``id`` column, else the first column.  Raises
+    :class:`UsageError` for an unreadable or malformed file.
+    """
+    import csv
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except OSError as exc:
+        raise UsageError(f"cannot read catalog file {path}: {exc.strerror}") from None
+    entries: list[dict[str, Any]] = []
+    stripped = text.lstrip()
+    if stripped.startswith(("[", "{")):
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise UsageError(f"catalog file {path} is not valid JSON: {exc}") from None
+        if isinstance(data, dict) and isinstance(data.get("data"), list):
+            data = data["data"]
+        if not isinstance(data, list):
+            raise UsageError(f"catalog file {path}: expected a JSON list of model ids or objects")
+        for item in data:
+            if isinstance(item, str):
+                entries.append({"id": item})
+            elif isinstance(item, dict) and isinstance(item.get("id") or item.get("model_id"), str):
+                entries.append({**item, "id": item.get("id") or item.get("model_id")})
+    else:
+        rows = list(csv.reader(text.splitlines()))
+        if rows:
+            header = [h.strip().lower() for h in rows[0]]
+            column = header.index("model_id") if "model_id" in header else header.index("id") if "id" in header else None
+            body = rows[1:] if column is not None else rows
+            column = column or 0
+            entries = [{"id": r[column].strip()} for r in body if len(r) > column and r[column].strip()]
+    catalog = normalise_hub_models(entries)
+    if catalog.empty:
+        raise UsageError(f"catalog file {path} lists no model ids")
+    return catalog

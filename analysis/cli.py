@@ -22,6 +22,7 @@ from typing import Sequence
 from . import __version__
 from .catalog import HUB_URL, ROUTER_URL
 from .errors import EXIT_OK, RcaError, UsageError, scrub
+from .scan import ScanObserver
 from .taxonomy import BLOCKING, REASON_NAMES, RUN_LEVEL, TRANSIENT
 
 __all__ = ["main", "build_parser"]
@@ -42,7 +43,7 @@ def _err(text: str) -> None:
 # --------------------------------------------------------------------------- progress
 
 
-class CliObserver:
+class CliObserver(ScanObserver):
     """Progress on stderr: a tqdm bar when stderr is a terminal, a few plain lines otherwise."""
 
     def __init__(self, quiet: bool = False) -> None:
@@ -90,10 +91,19 @@ class CliObserver:
             self.bar.close()
             self.bar = None
 
+    def route_checks_started(self, targets: int) -> None:
+        if self.bar is not None:
+            self.bar.set_description_str("  probing + route checks")
+        else:
+            self._say(f"  route checks for {targets} refused targets")
+
 
 def _summary(outcome, store_path: str) -> str:  # noqa: ANN001 - ScanOutcome
-    lines = [f"run {outcome.run_id} {outcome.status}: {sum(outcome.counts.values())} targets "
-             f"in {outcome.duration_s:.1f} s"]
+    predicted = len(outcome.findings) and "predicted" in outcome.findings and outcome.findings["predicted"].any()
+    judged = sum(outcome.counts.values())
+    what = f"{judged} targets" if judged or outcome.status == "ok" else "stopped before any model was judged"
+    lines = [f"run {outcome.run_id} {outcome.status}: {what} in {outcome.duration_s:.1f} s"
+             + (" (PREDICTED from metadata, nothing probed or blocked)" if predicted else "")]
     if outcome.counts:
         width = max(len(r) for r in outcome.counts)
         lines.append(f"  {'reason'.ljust(width)}  count  blocks")
@@ -123,14 +133,27 @@ def cmd_scan(args: argparse.Namespace) -> int:
             outcome = resume_scan(store, run_id, _token(), observer)
         else:
             config = ScanConfig(hub_url=args.hub_url, router_url=args.router_url, provider=args.provider,
+                                source=args.source, catalog_file=args.catalog_file, route=args.route,
                                 concurrency=args.concurrency, timeout=args.timeout, retries=args.retries,
                                 max_tokens=args.max_tokens, backoff=args.backoff,
                                 retry_after_cap=args.retry_after_cap, hub_limit=args.hub_limit,
-                                batch_size=args.batch_size, token=_token())
+                                batch_size=args.batch_size, route_checks=args.route_checks,
+                                canaries=list(args.canary or []), probe=not args.no_probe,
+                                persistent_after=args.persistent_after,
+                                persistent_min_hours=args.persistent_min_hours, fail_on=args.fail_on,
+                                token=_token())
             outcome = run_scan(config, store, observer)
     print(_summary(outcome, args.store))
     if outcome.status != "ok":
         _err(f"error: {outcome.failure_reason}: {outcome.message}")
+    elif outcome.newly_blocked is not None:
+        since = f"run {outcome.previous_run_id}" if outcome.previous_run_id else "an empty blocklist (no earlier run)"
+        if len(outcome.newly_blocked):
+            _err(f"fail-on new-blocked: {len(outcome.newly_blocked)} newly blocked since {since}:")
+            for row in outcome.newly_blocked.itertuples(index=False):
+                _err(f"  {row.model_id} {row.provider} {row.reason}")
+        else:
+            _err(f"fail-on new-blocked: nothing newly blocked since {since}")
     return outcome.exit_code
 
 
@@ -141,9 +164,9 @@ def _int(text: str, flag: str) -> int:
         raise UsageError(f"{flag} takes a run id (a number), got {text!r}") from None
 
 
-def _resolve_run(store, run: str | None) -> tuple[int | None, dict | None]:  # noqa: ANN001
+def _resolve_run(store, run: str | None, mode: str | None = None) -> tuple[int | None, dict | None]:  # noqa: ANN001
     if run is None:
-        run_id = store.latest_run_id("ok")
+        run_id = store.latest_run_id("ok", mode=mode)
         return run_id, (store.get_run(run_id) if run_id is not None else None)
     run_id = _int(run, "--run")
     return run_id, store.get_run(run_id)
@@ -183,7 +206,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         if unknown:
             raise UsageError(f"unknown reason(s) {', '.join(sorted(unknown))}; known: {', '.join(REASON_NAMES)}")
     with open_store(args.store, create=False) as store:
-        run_id, run = _resolve_run(store, args.run)
+        # A blocklist comes from probing runs only: predictions never block.
+        run_id, run = _resolve_run(store, args.run, "probe" if args.what == "blocklist" else None)
         empty = pd.DataFrame(columns=FINDING_COLUMNS)
         if run is None:
             if args.what == "findings":
@@ -200,6 +224,54 @@ def cmd_export(args: argparse.Namespace) -> int:
     _write_output(export_bytes(args.what, findings, args.format, reasons), args.out)
     if args.out not in (None, "-"):
         _err(f"wrote {args.what} of run {run_id} to {args.out}")
+    return EXIT_OK
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    import json
+
+    from .export import _csv  # the same neutralising CSV writer as every export
+    from .store import open_store
+    from .views import run_diff
+
+    with open_store(args.store, create=False) as store:
+        if args.to is None:
+            to_run = store.latest_run_id("ok", mode="probe")
+            if to_run is None:
+                raise UsageError(f"no successful probing run in {args.store}")
+        else:
+            to_run = _int(args.to, "--to")
+            store.get_run(to_run)
+        from_run = _int(args.from_, "--from") if args.from_ is not None else store.previous_ok_run(to_run)
+        if from_run is None:
+            raise UsageError(f"run {to_run} has no earlier successful run of the same scope; pass --from RUN")
+        store.get_run(from_run)
+        diff = run_diff(store, from_run, to_run)
+    if args.format == "json":
+        payload = {"from_run": from_run, "to_run": to_run,
+                   "changes": json.loads(diff.to_json(orient="records"))}
+        sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+    elif args.format == "csv":
+        sys.stdout.buffer.write(_csv(diff, list(diff.columns)))
+    else:
+        print(f"run {from_run} -> run {to_run}: " + ", ".join(
+            f"{(diff['change'] == c).sum()} {c.replace('_', ' ')}" for c in ("newly_blocked", "recovered",
+                                                                             "reason_changed")))
+        for row in diff.itertuples(index=False):
+            print(f"  {row.change:15} {row.model_id} {row.provider or '-'}: {row.from_reason or '(new)'} -> "
+                  f"{row.to_reason}")
+    return EXIT_OK
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    from .store import open_store
+
+    with open_store(args.store, create=False) as store:
+        deleted = store.prune(args.keep)
+        if deleted and args.vacuum:
+            store.db.execute("VACUUM")
+    print(f"deleted {len(deleted)} run(s)" + (f": {', '.join(map(str, deleted))}" if deleted else "")
+          + f"; kept the {args.keep} newest")
     return EXIT_OK
 
 
@@ -308,8 +380,28 @@ def build_parser() -> argparse.ArgumentParser:
                       help="never wait longer than this for a Retry-After")
     scan.add_argument("--hub-limit", type=int, default=1000, help="page size asked of the Hub (it may cap it)")
     scan.add_argument("--batch-size", type=int, default=50, help="probe results committed per transaction")
+    scan.add_argument("--source", choices=["hub", "router", "openai", "file"], default="hub",
+                      help="catalog: the Hub API, the router's /models (HF shape), any OpenAI-compatible /models "
+                           "(bare ids), or --catalog-file")
+    scan.add_argument("--catalog-file", metavar="PATH", help="with --source file: a JSON or CSV list of model ids")
+    scan.add_argument("--route", choices=["suffix", "bare"], default="suffix",
+                      help="model string sent: id:provider, or the bare id (the router chooses the provider)")
+    scan.add_argument("--route-checks", type=int, default=2, metavar="N",
+                      help="for a refused model, try up to N other routes (bare id, other live providers)")
+    scan.add_argument("--canary", action="append", metavar="ID",
+                      help="known-good model probed first (repeatable; default: the 3 most-downloaded live models)")
+    scan.add_argument("--no-probe", action="store_true",
+                      help="metadata only: predict verdicts from the catalog and router list; zero chat calls, "
+                           "nothing blocked")
+    scan.add_argument("--persistent-after", type=int, default=3, metavar="N",
+                      help="a transient failure blocks (persistent_failure) after N consecutive failing runs...")
+    scan.add_argument("--persistent-min-hours", type=_positive_float, default=12.0, metavar="H",
+                      help="...spanning at least H hours")
+    scan.add_argument("--fail-on", choices=["new-blocked"],
+                      help="exit 1 when this run blocks a model the previous successful run did not")
     scan.add_argument("--resume", nargs="?", const="latest", metavar="RUN_ID",
-                      help="finish an interrupted run, probing only targets without a result")
+                      help="finish an incomplete run (Ctrl-C, killed), probing only targets without a result; "
+                           "default: the newest incomplete run")
     scan.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     scan.set_defaults(func=cmd_scan)
 
@@ -318,11 +410,30 @@ def build_parser() -> argparse.ArgumentParser:
                                         "run is the latest successful one; a failed run never yields a blocklist.")
     export.add_argument("what", choices=["findings", "blocklist"])
     export.add_argument("--store", default=DEFAULT_STORE, help="SQLite store file")
-    export.add_argument("--run", help="run id (default: latest successful run)")
+    export.add_argument("--run", help="run id (default: the latest successful run; for a blocklist, the latest "
+                                      "successful probing run)")
     export.add_argument("--format", choices=["csv", "json", "python"], default="csv")
     export.add_argument("--out", help="output file (default: stdout)")
     export.add_argument("--reasons", help="blocklist: comma list of reasons to block instead of the default policy")
     export.set_defaults(func=cmd_export)
+
+    diff = sub.add_parser("diff", formatter_class=_Formatter, help="what changed between two runs",
+                          description="List models newly blocked, recovered (failing before, ok now) and with a "
+                                      "changed reason between two runs.")
+    diff.add_argument("--store", default=DEFAULT_STORE, help="SQLite store file")
+    diff.add_argument("--from", dest="from_", metavar="RUN",
+                      help="older run (default: the successful run before --to in the same scope)")
+    diff.add_argument("--to", metavar="RUN", help="newer run (default: the latest successful probing run)")
+    diff.add_argument("--format", choices=["text", "json", "csv"], default="text")
+    diff.set_defaults(func=cmd_diff)
+
+    prune = sub.add_parser("prune", formatter_class=_Formatter, help="delete old runs",
+                           description="Delete every run but the N newest, with their catalog snapshots, probes "
+                                       "and findings.")
+    prune.add_argument("--store", default=DEFAULT_STORE, help="SQLite store file")
+    prune.add_argument("--keep", type=int, required=True, metavar="N", help="how many of the newest runs to keep")
+    prune.add_argument("--vacuum", action="store_true", help="compact the file afterwards")
+    prune.set_defaults(func=cmd_prune)
 
     sim = sub.add_parser("simulate", formatter_class=_Formatter, help="serve the offline Hub + router simulator",
                          description="Serve a local stand-in for the Hub API and the HF router on loopback.")

@@ -23,6 +23,8 @@ __all__ = [
     "classify",
     "diagnose",
     "user_message",
+    "canaries_refused",
+    "predict",
 ]
 
 FINDING_COLUMNS = [
@@ -195,12 +197,14 @@ def diagnose(catalog: pd.DataFrame, probes: pd.DataFrame, *, run_ok: bool = True
 
     ``probes`` rows with ``kind == "route"`` are route checks: if one of them
     answered with a chat completion, a refused target becomes ``route_mismatch``.
+    Rows of kind ``canary`` (a canary from outside the catalog) are not findings.
     With ``run_ok=False`` (a failed run) nothing is ever blocked.
     """
     cat_index = {mid: i for i, mid in enumerate(catalog["model_id"])}
     cat_rows = catalog.to_dict("records")
-    is_route = probes["kind"] == "route" if "kind" in probes else pd.Series(False, index=probes.index)
-    primary = probes[~is_route]
+    kinds = probes["kind"] if "kind" in probes else pd.Series("primary", index=probes.index)
+    is_route = kinds == "route"
+    primary = probes[kinds == "primary"]
     working: dict[tuple[str, str], str] = {}
     checks = probes[is_route & (probes["outcome"] == "chat")]
     for model_id, route_for, model_string in zip(checks["model_id"], checks["route_for"], checks["model_string"]):
@@ -240,5 +244,50 @@ def diagnose(catalog: pd.DataFrame, probes: pd.DataFrame, *, run_ok: bool = True
             "predicted": False, "error_code": facts.error_code, "note": note,
             "mapping_status": m_status, "mapping_task": m_task, "in_router_list": facts.in_router_list,
             "gated": facts.gated, "working_route": facts.working_route,
+        })
+    return pd.DataFrame(rows, columns=FINDING_COLUMNS)
+
+
+def canaries_refused(results: list[Any]) -> bool:
+    """True when every canary probe was refused with 404 or 410: the endpoint, not the models, is wrong."""
+    return bool(results) and all(r.outcome == "http_error" and r.http_status in (404, 410) for r in results)
+
+
+def predict(catalog: pd.DataFrame, targets: list[Any], checked_at: str) -> pd.DataFrame:
+    """Metadata-only verdicts (``scan --no-probe``): no request is sent, nothing is blocked.
+
+    A non-chat pipeline tag or mapping task predicts ``non_chat_task``; a mapping
+    in ``error``/``staging`` (or none for the provider) predicts
+    ``provider_mapping_error``; a model the router does not list predicts
+    ``not_supported``; anything else predicts ``ok``.
+    """
+    cat_index = {mid: i for i, mid in enumerate(catalog["model_id"])}
+    cat_rows = catalog.to_dict("records")
+    rows = []
+    for target in targets:
+        idx = cat_index.get(target.model_id)
+        c = cat_rows[idx] if idx is not None else {}
+        m_status, m_task = mapping_facts(c.get("mapping"), target.provider)
+        tag = _nullable(c.get("pipeline_tag"))
+        listed = _nullable(c.get("in_router_list"))
+        if (tag is not None and tag not in CHAT_PIPELINE_TAGS) or (m_task is not None and m_task != CHAT_TASK):
+            reason = "non_chat_task"
+        elif m_status in ("error", "staging", "unmapped"):
+            reason = "provider_mapping_error"
+        elif listed is False:
+            reason = "not_supported"
+        else:
+            reason = "ok"
+        facts = Facts(model_id=target.model_id, provider=target.provider, http_status=None, outcome=None,
+                      pipeline_tag=tag, gated=c.get("gated") or "false", mapping_status=m_status,
+                      mapping_task=m_task, in_router_list=listed, in_catalog=bool(c))
+        rows.append({
+            "model_id": target.model_id, "provider": target.provider, "reason": reason, "blocked": False,
+            "http_status": None, "pipeline_tag": tag, "detail": "predicted from metadata; " + _detail(facts),
+            "message": user_message(reason, target.model_id), "latency_ms": None, "attempts": 0,
+            "checked_at": checked_at, "model_string": target.model_string, "action": "none", "predicted": True,
+            "error_code": None, "note": "predicted: no request was sent", "mapping_status": m_status,
+            "mapping_task": m_task, "in_router_list": listed, "gated": c.get("gated") or "false",
+            "working_route": None,
         })
     return pd.DataFrame(rows, columns=FINDING_COLUMNS)

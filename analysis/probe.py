@@ -33,6 +33,8 @@ __all__ = [
     "Attempt",
     "ProbeResult",
     "probe_targets",
+    "RouteCheck",
+    "check_routes",
     "classify_body",
     "RUN_LEVEL_STATUSES",
 ]
@@ -274,6 +276,14 @@ async def _probe_one(client: httpx.AsyncClient, settings: ProbeSettings, target:
     )
 
 
+@dataclass(frozen=True)
+class RouteCheck:
+    """Other routes to try, in order, for a target whose own route was refused."""
+
+    target: Target
+    routes: tuple[Target, ...]
+
+
 async def probe_targets(
     targets: Iterable[Target],
     settings: ProbeSettings,
@@ -288,8 +298,32 @@ async def probe_targets(
     storage) and returned.  When a target answers 401, 402 or 410 the scan is
     run-level broken: no new probes start and the in-flight ones are abandoned.
     """
-    queue = list(targets)
-    queue.reverse()
+    jobs = [[(target, kind, "")] for target in targets]
+    return await _run_jobs(jobs, settings, on_result, stop_on_run_level, stop_at_chat=False)
+
+
+async def check_routes(
+    checks: Iterable[RouteCheck],
+    settings: ProbeSettings,
+    on_result: Callable[[ProbeResult], Awaitable[None] | None] | None = None,
+) -> list[ProbeResult]:
+    """Try each check's routes in order until one answers a chat completion.
+
+    Every attempt is returned (``kind="route"``, ``route_for`` = the refused
+    target's provider), so the evidence shows what was tried.
+    """
+    jobs = [[(route, "route", check.target.provider) for route in check.routes] for check in checks]
+    return await _run_jobs(jobs, settings, on_result, True, stop_at_chat=True)
+
+
+async def _run_jobs(
+    jobs: list[list[tuple[Target, str, str]]],
+    settings: ProbeSettings,
+    on_result: Callable[[ProbeResult], Awaitable[None] | None] | None,
+    stop_on_run_level: bool,
+    stop_at_chat: bool,
+) -> list[ProbeResult]:
+    queue = list(reversed(jobs))
     results: list[ProbeResult] = []
     stop = asyncio.Event()
     n_clients = max(1, math.ceil(settings.concurrency / CONNECTIONS_PER_CLIENT))
@@ -303,17 +337,20 @@ async def probe_targets(
 
     async def worker(client: httpx.AsyncClient) -> None:
         while queue and not stop.is_set():
-            target = queue.pop()
-            result = await _probe_one(client, settings, target, kind)
-            if stop.is_set():
-                return
-            results.append(result)
-            if stop_on_run_level and result.http_status in RUN_LEVEL_STATUSES and result.outcome == "http_error":
-                stop.set()
-            if on_result is not None:
-                maybe = on_result(result)
-                if asyncio.iscoroutine(maybe):
-                    await maybe
+            for target, kind, route_for in queue.pop():
+                result = await _probe_one(client, settings, target, kind)
+                result.route_for = route_for
+                if stop.is_set():
+                    return
+                results.append(result)
+                if stop_on_run_level and result.http_status in RUN_LEVEL_STATUSES and result.outcome == "http_error":
+                    stop.set()
+                if on_result is not None:
+                    maybe = on_result(result)
+                    if asyncio.iscoroutine(maybe):
+                        await maybe
+                if stop.is_set() or (stop_at_chat and result.outcome == "chat"):
+                    break
 
     workers = [asyncio.create_task(worker(clients[i % n_clients])) for i in range(max(1, settings.concurrency))]
     stopper = asyncio.create_task(stop.wait())

@@ -1,9 +1,15 @@
 """The built-in offline sample: scans of the default simulator scenario.
 
-It replays the seed incident the right way round: first a scan against the
-retired ``api-inference`` endpoint, which fails at run level (410) and blocks
-nothing, then scans of the router in two phases of the scenario, so the sample
-has history (recoveries, changed reasons) from real model ids and provider states.
+It replays the seed incident the right way round:
+
+1. the gateway's ``hf-inference`` catalog against the retired
+   ``api-inference`` endpoint: a run-level ``endpoint_error`` (410) that blocks
+   nothing;
+2. the same catalog through the router with bare model ids, as that gateway
+   called them: ``katanemo/Arch-Router-1.5B`` is refused, the route check finds
+   ``katanemo/Arch-Router-1.5B:hf-inference`` working: ``route_mismatch``;
+3. and 4. the whole real provider table (``--provider all``) in two phases of
+   the scenario, so the sample has history (recoveries, changed reasons).
 """
 
 from __future__ import annotations
@@ -37,10 +43,10 @@ class SampleResult:
     outcomes: list[tuple[str, ScanOutcome]]
 
 
-def sample_config(hub_url: str, router_url: str) -> ScanConfig:
+def sample_config(hub_url: str, router_url: str, provider: str = SAMPLE_PROVIDER, route: str = "suffix") -> ScanConfig:
     """Scan settings for the sample: fast timeouts, because the simulator answers in milliseconds."""
-    return ScanConfig(hub_url=hub_url, router_url=router_url, provider=SAMPLE_PROVIDER, concurrency=16,
-                      timeout=2.0, retries=2, backoff=0.05, retry_after_cap=1.0)
+    return ScanConfig(hub_url=hub_url, router_url=router_url, provider=provider, route=route, concurrency=16,
+                      timeout=1.0, retries=2, backoff=0.05, retry_after_cap=1.0)
 
 
 def build_sample_store(store_path: str | os.PathLike[str] = SAMPLE_STORE,
@@ -63,15 +69,19 @@ def build_sample_store(store_path: str | os.PathLike[str] = SAMPLE_STORE,
     try:
         with SimulatorServer(scenario or default_scenario()) as sim, Store(tmp_name) as store:
             httpx.post(f"{sim.url}/_sim/phase", params={"n": 0})
-            step("scan 1: the retired api-inference endpoint (the seed incident's mistake)")
-            outcomes.append(("retired endpoint", run_scan(sample_config(sim.url, f"{sim.url}/retired/v1"),
-                                                          store, observer)))
-            step("scan 2: the router, scenario phase 0")
-            outcomes.append(("router, phase 0", run_scan(sample_config(sim.url, sim.router_url), store, observer)))
+            step("scan 1: hf-inference through the retired api-inference endpoint (the seed incident's mistake)")
+            outcomes.append(("hf-inference, retired endpoint", run_scan(
+                sample_config(sim.url, f"{sim.url}/retired/v1", "hf-inference"), store, observer)))
+            step("scan 2: hf-inference through the router with bare model ids, as the seed's gateway called them")
+            outcomes.append(("hf-inference, bare ids", run_scan(
+                sample_config(sim.url, sim.router_url, "hf-inference", route="bare"), store, observer)))
+            step("scan 3: every provider through the router, scenario phase 0")
+            outcomes.append(("all providers, phase 0", run_scan(sample_config(sim.url, sim.router_url), store,
+                                                                observer)))
             httpx.post(f"{sim.url}/_sim/phase", params={"n": 1})
-            step("scan 3: the router, scenario phase 1")
+            step("scan 4: every provider through the router, scenario phase 1")
             latest = run_scan(sample_config(sim.url, sim.router_url), store, observer)
-            outcomes.append(("router, phase 1", latest))
+            outcomes.append(("all providers, phase 1", latest))
             findings = store.findings(latest.run_id)
         for suffix in ("-wal", "-shm"):
             if Path(str(store_path) + suffix).exists():

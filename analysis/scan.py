@@ -1,8 +1,18 @@
 """One scan, end to end: catalog -> targets -> probes -> findings, recorded in the store.
 
-:func:`run_scan` starts a run; :func:`resume_scan` finishes an interrupted one.
+:func:`run_scan` starts a run; :func:`resume_scan` finishes an incomplete one
+(interrupted by Ctrl-C, or killed).
 Both report through a :class:`ScanObserver` (the CLI draws a progress bar, the
 dashboard an ``st.progress``) and return a :class:`ScanOutcome`.
+
+A probing run has three phases, each stored as it goes:
+
+1. canaries: up to three known-good models (``--canary`` or the most-downloaded
+   live ones).  If every canary is refused with 404/410, the endpoint is wrong,
+   not the models: ``endpoint_error``, exit 3, nothing blocked.
+2. every other target.
+3. route checks: a target refused on its own route (400/404/422) is tried on up
+   to ``route_checks`` other routes; if one answers, it is ``route_mismatch``.
 """
 
 from __future__ import annotations
@@ -10,12 +20,13 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Callable, Coroutine
 from urllib.parse import urlsplit
 
 import pandas as pd
 
 from . import __version__
+from .alternatives import suggest_alternatives
 from .catalog import (
     HUB_URL,
     ROUTER_URL,
@@ -24,13 +35,16 @@ from .catalog import (
     build_targets,
     fetch_hub_models,
     fetch_router_models,
+    mapping_facts,
     normalise_hub_models,
+    normalise_router_models,
     parse_provider_spec,
+    read_catalog_file,
+    route_alternatives,
 )
-from .alternatives import suggest_alternatives
-from .diagnose import diagnose
-from .history import HISTORY_COLUMNS, PersistencePolicy, apply_persistence, summarise_history
+from .diagnose import canaries_refused, diagnose, predict
 from .errors import (
+    EXIT_FAIL_ON,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_RUN_LEVEL,
@@ -43,12 +57,16 @@ from .errors import (
     retired_error,
     scrub,
 )
-from .probe import ProbeResult, ProbeSettings, probe_targets
+from .history import HISTORY_COLUMNS, PersistencePolicy, apply_persistence, summarise_history
+from .probe import ProbeResult, ProbeSettings, RouteCheck, check_routes, probe_targets
 from .store import Store
-from .taxonomy import BLOCKING, RUN_LEVEL, TRANSIENT, reason_info
+from .taxonomy import CHAT_PIPELINE_TAGS, TRANSIENT
 
-__all__ = ["ScanConfig", "ScanObserver", "ScanOutcome", "ScanInterrupted", "run_scan", "resume_scan",
+__all__ = ["SOURCES", "ScanConfig", "ScanObserver", "ScanOutcome", "ScanInterrupted", "run_scan", "resume_scan",
            "validate_url"]
+
+SOURCES = ("hub", "router", "openai", "file")
+REFUSALS = (400, 404, 422)
 
 
 @dataclass
@@ -59,6 +77,8 @@ class ScanConfig:
     router_url: str = ROUTER_URL
     provider: str = "hf-inference"
     source: str = "hub"
+    catalog_file: str | None = None
+    route: str = "suffix"  # "suffix": id:provider; "bare": the bare id, as a gateway letting the router choose
     concurrency: int = 8
     timeout: float = 30.0
     retries: int = 2
@@ -67,8 +87,13 @@ class ScanConfig:
     retry_after_cap: float = 30.0
     hub_limit: int = 1000
     batch_size: int = 50
+    route_checks: int = 2
+    canaries: list[str] = field(default_factory=list)
+    canary_count: int = 3
+    probe: bool = True
     persistent_after: int = 3
     persistent_min_hours: float = 12.0
+    fail_on: str | None = None  # "new-blocked"
     token: str | None = field(default=None, repr=False)
 
     def public(self) -> dict[str, Any]:
@@ -77,39 +102,56 @@ class ScanConfig:
         data["token_set"] = bool(self.token)
         return data
 
+    @property
+    def scope_provider(self) -> str:
+        """The provider recorded on the run (history compares runs of the same source and provider)."""
+        if self.source == "openai":
+            return "-"
+        return self.provider or "all"
+
     def probe_settings(self) -> ProbeSettings:
         return ProbeSettings(router_url=self.router_url, token=self.token, concurrency=self.concurrency,
                              timeout=self.timeout, retries=self.retries, max_tokens=self.max_tokens,
                              backoff=self.backoff, retry_after_cap=self.retry_after_cap)
 
     def validate(self) -> None:
-        validate_url(self.hub_url, "--hub-url")
+        if self.source not in SOURCES:
+            raise UsageError(f"--source must be one of {', '.join(SOURCES)} (got {self.source!r})")
+        if self.source == "hub":
+            validate_url(self.hub_url, "--hub-url")
         validate_url(self.router_url, "--router-url")
+        if self.source == "file" and not self.catalog_file:
+            raise UsageError("--source file needs --catalog-file PATH (a JSON or CSV list of model ids)")
+        if self.route not in ("suffix", "bare"):
+            raise UsageError(f"--route must be 'suffix' or 'bare' (got {self.route!r})")
+        if self.fail_on not in (None, "new-blocked"):
+            raise UsageError(f"--fail-on supports 'new-blocked' (got {self.fail_on!r})")
         parse_provider_spec(self.provider)
         for name, value, low in (("--concurrency", self.concurrency, 1), ("--retries", self.retries, 0),
-                                 ("--max-tokens", self.max_tokens, 1), ("--batch-size", self.batch_size, 1)):
+                                 ("--max-tokens", self.max_tokens, 1), ("--batch-size", self.batch_size, 1),
+                                 ("--route-checks", self.route_checks, 0), ("--persistent-after", self.persistent_after,
+                                                                            1)):
             if value < low:
                 raise UsageError(f"{name} must be at least {low} (got {value})")
         if self.concurrency > 1024:
             raise UsageError(f"--concurrency must be at most 1024 (got {self.concurrency})")
         if not self.timeout > 0:
             raise UsageError(f"--timeout must be positive (got {self.timeout})")
-        if self.backoff < 0 or self.retry_after_cap < 0:
-            raise UsageError("--backoff and --retry-after-cap cannot be negative")
+        if self.backoff < 0 or self.retry_after_cap < 0 or self.persistent_min_hours < 0:
+            raise UsageError("--backoff, --retry-after-cap and --persistent-min-hours cannot be negative")
 
 
 def validate_url(url: str, flag: str) -> str:
     """Reject anything that is not an absolute http(s) URL with a host (exit 2)."""
     try:
         parts = urlsplit(url)
-        port = parts.port  # raises ValueError on a bad port
+        parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError:
         raise UsageError(f"{flag}: {url!r} is not a valid URL") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise UsageError(f"{flag}: {url!r} is not an http(s) URL with a host, e.g. https://huggingface.co")
     if parts.username or parts.password:
         raise UsageError(f"{flag}: put credentials in HF_TOKEN, not in the URL")
-    del port
     return url
 
 
@@ -130,6 +172,8 @@ class ScanObserver:
 
     def probes_finished(self) -> None: ...
 
+    def route_checks_started(self, targets: int) -> None: ...
+
 
 @dataclass
 class ScanOutcome:
@@ -141,6 +185,8 @@ class ScanOutcome:
     failure_reason: str | None = None
     message: str = ""
     duration_s: float = 0.0
+    newly_blocked: pd.DataFrame | None = None
+    previous_run_id: int | None = None
 
 
 class ScanInterrupted(RcaError):
@@ -158,33 +204,100 @@ def _outcome_counts(findings: pd.DataFrame) -> dict[str, int]:
     return {str(k): int(v) for k, v in findings["reason"].value_counts().sort_index().items()} if len(findings) else {}
 
 
+# --------------------------------------------------------------------------- catalog
+
+
 def _load_catalog(config: ScanConfig, observer: ScanObserver) -> pd.DataFrame:
+    if config.source == "file":
+        catalog = read_catalog_file(str(config.catalog_file))
+        return attach_router_list(catalog, _router_list(config, observer))
+    if config.source in ("router", "openai"):
+        data = fetch_router_models(config.router_url, config.token, timeout=config.timeout)
+        catalog = normalise_router_models(data)
+        if config.source == "router":
+            providers = parse_provider_spec(config.provider)
+            if providers is not None:
+                keep = [any(p in m for p in providers) for m in catalog["mapping"]]
+                catalog = catalog[keep].reset_index(drop=True)
+        return catalog
     entries = fetch_hub_models(
-        config.hub_url, None if config.provider in ("", None) else config.provider, config.token,
-        limit=config.hub_limit, timeout=config.timeout, retries=max(config.retries, 2), backoff=config.backoff,
-        on_page=observer.catalog_page)
-    catalog = normalise_hub_models(entries)
+        config.hub_url, config.provider or "all", config.token, limit=config.hub_limit, timeout=config.timeout,
+        retries=max(config.retries, 2), backoff=config.backoff, on_page=observer.catalog_page)
+    return attach_router_list(normalise_hub_models(entries), _router_list(config, observer))
+
+
+def _router_list(config: ScanConfig, observer: ScanObserver) -> dict[str, Any] | None:
     try:
-        router_data = fetch_router_models(config.router_url, config.token, timeout=config.timeout)
+        return fetch_router_models(config.router_url, config.token, timeout=config.timeout)
     except CatalogError as exc:
         observer.warning(f"router model list unavailable, 'in router list' left unknown: {exc}")
-        router_data = None
-    return attach_router_list(catalog, router_data)
+        return None
+
+
+def _targets(config: ScanConfig, catalog: pd.DataFrame) -> list[Target]:
+    if config.source == "openai":
+        return build_targets(catalog, None, route_suffix=False)
+    providers = parse_provider_spec(config.provider)
+    return build_targets(catalog, providers, route_suffix=config.route == "suffix")
+
+
+def _choose_canaries(config: ScanConfig, catalog: pd.DataFrame, targets: list[Target]) -> list[Target]:
+    """Explicit ``--canary`` ids, else up to ``canary_count`` live chat models with the most downloads."""
+    by_model: dict[str, Target] = {}
+    for target in targets:
+        by_model.setdefault(target.model_id, target)
+    if config.canaries:
+        chosen = []
+        provider = targets[0].provider if targets else ""
+        for model_id in config.canaries:
+            if model_id in by_model:
+                chosen.append(by_model[model_id])
+            else:
+                suffix = config.source != "openai" and config.route == "suffix" and provider
+                chosen.append(Target(model_id, provider, f"{model_id}:{provider}" if suffix else model_id))
+        return chosen
+    rows = catalog.set_index("model_id")
+    candidates = []
+    for target in targets:
+        if target.model_id not in rows.index:
+            continue
+        row = rows.loc[target.model_id]
+        status, task = mapping_facts(row["mapping"], target.provider)
+        tag = row["pipeline_tag"] if isinstance(row["pipeline_tag"], str) else None
+        if status == "live" and task in (None, "conversational") and (tag is None or tag in CHAT_PIPELINE_TAGS) \
+                and row["in_router_list"] is not False:
+            downloads = row["downloads"] if pd.notna(row["downloads"]) else -1
+            candidates.append((-downloads, target.model_string, target))
+    candidates.sort(key=lambda c: (c[0], c[1]))
+    seen: set[str] = set()
+    chosen = []
+    for _, _, target in candidates:
+        if target.model_id not in seen:
+            seen.add(target.model_id)
+            chosen.append(target)
+        if len(chosen) >= config.canary_count:
+            break
+    return chosen
+
+
+# --------------------------------------------------------------------------- entry points
 
 
 def run_scan(config: ScanConfig, store: Store, observer: ScanObserver | None = None) -> ScanOutcome:
-    """Scan the catalog of ``config.provider`` and store the run.
+    """Scan a catalog and store the run.
 
-    Returns an outcome with exit code 0 (ok) or 3 (run-level failure: the run is
-    stored as ``failed`` and blocks nothing).  Raises :class:`UsageError` /
-    :class:`CatalogError` (exit 2) after recording the run as failed, and
-    :class:`ScanInterrupted` on Ctrl-C after storing what was probed.
+    Returns an outcome with exit code 0 (ok), 1 (``fail_on`` holds) or 3
+    (run-level failure: the run is stored as ``failed`` and blocks nothing).
+    Raises :class:`UsageError` / :class:`CatalogError` (exit 2) after recording
+    the run as failed, and :class:`ScanInterrupted` on Ctrl-C after storing
+    what was probed.
     """
     observer = observer or ScanObserver()
     config.validate()
-    providers = parse_provider_spec(config.provider)
-    run_id = store.create_run(source=config.source, provider=config.provider or "all", hub_url=config.hub_url,
-                              router_url=config.router_url, settings=config.public(), tool_version=__version__)
+    run_id = store.create_run(source=config.source, provider=config.scope_provider,
+                              hub_url=config.hub_url if config.source == "hub" else None,
+                              router_url=config.router_url, settings=config.public(), tool_version=__version__,
+                              mode="probe" if config.probe else "predict")
     observer.run_started(run_id)
     try:
         catalog = _load_catalog(config, observer)
@@ -193,9 +306,11 @@ def run_scan(config: ScanConfig, store: Store, observer: ScanObserver | None = N
     except RcaError as exc:
         store.finish_run(run_id, "failed", failure_reason="catalog_error", failure_message=str(exc))
         raise
-    targets = build_targets(catalog, providers)
+    targets = _targets(config, catalog)
     if not targets:
-        message = (f"the catalog at {config.hub_url} lists no models for provider {config.provider!r}: "
+        where = config.catalog_file if config.source == "file" else (
+            config.hub_url if config.source == "hub" else config.router_url)
+        message = (f"the catalog at {where} lists no models for provider {config.provider!r}: "
                    "check the provider name (e.g. hf-inference, together, novita)")
         store.finish_run(run_id, "failed", failure_reason="empty_catalog", failure_message=message, n_targets=0)
         raise CatalogError(message)
@@ -203,101 +318,207 @@ def run_scan(config: ScanConfig, store: Store, observer: ScanObserver | None = N
     store.save_targets(run_id, targets)
     listed = int(catalog["in_router_list"].eq(True).sum()) if catalog["in_router_list"].notna().any() else None
     observer.catalog_done(len(catalog), len(targets), listed)
-    return _probe_and_finish(config, store, run_id, catalog, targets, observer, already=0)
+    if not config.probe:
+        return _finish_predicted(config, store, run_id, catalog, targets)
+    canaries = _choose_canaries(config, catalog, targets)
+    store.set_canaries(run_id, [c.model_string for c in canaries])
+    return _probe_and_finish(config, store, run_id, catalog, targets, canaries, observer)
 
 
 def resume_scan(store: Store, run_id: int | None, token: str | None,
                 observer: ScanObserver | None = None) -> ScanOutcome:
-    """Finish an interrupted run: probe only the targets without a stored result.
+    """Finish an interrupted (or killed) run: probe only the targets without a stored result.
 
-    ``run_id=None`` picks the newest ``running`` or ``interrupted`` run.
+    ``run_id=None`` picks the newest ``incomplete`` run.  A run still marked
+    ``running`` whose process is gone (killed) was marked incomplete when the
+    store was opened.
     """
     observer = observer or ScanObserver()
     if run_id is None:
         candidates = store.runs()
-        candidates = candidates[candidates["status"].isin(["running", "interrupted"])]
+        candidates = candidates[candidates["status"] == "incomplete"]
         if candidates.empty:
-            raise UsageError(f"no interrupted run to resume in {store.path}")
+            raise UsageError(f"no incomplete run to resume in {store.path}")
         run_id = int(candidates["id"].max())
     run = store.get_run(run_id)
-    if run["status"] not in ("running", "interrupted"):
-        raise UsageError(f"run {run_id} is {run['status']}, not interrupted: nothing to resume")
+    if run["status"] == "running":
+        raise UsageError(f"run {run_id} is still running (process {run.get('pid')}); resume it once it has stopped")
+    if run["status"] != "incomplete":
+        raise UsageError(f"run {run_id} is {run['status']}, not incomplete: nothing to resume")
     known = {k: v for k, v in run["settings"].items() if k in ScanConfig.__dataclass_fields__ and k != "token"}
     config = ScanConfig(**known, token=token)
     catalog = store.catalog(run_id)
-    all_targets = [Target(m, p, s) for m, p, s in store.targets(run_id).itertuples(index=False, name=None)]
-    if not all_targets:
+    targets = [Target(m, p, s) for m, p, s in store.targets(run_id).itertuples(index=False, name=None)]
+    if not targets:
         raise UsageError(f"run {run_id} stopped before its catalog was stored: start a new scan instead")
-    done = store.probed_keys(run_id)
-    remaining = [t for t in all_targets if (t.model_id, t.provider) not in done]
+    if not config.probe:
+        store.set_run_status(run_id, "running")
+        return _finish_predicted(config, store, run_id, catalog, targets)
+    by_string = {t.model_string: t for t in targets}
+    canaries = [by_string.get(s) or _extra_canary(s, targets) for s in run["canaries"]]
     store.set_run_status(run_id, "running")
     observer.run_started(run_id)
-    return _probe_and_finish(config, store, run_id, catalog, remaining, observer, already=len(done),
-                             total=len(all_targets))
+    return _probe_and_finish(config, store, run_id, catalog, targets, canaries, observer)
+
+
+def _extra_canary(model_string: str, targets: list[Target]) -> Target:
+    model_id, _, provider = model_string.partition(":")
+    return Target(model_id, provider, model_string)
+
+
+# --------------------------------------------------------------------------- probing
+
+
+class _Recorder:
+    """Commits probe results in small batches as they arrive: a crash loses at most one batch."""
+
+    def __init__(self, store: Store, run_id: int, batch_size: int, observer: ScanObserver) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.batch_size = batch_size
+        self.observer = observer
+        self.buffer: list[ProbeResult] = []
+        self.counts: dict[str, int] = {}
+        self.probed = 0
+        self.last_flush = time.monotonic()
+
+    def flush(self) -> None:
+        if self.buffer:
+            self.store.save_probes(self.run_id, self.buffer)
+            self.buffer.clear()
+        self.last_flush = time.monotonic()
+
+    def __call__(self, result: ProbeResult) -> None:
+        self.buffer.append(result)
+        if result.kind != "route":
+            self.probed += 1
+        key = result.outcome if result.outcome != "http_error" else f"HTTP {result.http_status}"
+        self.counts[key] = self.counts.get(key, 0) + 1
+        if len(self.buffer) >= self.batch_size or time.monotonic() - self.last_flush > 1.0:
+            self.flush()
+        self.observer.probe_done(result, self.counts)
+
+
+def _run_phase(coro_factory: Callable[[], Coroutine[Any, Any, list[ProbeResult]]], recorder: _Recorder,
+               store: Store, run_id: int, total: int) -> None:
+    try:
+        asyncio.run(coro_factory())
+    except KeyboardInterrupt:
+        recorder.flush()
+        store.set_run_status(run_id, "incomplete")
+        recorder.observer.probes_finished()
+        raise ScanInterrupted(run_id, str(store.path), recorder.probed, total) from None
+    except BaseException:
+        recorder.flush()
+        store.set_run_status(run_id, "incomplete")
+        raise
+    recorder.flush()
+
+
+def _run_level_probe(probes: pd.DataFrame) -> dict[str, Any] | None:
+    hits = probes[(probes["outcome"] == "http_error") & probes["http_status"].isin([401, 402, 410])]
+    return None if hits.empty else hits.iloc[0].to_dict()
 
 
 def _probe_and_finish(config: ScanConfig, store: Store, run_id: int, catalog: pd.DataFrame,
-                      targets: list[Target], observer: ScanObserver, already: int,
-                      total: int | None = None) -> ScanOutcome:
-    total = total if total is not None else len(targets)
-    buffer: list[ProbeResult] = []
-    live_counts: dict[str, int] = {}
-    probed = already
-    last_flush = time.monotonic()
+                      targets: list[Target], canaries: list[Target], observer: ScanObserver) -> ScanOutcome:
     settings = config.probe_settings()
+    done = store.probed_keys(run_id)
+    target_keys = {(t.model_id, t.provider) for t in targets}
+    recorder = _Recorder(store, run_id, config.batch_size, observer)
+    recorder.probed = len(done & target_keys)
+    total = len(targets)
+    observer.probes_started(total, recorder.probed)
 
-    def flush() -> None:
-        nonlocal last_flush
-        if buffer:
-            store.save_probes(run_id, buffer)
-            buffer.clear()
-        last_flush = time.monotonic()
+    # Phase 1: canaries.  They are targets too (unless given explicitly from outside the catalog),
+    # so they are not probed again in phase 2.
+    todo_canaries = [c for c in canaries if (c.model_id, c.provider) not in done]
+    if todo_canaries:
+        inside = [c for c in todo_canaries if (c.model_id, c.provider) in target_keys]
+        outside = [c for c in todo_canaries if (c.model_id, c.provider) not in target_keys]
 
-    def on_result(result: ProbeResult) -> None:
-        nonlocal probed
-        buffer.append(result)
-        probed += 1
-        key = result.outcome if result.outcome != "http_error" else f"HTTP {result.http_status}"
-        live_counts[key] = live_counts.get(key, 0) + 1
-        # Commit in small batches: a crash loses at most one batch (or one second).
-        if len(buffer) >= config.batch_size or time.monotonic() - last_flush > 1.0:
-            flush()
-        observer.probe_done(result, live_counts)
+        async def canary_phase() -> list[ProbeResult]:
+            results = await probe_targets(inside, settings, recorder)
+            return results + await probe_targets(outside, settings, recorder, kind="canary")
 
-    observer.probes_started(total, already)
-    try:
-        asyncio.run(probe_targets(targets, settings, on_result))
-    except KeyboardInterrupt:
-        flush()
-        store.set_run_status(run_id, "interrupted")
-        observer.probes_finished()
-        raise ScanInterrupted(run_id, str(store.path), probed, total) from None
-    except BaseException:
-        flush()
-        store.set_run_status(run_id, "interrupted")
-        raise
-    flush()
+        _run_phase(canary_phase, recorder, store, run_id, total)
+    probes = store.probes(run_id)
+    hit = _run_level_probe(probes)
+    if canaries and hit is None:
+        canary_strings = {c.model_string for c in canaries}
+        canary_results = [r for r in _as_results(probes) if r.model_string in canary_strings and r.kind != "route"]
+        if len(canary_results) == len(canary_strings) and canaries_refused(canary_results):
+            observer.probes_finished()
+            names = ", ".join(sorted(canary_strings))
+            exc = RunLevelError("endpoint_error", f"every canary ({names}) was refused with 404/410: the endpoint "
+                                f"{config.router_url} looks wrong, not the models. Check --router-url. "
+                                "Nothing was blocked.", "canaries refused: " + "; ".join(
+                                    f"{r.model_string} {r.http_status}" for r in canary_results))
+            return _fail_run_level(store, run_id, exc, diagnose(catalog, probes, run_ok=False))
+
+    # Phase 2: every other target.
+    if hit is None:
+        done = store.probed_keys(run_id)
+        remaining = [t for t in targets if (t.model_id, t.provider) not in done]
+        _run_phase(lambda: probe_targets(remaining, settings, recorder), recorder, store, run_id, total)
+        probes = store.probes(run_id)
+        hit = _run_level_probe(probes)
+
+    # Phase 3: route checks for refused targets.
+    if hit is None and config.route_checks > 0:
+        checks = _route_checks(config, catalog, probes)
+        if checks:
+            observer.route_checks_started(len(checks))
+            _run_phase(lambda: check_routes(checks, settings, recorder), recorder, store, run_id, total)
+            probes = store.probes(run_id)
+            hit = _run_level_probe(probes)
     observer.probes_finished()
 
-    probes = store.probes(run_id)
-    run_level = probes[(probes["outcome"] == "http_error") & probes["http_status"].isin([401, 402, 410])]
-    if len(run_level):
-        first = run_level.iloc[0]
-        status = int(first["http_status"])
-        exc = _run_level_error(status, config, f"router {status} for {first['model_string']}: "
-                                                f"{first['error_message'] or ''}")
-        findings = diagnose(catalog, probes, run_ok=False)
-        return _fail_run_level(store, run_id, exc, findings)
+    if hit is not None:
+        status = int(hit["http_status"])
+        exc = _run_level_error(status, config, f"router {status} for {hit['model_string']}: "
+                                               f"{hit['error_message'] or ''}")
+        return _fail_run_level(store, run_id, exc, diagnose(catalog, probes, run_ok=False))
 
     findings = _with_history(store, run_id, diagnose(catalog, probes, run_ok=True), catalog,
                              PersistencePolicy(config.persistent_after, config.persistent_min_hours))
-    store.save_findings(run_id, findings)
-    counts = _outcome_counts(findings)
-    store.finish_run(run_id, "ok", counts=counts, n_targets=total, n_probed=len(findings),
-                     n_ok=counts.get("ok", 0), n_blocked=int(findings["blocked"].sum()),
-                     n_transient=sum(v for k, v in counts.items() if k in TRANSIENT))
-    run = store.get_run(run_id)
-    return ScanOutcome(run_id, "ok", EXIT_OK, counts, findings, duration_s=run["duration_s"] or 0.0)
+    return _finish_ok(config, store, run_id, findings, total)
+
+
+def _as_results(probes: pd.DataFrame) -> list[ProbeResult]:
+    return [ProbeResult(r["model_id"], r["provider"], r["model_string"], r["url"], r["kind"],
+                        None if pd.isna(r["http_status"]) else int(r["http_status"]), r["outcome"], r["error_code"],
+                        r["error_message"], r["latency_ms"], int(r["attempts"]), [], r["started_at"], r["finished_at"])
+            for r in probes.to_dict("records")]
+
+
+def _route_checks(config: ScanConfig, catalog: pd.DataFrame, probes: pd.DataFrame) -> list[RouteCheck]:
+    """Route checks still to do: refused primaries without a working or exhausted check."""
+    mappings = dict(zip(catalog["model_id"], catalog["mapping"]))
+    primary = probes[(probes["kind"] == "primary") & (probes["outcome"] == "http_error")
+                     & probes["http_status"].isin(REFUSALS)]
+    routes = probes[probes["kind"] == "route"]
+    tried: dict[tuple[str, str], set[str]] = {}
+    working: set[tuple[str, str]] = set()
+    for model_id, route_for, model_string, outcome in zip(routes["model_id"], routes["route_for"],
+                                                          routes["model_string"], routes["outcome"]):
+        tried.setdefault((model_id, route_for), set()).add(model_string)
+        if outcome == "chat":
+            working.add((model_id, route_for))
+    checks = []
+    for model_id, provider, model_string in zip(primary["model_id"], primary["provider"], primary["model_string"]):
+        key = (model_id, provider)
+        if key in working:
+            continue
+        target = Target(model_id, provider, model_string)
+        alternatives = route_alternatives(target, mappings.get(model_id), config.route_checks)
+        alternatives = [a for a in alternatives if a.model_string not in tried.get(key, set())]
+        if alternatives:
+            checks.append(RouteCheck(target, tuple(alternatives)))
+    return checks
+
+
+# --------------------------------------------------------------------------- finishing
 
 
 def _with_history(store: Store, run_id: int, findings: pd.DataFrame, catalog: pd.DataFrame,
@@ -314,6 +535,40 @@ def _with_history(store: Store, run_id: int, findings: pd.DataFrame, catalog: pd
     return findings
 
 
+def _finish_predicted(config: ScanConfig, store: Store, run_id: int, catalog: pd.DataFrame,
+                      targets: list[Target]) -> ScanOutcome:
+    run = store.get_run(run_id)
+    findings = predict(catalog, targets, run["started_at"])
+    findings["alternatives"] = [[] for _ in range(len(findings))]
+    return _finish_ok(config, store, run_id, findings, len(targets))
+
+
+def _finish_ok(config: ScanConfig, store: Store, run_id: int, findings: pd.DataFrame, total: int) -> ScanOutcome:
+    store.save_findings(run_id, findings)
+    counts = _outcome_counts(findings)
+    store.finish_run(run_id, "ok", counts=counts, n_targets=total, n_probed=len(findings),
+                     n_ok=counts.get("ok", 0), n_blocked=int(findings["blocked"].sum()),
+                     n_transient=sum(v for k, v in counts.items() if k in TRANSIENT))
+    run = store.get_run(run_id)
+    outcome = ScanOutcome(run_id, "ok", EXIT_OK, counts, findings, duration_s=run["duration_s"] or 0.0)
+    if config.fail_on == "new-blocked" and config.probe:
+        from .views import run_diff
+
+        previous = store.latest_run_id("ok", source=run["source"], provider=run["provider"], before=run_id,
+                                       mode="probe")
+        if previous is None:
+            newly = findings[findings["blocked"]][["model_id", "provider", "reason"]]
+        else:
+            diff = run_diff(store, previous, run_id)
+            newly = diff[diff["change"] == "newly_blocked"][["model_id", "provider", "to_reason"]].rename(
+                columns={"to_reason": "reason"})
+        outcome.newly_blocked = newly.reset_index(drop=True)
+        outcome.previous_run_id = previous
+        if len(newly):
+            outcome.exit_code = EXIT_FAIL_ON
+    return outcome
+
+
 def _run_level_error(status: int, config: ScanConfig, evidence: str) -> RunLevelError:
     if status == 401:
         return auth_error("the router", bool(config.token), evidence)
@@ -325,13 +580,12 @@ def _run_level_error(status: int, config: ScanConfig, evidence: str) -> RunLevel
 def _fail_run_level(store: Store, run_id: int, exc: RunLevelError, findings: pd.DataFrame) -> ScanOutcome:
     if len(findings):
         findings = findings.copy()
-        findings["blocked"] = False
+        findings["blocked"] = False  # nothing from a failed run is ever blocked
         store.save_findings(run_id, findings)
     message = scrub(str(exc))
+    counts = _outcome_counts(findings) if len(findings) else {}
     store.finish_run(run_id, "failed", failure_reason=exc.reason, failure_message=f"{message} [{exc.evidence}]",
-                     counts=_outcome_counts(findings) if len(findings) else {}, n_probed=len(findings),
-                     n_blocked=0)
-    assert exc.reason in RUN_LEVEL and not reason_info(exc.reason).blocked and exc.reason not in BLOCKING
+                     counts=counts, n_probed=len(findings), n_blocked=0)
     run = store.get_run(run_id)
-    return ScanOutcome(run_id, "failed", EXIT_RUN_LEVEL, _outcome_counts(findings) if len(findings) else {},
-                       findings, exc.reason, message, run["duration_s"] or 0.0)
+    return ScanOutcome(run_id, "failed", EXIT_RUN_LEVEL, counts, findings, exc.reason, message,
+                       run["duration_s"] or 0.0)

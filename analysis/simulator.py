@@ -490,12 +490,14 @@ class _Protocol:
         self.base_url = base_url
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        carry = b""  # a byte read while watching for the client going away
         try:
             while True:
                 try:
-                    head = await reader.readuntil(b"\r\n\r\n")
+                    head = carry + await reader.readuntil(b"\r\n\r\n")
                 except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
                     return
+                carry = b""
                 lines = head.decode("latin-1").split("\r\n")
                 try:
                     method, target, _version = lines[0].split(" ", 2)
@@ -511,7 +513,26 @@ class _Protocol:
                 parts = urlsplit(target)
                 request = Request(method.upper(), unquote(parts.path), parse_qsl(parts.query, keep_blank_values=True),
                                   headers, body, self.base_url)
-                response = await self.app.dispatch(request)
+                # A client that gives up (timeout) closes its connection: stop serving it, so the
+                # in-flight counter measures what clients really have open.  The peer's FIN only
+                # shows on the reader (the transport stays half-open), hence the read.
+                dispatch = asyncio.ensure_future(self.app.dispatch(request))
+                watch = asyncio.ensure_future(reader.read(1))
+                await asyncio.wait({dispatch, watch}, return_when=asyncio.FIRST_COMPLETED)
+                if not dispatch.done():
+                    if watch.exception() is not None or watch.result() == b"":
+                        dispatch.cancel()
+                        await asyncio.gather(dispatch, return_exceptions=True)
+                        return
+                    await dispatch  # a pipelined request arrived: finish this one first
+                if watch.done():
+                    if watch.exception() is not None:
+                        return
+                    carry = watch.result()
+                else:
+                    watch.cancel()
+                    await asyncio.gather(watch, return_exceptions=True)
+                response = dispatch.result()
                 keep_alive = headers.get("connection", "").lower() != "close"
                 if not await self._write(writer, response, keep_alive):
                     return

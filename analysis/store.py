@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sqlite3
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,7 +23,7 @@ from .errors import StoreError, UsageError
 __all__ = ["Store", "open_store", "SCHEMA_VERSION", "RUN_STATUSES"]
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
-RUN_STATUSES = ("running", "ok", "failed", "interrupted")
+RUN_STATUSES = ("running", "ok", "failed", "incomplete")
 
 
 def _now() -> str:
@@ -150,9 +151,17 @@ def _m002_history_and_modes(db: sqlite3.Connection) -> None:
     """)
 
 
+def _m003_run_owner(db: sqlite3.Connection) -> None:
+    _script(db, """
+        ALTER TABLE runs ADD COLUMN pid INTEGER;
+        ALTER TABLE runs ADD COLUMN host TEXT
+    """)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
     (1, "initial schema", _m001_initial),
     (2, "history columns, alternatives, run mode and canaries", _m002_history_and_modes),
+    (3, "process that owns a running run", _m003_run_owner),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -185,6 +194,18 @@ def _opt(value: Any) -> Any:
     if hasattr(value, "item"):  # numpy scalar
         return value.item()
     return value
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
 
 
 def _check_is_sqlite(path: Path) -> None:
@@ -224,6 +245,7 @@ class Store:
                 raise StoreError(f"cannot switch {self.path} to WAL mode (got {mode})")
             self.db.execute("PRAGMA synchronous = NORMAL")
             self._migrate()
+            self.mark_stale_runs()
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot use store {self.path}: {exc}") from None
 
@@ -278,8 +300,9 @@ class Store:
         """Insert a ``running`` run and return its id.  ``mode`` is ``probe`` or ``predict``."""
         cur = self.db.execute(
             "INSERT INTO runs (started_at, status, source, provider, hub_url, router_url, settings_json, tool_version,"
-            " mode) VALUES (?, 'running', ?, ?, ?, ?, ?, ?, ?)",
-            (_now(), source, provider, hub_url, router_url, _dumps(settings), tool_version, mode))
+            " mode, pid, host) VALUES (?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (_now(), source, provider, hub_url, router_url, _dumps(settings), tool_version, mode, os.getpid(),
+             socket.gethostname()))
         return int(cur.lastrowid)
 
     def set_canaries(self, run_id: int, canaries: list[str]) -> None:
@@ -331,7 +354,7 @@ class Store:
                    failure_message: str | None = None, counts: dict[str, int] | None = None,
                    n_targets: int | None = None, n_probed: int | None = None, n_ok: int | None = None,
                    n_blocked: int | None = None, n_transient: int | None = None) -> None:
-        """Record a run's end: ``ok``, ``failed`` or ``interrupted``."""
+        """Record a run's end: ``ok``, ``failed`` or ``incomplete``."""
         if status not in RUN_STATUSES:
             raise ValueError(f"bad run status {status!r}")
         started = self.db.execute("SELECT started_at FROM runs WHERE id = ?", (run_id,)).fetchone()[0]
@@ -346,7 +369,26 @@ class Store:
              n_blocked, n_transient, round(duration, 3), run_id))
 
     def set_run_status(self, run_id: int, status: str) -> None:
-        self.db.execute("UPDATE runs SET status = ? WHERE id = ?", (status, run_id))
+        """Set a run's status; a run set back to ``running`` is owned by this process."""
+        if status == "running":
+            self.db.execute("UPDATE runs SET status = ?, pid = ?, host = ? WHERE id = ?",
+                            (status, os.getpid(), socket.gethostname(), run_id))
+        else:
+            self.db.execute("UPDATE runs SET status = ? WHERE id = ?", (status, run_id))
+
+    def mark_stale_runs(self) -> list[int]:
+        """Mark ``incomplete`` every ``running`` run whose process on this host is gone (killed).
+
+        Runs owned by another host are left alone: we cannot tell whether they still run.
+        """
+        host = socket.gethostname()
+        stale = []
+        for run_id, pid, run_host in self.db.execute("SELECT id, pid, host FROM runs WHERE status = 'running'"):
+            if run_host == host and pid is not None and not _process_alive(int(pid)):
+                stale.append(int(run_id))
+        for run_id in stale:
+            self.db.execute("UPDATE runs SET status = 'incomplete' WHERE id = ? AND status = 'running'", (run_id,))
+        return stale
 
     def _columns(self, table: str) -> list[str]:
         return [row[1] for row in self.db.execute(f"PRAGMA table_info({table})")]
@@ -379,11 +421,11 @@ class Store:
         return run
 
     def latest_run_id(self, status: str | None = "ok", *, source: str | None = None,
-                      provider: str | None = None, before: int | None = None) -> int | None:
-        """The newest run with ``status`` (any status if ``None``), optionally in one scope."""
+                      provider: str | None = None, before: int | None = None, mode: str | None = None) -> int | None:
+        """The newest run with ``status`` (any status if ``None``), optionally in one scope or mode."""
         sql = "SELECT MAX(id) FROM runs WHERE 1 = 1"
         params: list[Any] = []
-        for column, value in (("status", status), ("source", source), ("provider", provider)):
+        for column, value in (("status", status), ("source", source), ("provider", provider), ("mode", mode)):
             if value is not None:
                 sql += f" AND {column} = ?"
                 params.append(value)
@@ -394,9 +436,29 @@ class Store:
         return int(value) if value is not None else None
 
     def previous_ok_run(self, run_id: int) -> int | None:
-        """The successful run before ``run_id`` with the same source and provider."""
+        """The successful run before ``run_id`` with the same source, provider and mode."""
         run = self.get_run(run_id)
-        return self.latest_run_id("ok", source=run["source"], provider=run["provider"], before=run_id)
+        return self.latest_run_id("ok", source=run["source"], provider=run["provider"], before=run_id,
+                                  mode=run["mode"])
+
+    def prune(self, keep: int) -> list[int]:
+        """Delete all but the ``keep`` newest runs (and their rows); return the deleted ids."""
+        if keep < 0:
+            raise UsageError("--keep cannot be negative")
+        ids = [row[0] for row in self.db.execute("SELECT id FROM runs ORDER BY id DESC")]
+        doomed = ids[keep:]
+        if doomed:
+            marks = ", ".join("?" * len(doomed))
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                for table in ("findings", "probes", "targets", "catalog"):
+                    self.db.execute(f"DELETE FROM {table} WHERE run_id IN ({marks})", doomed)
+                self.db.execute(f"DELETE FROM runs WHERE id IN ({marks})", doomed)
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+        return sorted(doomed)
 
     def catalog(self, run_id: int) -> pd.DataFrame:
         """The catalog snapshot of a run, with JSON cells decoded."""

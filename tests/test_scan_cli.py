@@ -218,8 +218,14 @@ def test_demo_writes_sample_store_and_blocklist(tmp_path):
     assert "endpoint_error" in result.stdout  # the retired endpoint run
     with open_store(tmp_path / "sample.sqlite", create=False) as store:
         runs = store.runs()
-        assert list(runs["status"]) == ["failed", "ok", "ok"]
+        assert list(runs["status"]) == ["failed", "ok", "ok", "ok"]
+        assert list(runs["failure_reason"])[0] == "endpoint_error"
+        bare = store.findings(2).set_index("model_id")
         latest = store.findings(store.latest_run_id())
+    # the seed incident: refused as a bare id, working as id:hf-inference, never blocked
+    assert bare.loc["katanemo/Arch-Router-1.5B", "reason"] == "route_mismatch"
+    assert bare.loc["katanemo/Arch-Router-1.5B", "working_route"] == "katanemo/Arch-Router-1.5B:hf-inference"
+    assert not bare["blocked"].loc["katanemo/Arch-Router-1.5B"]
     arch = latest[latest["model_id"] == "katanemo/Arch-Router-1.5B"].iloc[0]
     assert arch["reason"] == "ok"
     blocked = list(csv.DictReader(io.StringIO((tmp_path / "sample-blocklist.csv").read_text())))

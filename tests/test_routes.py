@@ -1,0 +1,119 @@
+"""Route checks and the canary guard, end to end against the simulator."""
+
+from __future__ import annotations
+
+import pytest
+
+from analysis.scan import run_scan
+from analysis.simulator import Scenario, synthetic_scenario
+from analysis.store import open_store
+
+from .conftest import FAST_FLAGS, fast_config, run_cli, sim_stats
+
+
+def _model(model_id, providers, routes=None, **extra):
+    return {"id": model_id, "pipeline_tag": "text-generation", "downloads": extra.pop("downloads", 10),
+            "providers": [{"provider": p, "status": s, "task": "conversational", "latency_ms": 0}
+                          for p, s in providers], "routes": routes or {}, **extra}
+
+
+def route_scenario() -> Scenario:
+    return Scenario(name="routes", provider_order=["together", "novita"], router={"latency_scale": 1}, models=[
+        # refused on our route, fine when the router chooses: fix the route, do not block
+        _model("org/bare-works", [("together", "live")],
+               {"together": {"kind": "error", "status": 404, "code": "model_not_found"}}),
+        # refused on together and bare, fine on novita (another live mapping)
+        _model("org/novita-works", [("together", "live"), ("novita", "live")],
+               {"together": {"kind": "error", "status": 400, "code": "model_not_supported", "param": "model"},
+                "bare": {"kind": "error", "status": 400, "code": "model_not_supported", "param": "model"}}),
+        # refused everywhere: a real not_found
+        _model("org/gone", [("together", "live"), ("novita", "live")],
+               {"*": {"kind": "error", "status": 404, "code": "model_not_found"}}),
+        _model("org/healthy", [("together", "live")], downloads=1000),
+        _model("org/healthy-2", [("together", "live")], downloads=900),
+    ])
+
+
+def test_route_checks_turn_a_routing_fault_into_route_mismatch(make_sim, store_path):
+    server = make_sim(route_scenario())
+    with open_store(store_path) as store:
+        outcome = run_scan(fast_config(server, provider="together"), store)
+        findings = store.findings(outcome.run_id).set_index("model_id")
+        probes = store.probes(outcome.run_id)
+    assert findings.loc["org/bare-works", "reason"] == "route_mismatch"
+    assert findings.loc["org/bare-works", "working_route"] == "org/bare-works"
+    assert "'org/bare-works'" in findings.loc["org/bare-works", "message"]
+    assert findings.loc["org/novita-works", "reason"] == "route_mismatch"
+    assert findings.loc["org/novita-works", "working_route"] == "org/novita-works:novita"
+    assert not findings.loc[["org/bare-works", "org/novita-works"], "blocked"].any()
+    assert findings.loc["org/gone", "reason"] == "not_found" and findings.loc["org/gone", "blocked"]
+    # every route attempt is recorded as evidence, and checks stop at the first working route
+    routes = probes[probes["kind"] == "route"]
+    assert sorted(routes[routes["model_id"] == "org/novita-works"]["model_string"]) == [
+        "org/novita-works", "org/novita-works:novita"]
+    assert list(routes[routes["model_id"] == "org/bare-works"]["model_string"]) == ["org/bare-works"]
+    assert sorted(routes[routes["model_id"] == "org/gone"]["model_string"]) == ["org/gone", "org/gone:novita"]
+    assert set(routes["route_for"]) == {"together"}
+
+
+def test_route_checks_can_be_limited_or_disabled(make_sim, store_path):
+    server = make_sim(route_scenario())
+    with open_store(store_path) as store:
+        one = run_scan(fast_config(server, provider="together", route_checks=1), store)
+        none = run_scan(fast_config(server, provider="together", route_checks=0), store)
+        limited = store.findings(one.run_id).set_index("model_id")
+        disabled = store.findings(none.run_id).set_index("model_id")
+        assert (store.probes(none.run_id)["kind"] == "route").sum() == 0
+    assert limited.loc["org/novita-works", "reason"] == "not_supported"  # only the bare id was tried
+    assert limited.loc["org/bare-works", "reason"] == "route_mismatch"
+    assert disabled.loc["org/bare-works", "reason"] == "not_found"
+
+
+def test_canaries_default_to_most_downloaded_live_models_and_are_probed_once(make_sim, store_path):
+    server = make_sim(route_scenario())
+    with open_store(store_path) as store:
+        outcome = run_scan(fast_config(server, provider="together", route_checks=0), store)
+        run = store.get_run(outcome.run_id)
+    assert run["canaries"][:2] == ["org/healthy:together", "org/healthy-2:together"]
+    attempts = sim_stats(server)["attempts"]
+    assert attempts["org/healthy:together"] == 1 and attempts["org/healthy-2:together"] == 1
+
+
+def test_all_canaries_refused_is_endpoint_error(sim, tmp_path):
+    store = tmp_path / "rca.sqlite"
+    result = run_cli("scan", "--hub-url", sim.url, "--router-url", f"{sim.url}/wrongpath/v1",
+                     "--store", str(store), *FAST_FLAGS)
+    assert result.returncode == 3, result.stderr
+    assert "endpoint_error" in result.stderr and "canary" in result.stderr
+    with open_store(store) as s:
+        run = s.get_run(1)
+        findings = s.findings(1)
+        probes = s.probes(1)
+    assert run["status"] == "failed" and run["failure_reason"] == "endpoint_error"
+    assert len(probes) == len(run["canaries"]) == 3  # stopped after the canaries
+    assert not findings["blocked"].any()
+    blocklist = run_cli("export", "blocklist", "--store", str(store))
+    assert blocklist.stdout.count("\n") == 1  # header only
+
+
+def test_explicit_canary_outside_the_catalog(make_sim, store_path):
+    scenario = route_scenario()
+    scenario.models.append(_model("org/elsewhere", [("novita", "live")]))
+    server = make_sim(scenario)
+    with open_store(store_path) as store:
+        outcome = run_scan(fast_config(server, provider="together", canaries=["org/elsewhere"]), store)
+        findings = store.findings(outcome.run_id)
+        probes = store.probes(outcome.run_id)
+    # an outside canary is evidence, not a finding
+    assert "org/elsewhere" not in set(findings["model_id"])
+    assert list(probes[probes["kind"] == "canary"]["model_string"]) == ["org/elsewhere:together"]
+
+
+@pytest.mark.parametrize("route", ["suffix", "bare"])
+def test_bare_route_option(make_sim, store_path, route):
+    server = make_sim(synthetic_scenario(3, 0, provider="together"))
+    with open_store(store_path) as store:
+        outcome = run_scan(fast_config(server, provider="together", route=route), store)
+        strings = set(store.findings(outcome.run_id)["model_string"])
+    suffix = ":together" if route == "suffix" else ""
+    assert strings == {f"bench-org/model-{i:06d}{suffix}" for i in range(3)}
