@@ -79,14 +79,15 @@ def _headers(token: str | None) -> dict[str, str]:
     return headers
 
 
-def _hub_error(resp: httpx.Response) -> str:
+def _hub_error(resp: httpx.Response, token: str | None) -> str:
+    """The error text of an answer, trimmed, with the token scrubbed (a server may echo it)."""
     try:
         data = resp.json()
         if isinstance(data, dict) and isinstance(data.get("error"), str):
-            return data["error"][:300]
+            return scrub(data["error"][:300], token)
     except ValueError:
         pass
-    return resp.text[:200].strip() or resp.reason_phrase
+    return scrub(resp.text[:200].strip() or resp.reason_phrase, token)
 
 
 def fetch_hub_models(
@@ -163,9 +164,9 @@ def _get_page(client: httpx.Client, url: str, token: str | None, retries: int, b
             resp = None
         if resp is not None:
             if resp.status_code == 401:
-                raise auth_error("the Hub", bool(token), f"hub 401 {_hub_error(resp)}")
+                raise auth_error("the Hub", bool(token), f"hub 401 {_hub_error(resp, token)}")
             if resp.status_code == 410:
-                raise retired_error(url.split("?")[0], "--hub-url", f"hub 410 {_hub_error(resp)}")
+                raise retired_error(url.split("?")[0], "--hub-url", f"hub 410 {_hub_error(resp, token)}")
             if resp.status_code == 429:
                 info = parse_ratelimit_headers(resp.headers)
                 wait = float(info.reset_in_seconds) if info is not None else backoff * 2 ** rate_limit_waits
@@ -176,7 +177,7 @@ def _get_page(client: httpx.Client, url: str, token: str | None, retries: int, b
                 continue
             if 400 <= resp.status_code < 500:
                 raise CatalogError(f"The Hub refused the catalog request with {resp.status_code}: "
-                                   f"{scrub(_hub_error(resp), token)} (URL {url.split('?')[0]})")
+                                   f"{_hub_error(resp, token)} (URL {url.split('?')[0]})")
             if resp.status_code >= 500:
                 last_problem = f"HTTP {resp.status_code}"
             else:
@@ -209,11 +210,11 @@ def fetch_router_models(router_url: str, token: str | None = None, *, timeout: f
         raise CatalogError(f"Could not read the router model list at {url}: {type(exc).__name__}: "
                            f"{scrub(str(exc), token)}") from None
     if resp.status_code == 401:
-        raise auth_error("the router", bool(token), f"router /models 401 {_hub_error(resp)}")
+        raise auth_error("the router", bool(token), f"router /models 401 {_hub_error(resp, token)}")
     if resp.status_code == 402:
-        raise payment_error("the router", f"router /models 402 {_hub_error(resp)}")
+        raise payment_error("the router", f"router /models 402 {_hub_error(resp, token)}")
     if resp.status_code == 410:
-        raise retired_error(router_url, "--router-url", f"router /models 410 {_hub_error(resp)}")
+        raise retired_error(router_url, "--router-url", f"router /models 410 {_hub_error(resp, token)}")
     if resp.status_code != 200:
         raise CatalogError(f"The router model list at {url} answered {resp.status_code}")
     try:

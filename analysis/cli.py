@@ -127,21 +127,24 @@ def cmd_scan(args: argparse.Namespace) -> int:
     from .store import open_store
 
     observer = CliObserver(args.quiet)
+    config = None
+    if args.resume is None:
+        config = ScanConfig(hub_url=args.hub_url, router_url=args.router_url, provider=args.provider,
+                            source=args.source, catalog_file=args.catalog_file, route=args.route,
+                            concurrency=args.concurrency, timeout=args.timeout, retries=args.retries,
+                            max_tokens=args.max_tokens, backoff=args.backoff,
+                            retry_after_cap=args.retry_after_cap, hub_limit=args.hub_limit,
+                            batch_size=args.batch_size, route_checks=args.route_checks,
+                            canaries=list(args.canary or []), probe=not args.no_probe,
+                            persistent_after=args.persistent_after,
+                            persistent_min_hours=args.persistent_min_hours, fail_on=args.fail_on,
+                            token=_token())
+        config.validate()  # before the store is created: bad flags leave no file behind
     with open_store(args.store) as store:
-        if args.resume is not None:
+        if config is None:
             run_id = None if args.resume == "latest" else _int(args.resume, "--resume")
             outcome = resume_scan(store, run_id, _token(), observer)
         else:
-            config = ScanConfig(hub_url=args.hub_url, router_url=args.router_url, provider=args.provider,
-                                source=args.source, catalog_file=args.catalog_file, route=args.route,
-                                concurrency=args.concurrency, timeout=args.timeout, retries=args.retries,
-                                max_tokens=args.max_tokens, backoff=args.backoff,
-                                retry_after_cap=args.retry_after_cap, hub_limit=args.hub_limit,
-                                batch_size=args.batch_size, route_checks=args.route_checks,
-                                canaries=list(args.canary or []), probe=not args.no_probe,
-                                persistent_after=args.persistent_after,
-                                persistent_min_hours=args.persistent_min_hours, fail_on=args.fail_on,
-                                token=_token())
             outcome = run_scan(config, store, observer)
     print(_summary(outcome, args.store))
     if outcome.status != "ok":

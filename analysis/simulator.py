@@ -77,9 +77,10 @@ class Scenario:
     live chat mapping exists) and optional ``routes``: behaviours keyed by
     ``"bare"``, a provider name or ``"*"``.  A behaviour is a dict with ``kind``
     (``chat``, ``error``, ``html``, ``reset``, ``close_mid_body``, ``stall``,
-    ``slow``, ``bad_json``, ``not_chat``, ``empty_choices``, ``empty_reply``,
+    ``slow``, ``bad_json``, ``not_chat``, ``empty_choices``, ``empty_reply``, ``echo_auth``,
     ``oversized``, ``invalid_utf8``) and, by kind, ``status``, ``code``,
-    ``message``, ``type``, ``param``, ``retry_after``, ``latency_ms``; ``times: N``
+    ``message``, ``type``, ``param``, ``retry_after``, ``latency_ms`` (``echo_auth``
+    echoes the Authorization header in an error body); ``times: N``
     applies it to the first N attempts only, after which ``then`` (default: a
     chat answer) applies.  ``phases`` maps a phase number to a partial model that
     overrides the base from that phase on (``{"removed": true}`` drops it).
@@ -674,13 +675,20 @@ class SimulatorApp:
             return not required
         return header == f"Bearer {expected}"
 
+    @staticmethod
+    def _unauthorized(request: Request, echo: bool) -> Response:
+        message = "Invalid credentials in Authorization header"
+        if echo:  # a careless server that repeats what it was sent
+            message += f": {request.headers.get('authorization', '(none)')}"
+        return _json(401, {"error": message})
+
     # -- Hub
 
     def _hub(self, request: Request) -> Response:
         self.hub_requests += 1
         hub = self.scenario.hub
         if not self._token_ok(request, required=False):
-            return _json(401, {"error": "Invalid credentials in Authorization header"})
+            return self._unauthorized(request, hub.get("echo_auth", False))
         if request.path.startswith("/api/models/"):
             return self._hub_model(request.path[len("/api/models/"):])
         cursor = request.param("cursor")
@@ -816,7 +824,7 @@ class SimulatorApp:
         if mount == "retired":
             return self._retired()
         if not self._token_ok(request, required=True):
-            return _json(401, {"error": "Invalid credentials in Authorization header"})
+            return self._unauthorized(request, self.scenario.router.get("echo_auth", False))
         if sub == "models" and request.method == "GET":
             return self._router_models(openai=mount == "openai")
         if sub != "chat/completions":
@@ -882,7 +890,7 @@ class SimulatorApp:
             behaviour = {"kind": "chat"}
         if delay > 0:
             await asyncio.sleep(delay)
-        return self._render(behaviour, model_string)
+        return self._render(behaviour, model_string, request)
 
     def _behaviour(self, model: dict[str, Any], route: str, attempt: int) -> tuple[dict[str, Any], float]:
         providers = {m["provider"]: m for m in model.get("providers", [])}
@@ -927,7 +935,7 @@ class SimulatorApp:
         return {"kind": "chat"}
 
     @staticmethod
-    def _render(behaviour: dict[str, Any], model_string: str) -> Response:
+    def _render(behaviour: dict[str, Any], model_string: str, request: Request) -> Response:
         kind = behaviour.get("kind", "chat")
         headers: list[tuple[str, str]] = []
         if behaviour.get("retry_after") is not None:
@@ -944,6 +952,11 @@ class SimulatorApp:
             type_ = behaviour.get("type") or ("server_error" if status >= 500 else "invalid_request_error")
             return _router_error(status, behaviour.get("message", _REASONS.get(status, "error")), type_,
                                  behaviour.get("code"), behaviour.get("param"), headers)
+        if kind == "echo_auth":
+            # A careless upstream that echoes the credentials back: the tool must scrub them.
+            status = int(behaviour.get("status", 400))
+            return _router_error(status, f"bad request from {request.headers.get('authorization', '(none)')}",
+                                 code="echo")
         if kind == "html":
             status = int(behaviour.get("status", 502))
             body = (f"<html><head><title>{status} Bad Gateway</title></head><body><center><h1>{status} Bad Gateway"
