@@ -1,0 +1,344 @@
+"""Pure helpers for the Streamlit dashboard (``app.py``): choices, tables and texts it shows.
+
+The dashboard stays thin: it reads widgets, calls :mod:`analysis.views` and the
+functions here, and renders.  Nothing here imports Streamlit, so every rule the
+dashboard follows (which store opens by default, what a chart click filters,
+which reasons a blocklist uses) is tested without a browser.
+
+Texts come as a ``(title, detail)`` pair: the title is ours and may be rendered
+as markdown; the detail carries upstream text (ids, URLs, error messages) and
+must be shown as plain text (``st.text``, ``st.code``), because markdown would
+turn a URL in an error message into a live link.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .sample import PROJECT_ROOT, SAMPLE_STORE
+from .scan import ScanOutcome
+from .taxonomy import BLOCKING, REASON_NAMES, RUN_LEVEL, TRANSIENT, reason_info
+from .views import hf_model_url, mapping_status_of
+
+__all__ = [
+    "DEFAULT_STORE",
+    "BLOCKED_CHOICES",
+    "MODEL_COLUMNS",
+    "StoreChoice",
+    "choose_store",
+    "is_sample_store",
+    "store_fingerprint",
+    "word",
+    "models_table",
+    "filter_options",
+    "chart_filters",
+    "default_block_reasons",
+    "block_reasons",
+    "verdict",
+    "run_problem",
+    "run_level_episodes",
+    "catalog_facts",
+    "kpi_deltas",
+    "scan_time",
+    "scan_result",
+]
+
+DEFAULT_STORE = PROJECT_ROOT / "data" / "rca.sqlite"
+# Labels of the models page's "blocked" filter -> ``filter_findings(blocked=...)``.
+BLOCKED_CHOICES: dict[str, bool | None] = {"all": None, "blocked": True, "not blocked": False}
+MODEL_COLUMNS = ["model_id", "provider", "reason", "blocked", "action", "http_status", "pipeline_tag",
+                 "mapping_status", "in_router_list", "latency_ms", "attempts", "message", "hub_page"]
+
+
+@dataclass(frozen=True)
+class StoreChoice:
+    """The store the dashboard opens first, and why."""
+
+    path: Path
+    is_sample: bool
+    why: str
+
+
+def is_sample_store(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is the built-in sample store (``data/sample.sqlite``)."""
+    try:
+        return Path(path).resolve() == Path(SAMPLE_STORE).resolve()
+    except OSError:
+        return False
+
+
+def choose_store(explicit: str | None, default_store: Path | None = None) -> StoreChoice:
+    """The store to open: ``explicit`` (``RCA_STORE`` or ``--store``), else ``default_store``
+    (``data/rca.sqlite``) if it exists, else the sample.
+
+    An explicit path is used even if it does not exist, so a typo shows as an
+    error instead of silently falling back to sample data.
+    """
+    if explicit:
+        path = Path(explicit).expanduser()
+        return StoreChoice(path, is_sample_store(path), "chosen with RCA_STORE or --store")
+    default_store = default_store or DEFAULT_STORE
+    if default_store.exists():
+        return StoreChoice(default_store, False, "the default store")
+    return StoreChoice(SAMPLE_STORE, True, "no store yet: the built-in offline sample")
+
+
+def store_fingerprint(path: str | os.PathLike[str]) -> tuple[int, ...]:
+    """Modification time and size of the store and its WAL file: a cache key that changes with every commit.
+
+    A WAL store commits into ``-wal`` and only later checkpoints into the main
+    file, so the main file alone would hide a new run.
+    """
+    parts: list[int] = []
+    for name in (str(path), f"{path}-wal"):
+        try:
+            stat = os.stat(name)
+            parts += [stat.st_mtime_ns, stat.st_size]
+        except OSError:
+            parts += [0, 0]
+    return tuple(parts)
+
+
+# Upstream words (reasons, run failure kinds) go into headlines only if they look like ours.
+_WORD = re.compile(r"[a-z][a-z0-9_]{0,39}")
+
+
+def word(value: Any) -> str:
+    """``value`` if it is a short snake_case word (a reason name), else ``unknown``: safe in a markdown headline."""
+    return value if isinstance(value, str) and _WORD.fullmatch(value) else "unknown"
+
+
+def models_table(findings: pd.DataFrame) -> pd.DataFrame:
+    """The models page's rows (``MODEL_COLUMNS``), same index as ``findings`` so filters can pick rows.
+
+    ``hub_page`` is the model's Hugging Face URL; ``mapping_status`` shows
+    ``(none)`` when the catalog does not map the probed provider.
+    """
+    table = pd.DataFrame(index=findings.index)
+    for column in MODEL_COLUMNS:
+        if column == "hub_page":
+            table[column] = findings["model_id"].map(hf_model_url) if len(findings) else pd.Series(dtype=str)
+        elif column == "mapping_status":
+            table[column] = mapping_status_of(findings) if len(findings) else pd.Series(dtype=str)
+        elif column in findings.columns:
+            table[column] = findings[column]
+        else:
+            table[column] = None
+    table["http_status"] = pd.to_numeric(table["http_status"], errors="coerce").astype("Int64")
+    table["in_router_list"] = table["in_router_list"].astype("boolean")
+    table["blocked"] = table["blocked"].astype(bool)
+    return table
+
+
+def filter_options(findings: pd.DataFrame) -> dict[str, list[str]]:
+    """Choices for the models page's filters: reasons (taxonomy order), pipeline tags and mapping statuses seen."""
+    if findings.empty:
+        return {"reasons": [], "pipeline_tags": [], "mapping_statuses": []}
+    seen = set(findings["reason"])
+    tags = findings["pipeline_tag"].fillna("(none)").replace("", "(none)")
+    return {"reasons": [r for r in REASON_NAMES if r in seen] + sorted(seen - set(REASON_NAMES)),
+            "pipeline_tags": sorted(set(tags)),
+            "mapping_statuses": sorted(set(mapping_status_of(findings)))}
+
+
+def _distinct(values: list[Any]) -> list[Any]:
+    return list(dict.fromkeys(v for v in values if v is not None and v != ""))
+
+
+def chart_filters(chart: str, points: list[dict[str, Any]]) -> dict[str, Any]:
+    """What a click on an overview chart selects, from the points Streamlit reports.
+
+    - ``reasons`` (reason bar): the clicked reasons;
+    - ``tag_reason`` (stacked bars): the clicked pipeline tags, and the reasons of
+      the clicked segments (Plotly Express puts the colour value in ``legendgroup``);
+    - ``latency`` (working models' latency): the working models;
+    - ``trend`` (runs): ``{"run_id": N}`` for the clicked run.
+
+    Returns ``{}`` when nothing usable was clicked.
+    """
+    if not points:
+        return {}
+    if chart == "reasons":
+        reasons = [r for r in _distinct([p.get("x") for p in points]) if r in REASON_NAMES]
+        return {"reasons": reasons} if reasons else {}
+    if chart == "tag_reason":
+        tags = [str(t) for t in _distinct([p.get("x") for p in points])]
+        reasons = [r for r in _distinct([p.get("legendgroup") for p in points]) if r in REASON_NAMES]
+        selected: dict[str, Any] = {}
+        if tags:
+            selected["pipeline_tags"] = tags
+        if reasons:
+            selected["reasons"] = reasons
+        return selected
+    if chart == "latency":
+        return {"reasons": ["ok"]}
+    if chart == "trend":
+        runs = _distinct([p.get("x") for p in points])
+        try:
+            return {"run_id": int(runs[-1])} if runs else {}
+        except (TypeError, ValueError):
+            return {}
+    raise ValueError(f"unknown chart {chart!r}")
+
+
+def default_block_reasons() -> list[str]:
+    """The taxonomy's blocking reasons, in taxonomy order: the blocklist page's default choice."""
+    return [r for r in REASON_NAMES if r in BLOCKING]
+
+
+def block_reasons(selected: list[str] | None) -> set[str] | None:
+    """``reasons`` for :func:`analysis.export.blocklist_bytes` from the page's choice.
+
+    The default choice maps to ``None`` (the stored ``blocked`` flag), which is
+    what ``python -m analysis export blocklist`` uses without ``--reasons``, so
+    the default download is byte for byte the CLI's.
+    """
+    chosen = set(selected or [])
+    return None if chosen == set(default_block_reasons()) else chosen
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The headline of a model detail page: ``kind`` picks the colour, ``title`` says it (no upstream text)."""
+
+    kind: str  # works | blocked | wait | fix | not_judged | predicted
+    title: str
+
+
+def verdict(finding: dict[str, Any]) -> Verdict:
+    """The verdict of one finding in a sentence, from its reason and blocked flag."""
+    reason = word(finding.get("reason"))
+    if finding.get("predicted"):
+        return Verdict("predicted", f"Predicted {reason} from metadata only: no request was sent, so it blocks "
+                                    "nothing.")
+    if reason == "ok":
+        return Verdict("works", "Works: the router answered a chat completion.")
+    if reason in RUN_LEVEL:
+        return Verdict("not_judged", f"Not judged: the run failed at run level ({reason}); the setup is wrong, not "
+                                     "this model. Nothing was blocked.")
+    if reason not in REASON_NAMES:
+        return Verdict("fix", f"{reason}: not a reason this tool knows. Not blocked by it.")
+    when = reason_info(reason).when
+    if finding.get("blocked"):
+        return Verdict("blocked", f"Blocked: {reason}, {when}.")
+    if reason in TRANSIENT:
+        return Verdict("wait", f"Not blocked, transient: {reason}, {when}. Wait and scan again.")
+    if reason == "route_mismatch":
+        return Verdict("fix", "Not blocked: the model works through another route. Fix the gateway's routing.")
+    if reason == "probe_error":
+        return Verdict("fix", "Not judged: the health-check request itself was refused. Fix the probe settings.")
+    return Verdict("fix", f"{reason}, not blocked in this run.")
+
+
+def run_problem(run: dict[str, Any]) -> tuple[str, str] | None:
+    """``(title, detail)`` of a run that did not succeed; ``None`` for an ok run."""
+    status = word(run.get("status"))
+    if status == "ok":
+        return None
+    if status == "failed":
+        return (f"Run #{int(run['id'])} failed ({word(run.get('failure_reason'))}). A failed run never feeds a "
+                "blocklist: nothing from it was blocked.", str(run.get("failure_message") or "no message"))
+    return (f"Run #{int(run['id'])} is {status}: its results are incomplete.",
+            f"Finish it with: python -m analysis scan --resume {int(run['id'])}")
+
+
+def run_level_episodes(history: pd.DataFrame) -> list[tuple[str, str]]:
+    """``(title, detail)`` per failed run in a model's history: such a run judged nothing and blocked nothing."""
+    if history.empty:
+        return []
+    failed = history[history["run_status"] == "failed"]
+    episodes = []
+    for row in failed.to_dict("records"):
+        title = (f"Run #{int(row['run_id'])} failed at run level ({word(row['reason'])}): it was about the endpoint "
+                 "or setup, not this model, and it blocked nothing.")
+        episodes.append((title, str(row.get("detail") or "")))
+    return episodes
+
+
+def _text(value: Any) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return "unknown"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(str(v) for v in value) or "none"
+    return str(value)
+
+
+def catalog_facts(evidence: dict[str, Any]) -> pd.DataFrame:
+    """The catalog facts behind a verdict as ``fact, value`` text rows (``unknown`` where missing)."""
+    cat = evidence.get("catalog") or {}
+    finding = evidence["finding"]
+    listed = evidence.get("in_router_list")
+    rows = [
+        ("pipeline tag", cat.get("pipeline_tag") or finding.get("pipeline_tag")),
+        ("library", cat.get("library_name")),
+        ("gated", cat.get("gated")),
+        ("downloads", cat.get("downloads")),
+        ("likes", cat.get("likes")),
+        ("created", cat.get("created_at")),
+        ("last modified", cat.get("last_modified")),
+        ("tags", cat.get("tags")),
+        ("probed provider's mapping", f"{_text(finding.get('mapping_status'))} "
+                                      f"(task {_text(finding.get('mapping_task'))})"),
+        ("router lists it", {True: "yes", False: "no"}.get(listed, "not read")),
+        ("router providers", evidence.get("router_providers")),
+    ]
+    return pd.DataFrame([(name, _text(value)) for name, value in rows], columns=["fact", "value"])
+
+
+def kpi_deltas(trend: pd.DataFrame, run_id: int) -> dict[str, int | None]:
+    """Change of ``working``, ``blocked`` and ``transient`` since the previous run in ``trend`` (``None``: no
+    earlier run, or ``run_id`` is not in it)."""
+    keys = ("working", "blocked", "transient")
+    if trend.empty or run_id not in set(trend["run_id"]):
+        return dict.fromkeys(keys)
+    ordered = trend.sort_values("run_id")
+    now = ordered[ordered["run_id"] == run_id].iloc[0]
+    before = ordered[ordered["run_id"] < run_id]
+    if before.empty:
+        return dict.fromkeys(keys)
+    prev = before.iloc[-1]
+    return {k: int(now[k]) - int(prev[k]) for k in keys}
+
+
+def scan_time(timestamp: str | None, now: datetime) -> tuple[str, str]:
+    """``(age, when)`` of a stored UTC timestamp: ``("12m ago", "2025-07-15 12:00 UTC")``; ``unknown`` if missing.
+
+    The age is short, to fit a KPI tile.
+
+    ``now`` must be timezone-aware.
+    """
+    if not timestamp:
+        return "unknown", "unknown"
+    try:
+        moment = datetime.fromisoformat(str(timestamp).replace("Z", "+00:00"))
+    except ValueError:
+        return "unknown", "unknown"
+    seconds = max((now - moment).total_seconds(), 0)
+    if seconds < 60:
+        age = "just now"
+    elif seconds < 3600:
+        age = f"{seconds // 60:.0f}m ago"
+    elif seconds < 2 * 86400:
+        age = f"{seconds // 3600:.0f}h ago"
+    else:
+        age = f"{seconds // 86400:.0f}d ago"
+    return age, moment.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def scan_result(outcome: ScanOutcome) -> tuple[str, str, str]:
+    """``(kind, title, detail)`` summing up a finished scan; ``kind`` is ``ok`` or ``failed``."""
+    targets = sum(outcome.counts.values())
+    if outcome.status == "ok":
+        blocked = int(outcome.findings["blocked"].sum()) if len(outcome.findings) else 0
+        transient = sum(v for k, v in outcome.counts.items() if k in TRANSIENT)
+        return "ok", (f"Run #{outcome.run_id} finished in {outcome.duration_s:.1f} s: {targets} targets, "
+                      f"{outcome.counts.get('ok', 0)} working, {blocked} blocked, {transient} transient."), ""
+    return "failed", (f"Run #{outcome.run_id} failed at run level ({word(outcome.failure_reason)}). Nothing from "
+                      "this run was blocked."), outcome.message

@@ -1,0 +1,57 @@
+"""Catalog RCA Explorer dashboard: ``streamlit run app.py [-- --store PATH]``.
+
+The store is ``--store PATH`` or the ``RCA_STORE`` environment variable, else
+``data/rca.sqlite`` if it exists, else the built-in offline sample (built on
+first start).  This file and ``analysis/cli.py`` are the only places that read
+the environment.  Pages live in ``app_pages/``; add one by adding an
+``st.Page`` to ``PAGES``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+if str(ROOT) not in sys.path:  # `streamlit run` from another folder, or AppTest
+    sys.path.insert(0, str(ROOT))
+
+import streamlit as st  # noqa: E402
+
+from analysis import dashboard  # noqa: E402
+from app_pages import shared  # noqa: E402
+
+
+def explicit_store() -> str | None:
+    """``--store PATH`` after ``--`` on the ``streamlit run`` line, else ``RCA_STORE``."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--store")
+    args, _ = parser.parse_known_args(sys.argv[1:])
+    return args.store or os.environ.get("RCA_STORE") or None
+
+
+st.set_page_config(page_title="Catalog RCA Explorer", page_icon=":material/troubleshoot:", layout="wide")
+
+PAGES = [
+    st.Page("app_pages/overview.py", title="Overview", icon=":material/dashboard:", default=True),
+    st.Page("app_pages/models.py", title="Models", icon=":material/table_rows:"),
+    st.Page("app_pages/detail.py", title="Model detail", icon=":material/troubleshoot:"),
+    st.Page("app_pages/blocklist.py", title="Blocklist", icon=":material/block:"),
+    st.Page("app_pages/scan.py", title="Scan", icon=":material/radar:"),
+    st.Page("app_pages/reports.py", title="Reports", icon=":material/description:"),
+]
+
+shared.set_env_token(os.environ.get("HF_TOKEN"))
+page = st.navigation(PAGES)
+ctx = shared.sidebar(explicit_store())
+if ctx.is_sample:
+    st.info("You are looking at **sample data**: offline scans of the built-in simulator, built on a real "
+            "capture of Hugging Face's inference-provider table. Run a scan, or choose your own store in the "
+            "sidebar.", icon=":material/science:")
+if ctx.run is not None:
+    problem = dashboard.run_problem(ctx.run)
+    if problem:
+        shared.say("warning", *problem)
+page.run()

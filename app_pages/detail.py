@@ -1,0 +1,100 @@
+"""Model detail page: the verdict, why, and every piece of evidence behind it.
+
+Upstream text (ids, error messages, details) is shown through ``st.code``,
+``st.dataframe`` or escaped alert boxes, never as markdown.  The query string
+(``?model=ID&provider=P``) makes a verdict a shareable link.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from analysis import dashboard
+from app_pages import shared
+
+_BOX = {"works": "success", "blocked": "error", "wait": "warning", "fix": "warning", "not_judged": "warning",
+        "predicted": "info"}
+
+
+def _target(targets: list[tuple[str, str]], findings: pd.DataFrame) -> tuple[str, str]:
+    """The target to show: a new link's query string, else the last one opened, else the first blocked one."""
+    state = st.session_state
+    params = st.query_params
+    asked = (params.get("model"), params.get("provider"))
+    if asked[0] and asked != state.get("detail_link_seen"):
+        # Honour a link once: after that the picker leads, and rewrites the link.
+        state["detail_link_seen"] = asked
+        matches = [t for t in targets if t[0] == asked[0] and (asked[1] is None or t[1] == asked[1])]
+        if matches:
+            return matches[0]
+        shared.say("warning", f"The linked model has no finding in run #{shared.context().run_id}.", asked[0])
+    remembered = state.get("detail_pick") or state.get("detail_target")
+    if remembered in set(targets):
+        return remembered
+    blocked = findings[findings["blocked"]]
+    first = blocked.iloc[0] if len(blocked) else findings.iloc[0]
+    return str(first["model_id"]), str(first["provider"])
+
+
+ctx = shared.require_run()
+findings = shared.view(ctx).findings
+if findings.empty:
+    shared.say("info", f"Run #{ctx.run_id} has no findings: it stopped before probing any model.")
+    st.stop()
+
+targets = list(zip(findings["model_id"], findings["provider"]))
+wanted = _target(targets, findings)
+if st.session_state.get("detail_pick") != wanted:
+    st.session_state["detail_pick"] = wanted
+
+st.title("Model detail")
+model_id, provider = st.selectbox("Model and provider", targets, key="detail_pick",
+                                  format_func=lambda t: f"{t[0]} · {t[1]}")
+st.session_state["detail_target"] = (model_id, provider)
+st.session_state["detail_link_seen"] = (model_id, provider)
+st.query_params.update({"model": model_id, "provider": provider})
+
+evidence = shared.load_evidence(ctx.store_path, ctx.version, ctx.run_id, model_id, provider)
+finding = evidence["finding"]
+verdict = dashboard.verdict(finding)
+
+st.subheader("Verdict")
+shared.say(_BOX[verdict.kind], verdict.title, evidence["why"])
+for title, detail in dashboard.run_level_episodes(evidence["history"]):
+    shared.say("info", title, detail)
+
+request, reproduce = st.columns(2)
+with request:
+    st.subheader("The request that was sent")
+    st.caption("URL")
+    st.code(evidence["request"]["url"], language=None, wrap_lines=True)
+    st.caption("Model string")
+    st.code(evidence["request"]["model_string"], language=None, wrap_lines=True)
+    st.caption("What the gateway tells its users")
+    st.code(evidence["message"] or "", language=None, wrap_lines=True)
+with reproduce:
+    st.subheader("Reproduce it")
+    st.caption("Set HF_TOKEN first; the token is never stored.")
+    st.code(evidence["curl"], language="bash", wrap_lines=True)
+    st.link_button("Open on Hugging Face", evidence["hub_page"], icon=":material/open_in_new:", key="detail_hub_link")
+
+st.subheader("Probe attempts")
+st.dataframe(evidence["attempts"], key="detail_attempts", hide_index=True, width="stretch")
+
+facts, mappings = st.columns(2)
+with facts:
+    st.subheader("Catalog facts")
+    st.dataframe(dashboard.catalog_facts(evidence), key="detail_facts", hide_index=True, width="stretch")
+with mappings:
+    st.subheader("Provider mappings")
+    st.dataframe(evidence["mappings"], key="detail_mappings", hide_index=True, width="stretch")
+
+st.subheader("History across runs")
+st.dataframe(evidence["history"], key="detail_history", hide_index=True, width="stretch")
+
+st.subheader("Working alternatives")
+if evidence["alternatives"]:
+    st.dataframe(pd.DataFrame({"model": evidence["alternatives"]}), key="detail_alternatives", hide_index=True)
+else:
+    st.caption("None suggested (only blocked models get alternatives).")

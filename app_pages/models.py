@@ -1,0 +1,102 @@
+"""Models page: every target of the run, filterable and sortable; a row opens its detail, a link its Hub page."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import streamlit as st
+
+from analysis import dashboard, views
+from analysis.export import findings_bytes
+from app_pages import shared
+
+COLUMNS = {
+    "model_id": st.column_config.TextColumn("Model", width="medium"),
+    "hub_page": st.column_config.LinkColumn("Hugging Face", display_text="open ↗", width="small"),
+    "provider": st.column_config.TextColumn("Provider"),
+    "reason": st.column_config.TextColumn("Reason"),
+    "blocked": st.column_config.CheckboxColumn("Blocked"),
+    "action": st.column_config.TextColumn("Action"),
+    "http_status": st.column_config.NumberColumn("HTTP", format="%d"),
+    "pipeline_tag": st.column_config.TextColumn("Pipeline tag"),
+    "mapping_status": st.column_config.TextColumn("Mapping"),
+    "in_router_list": st.column_config.CheckboxColumn("Router lists it"),
+    "latency_ms": st.column_config.NumberColumn("Latency (ms)", format="%.0f"),
+    "attempts": st.column_config.NumberColumn("Attempts"),
+    "message": st.column_config.TextColumn("User-facing message", width="large"),
+}
+_BLOCKED_LABELS = {value: label for label, value in dashboard.BLOCKED_CHOICES.items()}
+
+
+def _valid(name: str, value: Any, options: dict[str, list[str]]) -> Any:
+    """A filter value the widget accepts: choices that still exist in this run."""
+    if name == "blocked":
+        return value if value in dashboard.BLOCKED_CHOICES else _BLOCKED_LABELS.get(value, "all")
+    if name == "search":
+        return str(value or "")
+    return [v for v in (value or []) if v in options[name]]
+
+
+def _seed_filters(options: dict[str, list[str]]) -> None:
+    # Widget state is dropped while another page shows, so the filters live on
+    # in "model_filters"; a chart click or a button elsewhere sets them there.
+    state = st.session_state
+    saved = state.get("model_filters") or {}
+    apply = state.pop("apply_model_filters", False)
+    for name, key in shared.FILTER_KEYS.items():
+        current = state[key] if key in state and not apply else saved.get(name)
+        value = _valid(name, current, options)
+        if key not in state or state[key] != value:
+            state[key] = value
+
+
+def _clear_filters() -> None:
+    shared.set_model_filters()
+
+
+ctx = shared.require_run()
+run_view = shared.view(ctx)
+findings = run_view.findings
+table = shared.load_models_table(ctx.store_path, ctx.version, ctx.run_id)
+options = dashboard.filter_options(findings)
+_seed_filters(options)
+
+st.title("Models")
+row = st.columns([3, 1, 2, 2])
+reasons = row[0].multiselect("Reason", options["reasons"], key="models_reasons", placeholder="any reason")
+blocked = row[1].selectbox("Blocked", list(dashboard.BLOCKED_CHOICES), key="models_blocked")
+tags = row[2].multiselect("Pipeline tag", options["pipeline_tags"], key="models_tags", placeholder="any tag")
+statuses = row[3].multiselect("Mapping status", options["mapping_statuses"], key="models_statuses",
+                              placeholder="any status",
+                              help="The probed provider's status in the catalog's provider mapping.")
+row = st.columns([6, 1])
+search = row[0].text_input("Search", key="models_search", placeholder="model id, detail or message")
+row[1].button("Clear filters", key="models_clear", on_click=_clear_filters, width="stretch")
+
+filters = {"reasons": reasons, "blocked": dashboard.BLOCKED_CHOICES[blocked], "pipeline_tags": tags,
+           "mapping_statuses": statuses, "search": search}
+st.session_state["model_filters"] = filters
+shown = table.loc[views.filter_findings(findings, **filters).index]
+
+st.caption(f"{len(shown)} of {len(table)} targets in run #{ctx.run_id}. Select a row to open its evidence; "
+           "click a column header to sort.")
+# One table widget per (store, run, filters): a selection never outlives the rows it was made on.
+signature = hashlib.sha1(repr((ctx.store_path, ctx.run_id, sorted(filters.items()))).encode()).hexdigest()[:12]
+table_key = f"models_table_{signature}"
+event = st.dataframe(shown, key=table_key, on_select="rerun", selection_mode="single-row", hide_index=True,
+                     column_config=COLUMNS, column_order=list(COLUMNS), width="stretch",
+                     height=560 if len(shown) > 15 else "auto")
+rows = list(event.selection.rows)
+picked = (table_key, rows[0]) if rows and rows[0] < len(shown) else None
+# Opened already: coming back must not bounce to the detail page again.
+if picked is not None and picked != st.session_state.get("models_opened"):
+    st.session_state["models_opened"] = picked
+    target = shown.iloc[rows[0]]
+    shared.show_detail(str(target["model_id"]), str(target["provider"]))
+st.session_state["models_opened"] = picked
+
+# Built on click only: a CSV of 20,000 findings would slow every filter change.
+st.download_button("Download these rows (findings CSV)", key="models_download",
+                   file_name=f"findings-run{ctx.run_id}.csv", mime="text/csv", on_click="ignore",
+                   data=lambda: findings_bytes(findings.loc[shown.index], "csv"))

@@ -1,0 +1,95 @@
+"""Overview page: KPI tiles, the four charts (clickable into the model list) and what changed since last run."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import streamlit as st
+
+from analysis import charts, dashboard, views
+from analysis.taxonomy import TRANSIENT
+from app_pages import shared
+
+
+def _on_chart_select(chart: str, key: str) -> None:
+    # A callback fires once per new selection, so coming back to this page does
+    # not replay an old click.
+    event = st.session_state.get(key)
+    points = list(event["selection"]["points"]) if event else []
+    selected = dashboard.chart_filters(chart, points)
+    if "run_id" in selected:
+        st.session_state["pending_run"] = selected["run_id"]
+    elif selected:
+        shared.set_model_filters(**selected)
+        st.session_state["goto_models"] = True
+
+
+def _chart(fig, chart: str, help_text: str) -> None:  # noqa: ANN001 - a Plotly figure
+    key = f"chart_{chart}"
+    st.plotly_chart(fig, key=key, on_select=lambda: _on_chart_select(chart, key), selection_mode="points",
+                    width="stretch")
+    st.caption(help_text)
+
+
+if st.session_state.pop("goto_models", False):
+    st.switch_page(shared.MODELS_PAGE)
+
+ctx = shared.require_run()
+run_view = shared.view(ctx)
+figures = views.kpis(run_view)
+trend = shared.load_trend(ctx.store_path, ctx.version, run_view.run["source"], run_view.run["provider"])
+deltas = dashboard.kpi_deltas(trend, ctx.run_id)
+
+age, when = dashboard.scan_time(figures["last_scan_at"], datetime.now(timezone.utc))
+
+st.title("Overview")
+st.caption(f"Run #{ctx.run_id}, finished {when}: {figures['targets']} targets probed over {figures['models']} models.")
+
+tiles = st.columns([1, 1, 1, 1, 1.3, 1])
+tiles[0].metric("Models", figures["models"], help="Distinct model ids; a model may have several provider routes.",
+                border=True)
+tiles[1].metric("Working", figures["working"], deltas["working"], border=True,
+                chart_data=list(trend["working"]) if len(trend) > 1 else None)
+tiles[2].metric("Blocked", figures["blocked"], deltas["blocked"], delta_color="inverse", border=True,
+                chart_data=list(trend["blocked"]) if len(trend) > 1 else None)
+tiles[3].metric("Transient", figures["transient"], deltas["transient"], delta_color="inverse", border=True,
+                help="Rate limits, timeouts, 5xx, resets: never blocked on their own.")
+tiles[4].metric("Last scan", age, help=f"Finished {when}", border=True)
+tiles[5].metric("Duration", "unknown" if figures["duration_s"] is None else f"{figures['duration_s']:.1f} s",
+                border=True)
+
+links = st.columns(4)
+if links[0].button("Show blocked models", key="overview_show_blocked", width="stretch"):
+    shared.show_models(blocked=True)
+if links[1].button("Show transient failures", key="overview_show_transient", width="stretch",
+                   disabled=figures["transient"] == 0):
+    shared.show_models(reasons=sorted(TRANSIENT & set(run_view.findings["reason"])))
+if links[2].button("Show working models", key="overview_show_working", width="stretch"):
+    shared.show_models(reasons=["ok"])
+if links[3].button("Show all models", key="overview_show_all", width="stretch"):
+    shared.show_models()
+
+if run_view.findings.empty:
+    shared.say("info", f"Run #{ctx.run_id} has no findings: it stopped before probing any model.")
+    st.stop()
+
+left, right = st.columns(2)
+with left:
+    _chart(charts.reason_bar(views.reason_counts(run_view.findings)), "reasons",
+           "Click a bar to list the models with that reason.")
+    _chart(charts.latency_histogram(views.working_latencies(run_view.findings)), "latency",
+           "Click a bar to list the working models.")
+with right:
+    _chart(charts.tag_reason_bar(views.tag_reason_counts(run_view.findings)), "tag_reason",
+           "Click a segment to list the models with that pipeline tag and reason.")
+    _chart(charts.trend_lines(trend), "trend", "Successful runs of this scope. Click a point to open that run.")
+
+previous, diff = shared.load_diff(ctx.store_path, ctx.version, ctx.run_id)
+st.subheader("What changed since the previous run")
+if previous is None:
+    st.caption("No earlier successful run of this scope to compare with.")
+elif diff.empty:
+    st.caption(f"Nothing changed since run #{previous}.")
+else:
+    st.caption(f"Since run #{previous}: newly blocked, recovered and changed reasons.")
+    st.dataframe(diff, key="overview_diff", hide_index=True, width="stretch")

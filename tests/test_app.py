@@ -1,0 +1,583 @@
+"""The Streamlit dashboard through AppTest, against seeded temporary stores; and its pure helpers.
+
+Stores come from the session's ``sample_store`` (scans of the default simulator
+scenario: run 1 failed against the retired endpoint, the later ones ok).  Tests
+that write copy it first.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import streamlit.testing.v1.app_test as app_test_module
+from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+from streamlit.testing.v1 import AppTest
+
+from analysis import dashboard, views
+from analysis.export import blocklist_bytes
+from analysis.simulator import synthetic_scenario
+from analysis.store import open_store
+from analysis.taxonomy import BLOCKING, REASON_NAMES
+from .conftest import PROJECT_ROOT, SECRET_TOKEN, run_cli
+
+APP = PROJECT_ROOT / "app.py"
+ARCH = "katanemo/Arch-Router-1.5B"
+PAGES = ["app_pages/overview.py", "app_pages/models.py", "app_pages/detail.py", "app_pages/blocklist.py",
+         "app_pages/scan.py", "app_pages/reports.py"]
+DATA_PAGES = PAGES[:4]
+# Elements whose text Streamlit renders as markdown: upstream text must never reach them.
+MARKDOWN_ELEMENTS = ("markdown", "caption", "title", "header", "subheader", "error", "warning", "info", "success")
+
+
+@pytest.fixture
+def open_app(monkeypatch):
+    """Start the app on a store (``RCA_STORE``), without any token in the environment."""
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+
+    def start(store: Path | str, page: str | None = None, **query: str) -> AppTest:
+        monkeypatch.setenv("RCA_STORE", str(store))
+        at = AppTest.from_file(str(APP), default_timeout=30)
+        at.query_params.update(query)
+        at.run()
+        if page:
+            at.switch_page(page).run()
+        assert not at.exception, [e.value for e in at.exception]
+        return at
+
+    return start
+
+
+@pytest.fixture
+def sample_copy(sample_store, tmp_path) -> Path:
+    target = tmp_path / "copy" / "rca.sqlite"
+    target.parent.mkdir()
+    shutil.copy(sample_store, target)
+    return target
+
+
+def latest(store: Path) -> views.RunView:
+    """The run the dashboard opens by default."""
+    with open_store(store, create=False) as s:
+        return views.load_run(s)
+
+
+def failed_run_id(store: Path) -> int:
+    """The sample's run that failed at run level (the retired endpoint)."""
+    with open_store(store, create=False) as s:
+        runs = s.runs()
+    return int(runs[runs["status"] == "failed"]["id"].iloc[0])
+
+
+def texts(at: AppTest, *kinds: str) -> str:
+    """All the text of the given element kinds, joined."""
+    return "\n".join(str(el.value) for kind in kinds for el in getattr(at, kind))
+
+
+def frame(at: AppTest, *columns: str, exact: bool = False) -> pd.DataFrame:
+    """The one table whose first (``exact``: only) columns are ``columns``; AppTest finds only selectable
+    tables by key."""
+    found = [df.value for df in at.dataframe if list(df.value.columns[:len(columns)]) == list(columns)
+             and (not exact or len(df.value.columns) == len(columns))]
+    assert len(found) == 1, [list(df.value.columns) for df in at.dataframe]
+    return found[0]
+
+
+def shown_table(at: AppTest) -> pd.DataFrame:
+    tables = [df for df in at.dataframe if df.key and df.key.startswith("models_table_")]
+    assert len(tables) == 1
+    return tables[0].value
+
+
+# --------------------------------------------------------------------------- every page
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_renders_on_the_sample(open_app, sample_store, page):
+    at = open_app(sample_store, page)
+    assert not at.error or page == "app_pages/detail.py"  # the detail opens on a blocked model: a red verdict
+    assert at.title[0].value == {"overview": "Overview", "models": "Models", "detail": "Model detail",
+                                 "blocklist": "Blocklist", "scan": "Scan", "reports": "Reports"}[Path(page).stem]
+    assert at.sidebar.selectbox(key="run_id").value == latest(sample_store).run_id  # the latest successful run
+
+
+def test_overview_tiles_and_charts(open_app, sample_store):
+    at = open_app(sample_store)
+    figures = views.kpis(latest(sample_store))
+    tiles = {m.label: m.value for m in at.metric}
+    assert tiles["Models"] == str(figures["models"])
+    assert tiles["Working"] == str(figures["working"])
+    assert tiles["Blocked"] == str(figures["blocked"])
+    assert tiles["Transient"] == str(figures["transient"])
+    assert tiles["Duration"] == f"{figures['duration_s']:.1f} s"
+    charts = at.get("plotly_chart")
+    assert len(charts) == 4
+
+
+def test_overview_link_opens_the_filtered_model_list(open_app, sample_store):
+    at = open_app(sample_store)
+    at.button(key="overview_show_blocked").click().run()
+    assert at.title[0].value == "Models"
+    table = shown_table(at)
+    assert len(table) == views.kpis(latest(sample_store))["blocked"] > 0
+    assert table["blocked"].all()
+    assert at.selectbox(key="models_blocked").value == "blocked"
+
+
+def test_chart_click_filters_reach_the_models_page(open_app, sample_store):
+    # Streamlit cannot fake a Plotly click in AppTest; the callback's two halves are tested instead:
+    # chart_filters (below) and the filters it hands over through session state.
+    findings = latest(sample_store).findings
+    clicked = findings[findings["reason"] == "non_chat_task"].iloc[0]
+    at = open_app(sample_store)
+    at.session_state["model_filters"] = dashboard.chart_filters("tag_reason", [
+        {"x": clicked["pipeline_tag"], "legendgroup": "non_chat_task"}])
+    at.session_state["apply_model_filters"] = True
+    at.switch_page("app_pages/models.py").run()
+    table = shown_table(at)
+    expected = views.filter_findings(findings, reasons=["non_chat_task"], pipeline_tags=[clicked["pipeline_tag"]])
+    assert sorted(table["model_id"]) == sorted(expected["model_id"])
+    assert set(table["reason"]) == {"non_chat_task"}
+
+
+# --------------------------------------------------------------------------- models page
+
+
+def test_filters_change_the_rows_shown(open_app, sample_store):
+    at = open_app(sample_store, "app_pages/models.py")
+    findings = latest(sample_store).findings
+    assert len(shown_table(at)) == len(findings)
+
+    at.multiselect(key="models_reasons").set_value(["provider_mapping_error"]).run()
+    table = shown_table(at)
+    assert len(table) == (findings["reason"] == "provider_mapping_error").sum() > 0
+    assert set(table["reason"]) == {"provider_mapping_error"}
+
+    at.multiselect(key="models_statuses").set_value(["error"]).run()
+    expected = views.filter_findings(findings, reasons=["provider_mapping_error"], mapping_statuses=["error"])
+    assert sorted(shown_table(at)["model_id"]) == sorted(expected["model_id"])
+
+    at.button(key="models_clear").click().run()
+    assert len(shown_table(at)) == len(findings)
+
+    at.text_input(key="models_search").set_value("arch-router").run()
+    table = shown_table(at)
+    assert list(table["model_id"]) == [ARCH]
+    assert table["hub_page"].iloc[0] == f"https://huggingface.co/{ARCH}"
+
+    at.text_input(key="models_search").set_value("").run()
+    at.selectbox(key="models_blocked").set_value("not blocked").run()
+    assert len(shown_table(at)) == (~findings["blocked"]).sum()
+    tag = findings["pipeline_tag"].value_counts().index[0]
+    at.multiselect(key="models_tags").set_value([tag]).run()
+    expected = views.filter_findings(findings, blocked=False, pipeline_tags=[tag])
+    assert 0 < len(expected) < len(findings)
+    assert sorted(shown_table(at)["model_id"]) == sorted(expected["model_id"])
+
+
+def test_selecting_a_row_opens_its_detail(open_app, sample_store):
+    at = open_app(sample_store, "app_pages/models.py")
+    at.text_input(key="models_search").set_value("Arch-Router").run()
+    key = next(df.key for df in at.dataframe if df.key.startswith("models_table_"))
+    at.session_state[key] = {"selection": {"rows": [0], "columns": [], "cells": []}}
+    at.run()
+    assert at.title[0].value == "Model detail"
+    assert at.selectbox(key="detail_pick").value == (ARCH, "hf-inference")
+    assert at.query_params["model"] == ARCH  # a shareable link to this verdict
+    at.switch_page("app_pages/models.py").run()  # back to the list: it must not bounce to the detail again
+    assert at.title[0].value == "Models"
+    assert list(shown_table(at)["model_id"]) == [ARCH]  # the filters survived the trip
+
+
+# --------------------------------------------------------------------------- model detail
+
+
+def test_arch_router_detail_shows_the_real_cause(open_app, sample_store):
+    failed = failed_run_id(sample_store)
+    at = open_app(sample_store, "app_pages/detail.py", model=ARCH, provider="hf-inference")
+    assert at.selectbox(key="detail_pick").value == (ARCH, "hf-inference")
+    # The verdict: it works, as katanemo/Arch-Router-1.5B:hf-inference.
+    assert "Works" in texts(at, "success")
+    plain = texts(at, "text")
+    assert f"answered a chat completion for '{ARCH}:hf-inference'" in plain
+    assert f"Earlier run-level failures (endpoint_error in run #{failed})" in plain
+    # The retired-endpoint run, called out as not about this model.
+    assert f"Run #{failed} failed at run level (endpoint_error)" in texts(at, "info")
+    assert "retired" in plain and "410 Gone" in plain
+    # The exact request and a copy-paste curl with the token placeholder.
+    code = texts(at, "code")
+    assert f"{ARCH}:hf-inference" in code
+    assert "/v1/chat/completions" in code
+    assert 'Authorization: Bearer $HF_TOKEN' in code
+    # History across runs, newest first, down to the failed run.
+    history = frame(at, "run_id", "run_started_at", "run_status")
+    with open_store(sample_store, create=False) as store:
+        expected = views.model_history(store, ARCH, "hf-inference")
+    assert list(history["run_id"]) == list(expected["run_id"])
+    assert list(history["reason"]) == list(expected["reason"])
+    assert history.iloc[0]["reason"] == "ok"
+    assert history.iloc[-1][["run_id", "run_status", "reason"]].tolist() == [failed, "failed", "endpoint_error"]
+    attempts = frame(at, "kind", "model_string", "url")
+    assert list(attempts["http_status"]) == [200]
+    assert list(attempts["model_string"]) == [f"{ARCH}:hf-inference"]
+    mappings = frame(at, "provider", "status", "task")
+    assert list(mappings["status"]) == ["live"]
+    facts = dict(frame(at, "fact", "value").values)
+    assert facts["pipeline tag"] == "text-generation"
+    assert facts["router lists it"] == "yes"
+
+
+def test_blocked_model_detail_shows_reason_and_evidence(open_app, sample_store):
+    findings = latest(sample_store).findings
+    row = findings[findings["reason"] == "non_chat_task"].iloc[0]
+    at = open_app(sample_store, "app_pages/detail.py", model=row["model_id"], provider=row["provider"])
+    assert "Blocked: non_chat_task" in texts(at, "error")
+    assert "It is not a chat model" in texts(at, "text")
+    assert str(row["message"]) in texts(at, "code")
+    attempts = frame(at, "kind", "model_string", "url")
+    assert 400 in set(attempts["http_status"])
+
+
+def test_upstream_text_never_renders_as_markdown(open_app, sample_copy):
+    evil_message = "Use [this](http://evil.example/login) ![x](http://evil.example/x.png) <img src=x>"
+    evil_failure = "410 from http://evil.example/retired :red[boom] $x$"
+    db = sqlite3.connect(sample_copy)
+    with db:
+        db.execute("UPDATE findings SET message = ?, detail = ? WHERE model_id = ?", (evil_message, evil_message, ARCH))
+        db.execute("UPDATE runs SET failure_message = ? WHERE status = 'failed'", (evil_failure,))
+    db.close()
+    at = open_app(sample_copy, "app_pages/detail.py", model=ARCH, provider="hf-inference")
+    assert "evil.example/login" in texts(at, "code")  # shown, as plain text
+    assert "evil.example/retired" in texts(at, "text")
+    at.switch_page("app_pages/models.py").run()
+    at.text_input(key="models_search").set_value("evil.example").run()
+    assert list(shown_table(at)["model_id"]) == [ARCH]
+    at.sidebar.selectbox(key="run_id").set_value(failed_run_id(sample_copy)).run()  # its message: a banner
+    assert "evil.example/retired" in texts(at, "text")
+    for page in PAGES:
+        at.switch_page(page).run()
+        assert not at.exception
+        rendered = texts(at, *MARKDOWN_ELEMENTS)
+        assert "evil.example" not in rendered, page
+
+
+# --------------------------------------------------------------------------- blocklist
+
+
+@pytest.fixture
+def media(monkeypatch):
+    """The bytes behind every download button: AppTest keeps them in a storage it drops after each run."""
+    storages: list[MemoryMediaFileStorage] = []
+
+    class Recording(MemoryMediaFileStorage):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            storages.append(self)
+
+    monkeypatch.setattr(app_test_module, "MemoryMediaFileStorage", Recording)
+
+    def offered(at: AppTest, key: str) -> bytes:
+        url = at.download_button(key=key).proto.url
+        assert url.startswith("/mock/media/")
+        file_id = url.rsplit("/", 1)[-1].split(".")[0]
+        return storages[-1].get_file(file_id).content
+
+    return offered
+
+
+def test_blocklist_downloads_are_the_export_bytes(open_app, sample_store, media, tmp_path):
+    at = open_app(sample_store, "app_pages/blocklist.py")
+    findings = latest(sample_store).findings
+    assert at.multiselect(key="bl_reasons").value == [r for r in REASON_NAMES if r in BLOCKING]
+    for fmt in ("csv", "json", "python"):
+        assert media(at, f"bl_download_{fmt}") == blocklist_bytes(findings, fmt, None)
+    # The very file the CLI writes.
+    out = tmp_path / "cli.csv"
+    result = run_cli("export", "blocklist", "--store", str(sample_store), "--format", "csv", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert media(at, "bl_download_csv") == out.read_bytes()
+
+    chosen = ["gated", "timeout"]
+    at.multiselect(key="bl_reasons").set_value(chosen).run()
+    for fmt in ("csv", "json", "python"):
+        offered = media(at, f"bl_download_{fmt}")
+        assert offered == blocklist_bytes(findings, fmt, set(chosen))
+        assert offered != blocklist_bytes(findings, fmt, None)
+    assert "--reasons gated,timeout" in texts(at, "code")
+
+
+def test_blocklist_shows_changes_since_previous_run(open_app, sample_store):
+    at = open_app(sample_store, "app_pages/blocklist.py")
+    run_id = latest(sample_store).run_id
+    with open_store(sample_store, create=False) as store:
+        changes = views.blocklist_changes(store, run_id, None)
+        assert changes["previous_run_id"] == store.previous_ok_run(run_id) is not None
+    tiles = {m.label: m.value for m in at.metric}
+    assert tiles["Added"] == str(len(changes["added"]))
+    assert tiles["Removed"] == str(len(changes["removed"]))
+    assert list(frame(at, "model_id", "provider", "reason", exact=True)["model_id"]) == list(
+        changes["added"]["model_id"])
+    assert list(frame(at, "model_id", "provider", "reason_before")["model_id"]) == list(
+        changes["removed"]["model_id"])
+    preview = frame(at, "model_id", "provider", "reason", "http_status")
+    assert len(preview) == views.kpis(latest(sample_store))["blocked"]
+
+
+def test_failed_run_offers_no_blocklist(open_app, sample_store):
+    at = open_app(sample_store, "app_pages/blocklist.py")
+    at.sidebar.selectbox(key="run_id").set_value(failed_run_id(sample_store)).run()
+    assert "never feeds a blocklist" in texts(at, "error")
+    assert len(at.download_button) == 0
+    assert "nothing from it was blocked" in texts(at, "warning")
+
+
+# --------------------------------------------------------------------------- bad stores
+
+
+def test_empty_store_gives_an_error_on_every_data_page(open_app, tmp_path):
+    empty = tmp_path / "empty.sqlite"
+    open_store(empty).close()
+    at = open_app(empty)
+    for page in DATA_PAGES:
+        at.switch_page(page).run()
+        assert not at.exception
+        assert "no runs yet" in texts(at, "error"), page
+    at.switch_page("app_pages/scan.py").run()
+    assert not at.exception and not at.error
+    assert at.button(key="scan_submit")
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda p: p.write_text("model_id,reason\nnot,a store\n"), "is not an SQLite store"),
+    (lambda p: None, "no store at"),
+    (lambda p: p.mkdir(), "is a directory"),
+])
+def test_unusable_store_gives_an_error(open_app, tmp_path, make, words):
+    path = tmp_path / "store.sqlite"
+    make(path)
+    before = path.read_bytes() if path.is_file() else None
+    at = open_app(path)
+    assert texts(at, "error") == "Cannot open the store."
+    assert words in texts(at, "text")
+    at.switch_page("app_pages/models.py").run()
+    assert not at.exception and texts(at, "error") == "Cannot open the store."
+    if before is not None:
+        assert path.read_bytes() == before  # left untouched
+
+
+def test_newer_schema_gives_an_error(open_app, tmp_path):
+    path = tmp_path / "future.sqlite"
+    open_store(path).close()
+    db = sqlite3.connect(path)
+    with db:
+        db.execute("INSERT INTO schema_migrations VALUES (99, 'from the future', '2099-01-01')")
+    db.close()
+    at = open_app(path)
+    assert texts(at, "error") == "Cannot open the store."
+    assert "newer than this tool" in texts(at, "text")
+
+
+# --------------------------------------------------------------------------- first start
+
+
+def test_first_start_builds_and_labels_the_sample(open_app, monkeypatch, sample_store, tmp_path):
+    import app_pages.shared
+
+    target = tmp_path / "data" / "sample.sqlite"
+    built = []
+
+    def fake_build(path, blocklist_path, on_step=None, **kwargs):
+        on_step("scan 1 of the sample")
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(sample_store, path)
+        built.append(Path(path))
+
+    monkeypatch.setattr(dashboard, "SAMPLE_STORE", target)
+    monkeypatch.setattr(dashboard, "DEFAULT_STORE", tmp_path / "data" / "rca.sqlite")
+    monkeypatch.setattr(app_pages.shared, "build_sample_store", fake_build)
+    monkeypatch.delenv("RCA_STORE", raising=False)
+    at = AppTest.from_file(str(APP), default_timeout=30).run()
+    assert not at.exception
+    assert built == [target]
+    assert at.sidebar.text_input(key="store_path").value == str(target)
+    assert "sample data" in texts(at, "info")
+    at.run()  # a second rerun opens it and builds nothing
+    assert built == [target] and "sample data" in texts(at, "info")
+
+
+def test_choose_store(tmp_path):
+    default = tmp_path / "rca.sqlite"
+    choice = dashboard.choose_store(None, default)
+    assert choice.is_sample and choice.path == dashboard.SAMPLE_STORE
+    default.write_bytes(b"")
+    assert dashboard.choose_store(None, default) == dashboard.StoreChoice(default, False, "the default store")
+    explicit = dashboard.choose_store(str(tmp_path / "missing.sqlite"), default)
+    assert explicit.path == tmp_path / "missing.sqlite" and not explicit.is_sample
+    assert dashboard.choose_store(str(dashboard.SAMPLE_STORE), default).is_sample
+
+
+# --------------------------------------------------------------------------- scan page
+
+
+def fill_scan_form(at: AppTest, store: Path, hub: str, router: str, provider: str = "hf-inference",
+                   token: str | None = None) -> None:
+    at.text_input(key="scan_store").set_value(str(store))
+    at.text_input(key="scan_hub").set_value(hub)
+    at.text_input(key="scan_router").set_value(router)
+    at.text_input(key="scan_provider").set_value(provider)
+    at.number_input(key="scan_timeout").set_value(2.0)
+    at.number_input(key="scan_retries").set_value(0)
+    at.number_input(key="scan_backoff").set_value(0.01)
+    if token:
+        at.text_input(key="scan_token").set_value(token)
+
+
+def test_scan_page_adds_a_run_and_shows_it(open_app, make_sim, sample_copy, tmp_path):
+    server = make_sim(synthetic_scenario(6, latency_ms=1.0))
+    at = open_app(sample_copy, "app_pages/scan.py")
+    target = tmp_path / "new" / "rca.sqlite"
+    fill_scan_form(at, target, server.url, server.router_url, token=SECRET_TOKEN)
+    at.button(key="scan_submit").click().run(timeout=60)
+    assert not at.exception, [e.value for e in at.exception]
+    assert "Run #1 finished" in texts(at, "success")
+    assert "6 targets, 6 working, 0 blocked" in texts(at, "success")
+    # The sidebar now shows the new store and run.
+    assert at.sidebar.text_input(key="store_path").value == str(target)
+    assert at.sidebar.selectbox(key="run_id").value == 1
+    with open_store(target, create=False) as store:
+        runs = store.runs()
+    assert list(runs["status"]) == ["ok"] and int(runs["n_targets"].iloc[0]) == 6
+    # The token went to the simulator, and nowhere else.
+    state = repr({k: at.session_state[k] for k in at.session_state})
+    assert SECRET_TOKEN not in state
+    for suffix in ("", "-wal"):
+        data = Path(f"{target}{suffix}")
+        assert not data.exists() or SECRET_TOKEN.encode() not in data.read_bytes()
+    at.button(key="scan_open_overview").click().run()
+    assert at.title[0].value == "Overview"
+    assert {m.label: m.value for m in at.metric}["Working"] == "6"
+
+
+def test_scan_run_level_failure_says_nothing_was_blocked(open_app, sim, sample_copy):
+    with open_store(sample_copy, create=False) as store:
+        new_run = int(store.runs()["id"].max()) + 1
+    at = open_app(sample_copy, "app_pages/scan.py")
+    fill_scan_form(at, sample_copy, sim.url, f"{sim.url}/retired/v1")
+    at.button(key="scan_submit").click().run(timeout=60)
+    assert not at.exception
+    errors = texts(at, "error")
+    assert "failed at run level (endpoint_error)" in errors
+    assert "Nothing from this run was blocked" in errors
+    assert "410 Gone" in texts(at, "text")
+    assert at.sidebar.selectbox(key="run_id").value == new_run
+    assert "nothing from it was blocked" in texts(at, "warning")
+
+
+@pytest.mark.parametrize("hub, words", [
+    ("http://127.0.0.1:9", "127.0.0.1:9"),  # unreachable: nothing listens on the discard port
+    ("not a url", "--hub-url"),
+])
+def test_scan_errors_are_messages_not_tracebacks(open_app, sample_copy, hub, words):
+    at = open_app(sample_copy, "app_pages/scan.py")
+    fill_scan_form(at, sample_copy, hub, "http://127.0.0.1:9/v1")
+    at.button(key="scan_submit").click().run(timeout=60)
+    assert not at.exception
+    assert "The scan stopped." in texts(at, "error")
+    assert words in texts(at, "text")
+
+
+# --------------------------------------------------------------------------- pure helpers
+
+
+def test_chart_filters():
+    assert dashboard.chart_filters("reasons", [{"x": "gated"}, {"x": "gated"}, {"x": "bogus"}]) == {
+        "reasons": ["gated"]}
+    assert dashboard.chart_filters("tag_reason", [{"x": "text-generation", "legendgroup": "ok"},
+                                                  {"x": "(none)", "legendgroup": "timeout"}]) == {
+        "pipeline_tags": ["text-generation", "(none)"], "reasons": ["ok", "timeout"]}
+    assert dashboard.chart_filters("latency", [{"x": 12.5}]) == {"reasons": ["ok"]}
+    assert dashboard.chart_filters("trend", [{"x": 3, "legendgroup": "working"}]) == {"run_id": 3}
+    assert dashboard.chart_filters("reasons", []) == {}
+    with pytest.raises(ValueError):
+        dashboard.chart_filters("pie", [{"x": 1}])
+
+
+def test_block_reasons_default_is_the_cli_policy():
+    assert dashboard.block_reasons(dashboard.default_block_reasons()) is None
+    assert dashboard.block_reasons(list(reversed(dashboard.default_block_reasons()))) is None
+    assert dashboard.block_reasons(["gated"]) == {"gated"}
+    assert dashboard.block_reasons([]) == set()
+
+
+def test_verdict_and_word():
+    assert dashboard.verdict({"reason": "ok"}).kind == "works"
+    assert dashboard.verdict({"reason": "gated", "blocked": True}).title.startswith("Blocked: gated")
+    assert dashboard.verdict({"reason": "timeout", "blocked": False}).kind == "wait"
+    assert dashboard.verdict({"reason": "endpoint_error"}).kind == "not_judged"
+    assert dashboard.verdict({"reason": "non_chat_task", "predicted": True}).kind == "predicted"
+    assert dashboard.verdict({"reason": "[x](http://e)"}).title.startswith("unknown")
+    assert dashboard.word("non_chat_task") == "non_chat_task"
+    assert dashboard.word("*bold*") == dashboard.word(None) == "unknown"
+
+
+def test_store_fingerprint_sees_a_wal_commit(sample_copy):
+    before = dashboard.store_fingerprint(sample_copy)
+    with open_store(sample_copy) as store:
+        store.create_run(source="hub", provider="x", hub_url=None, router_url=None, settings={})
+        assert dashboard.store_fingerprint(sample_copy) != before
+    assert dashboard.store_fingerprint(sample_copy.parent / "missing") == (0, 0, 0, 0)
+
+
+def test_models_table_keeps_the_findings_index(sample_store):
+    findings = latest(sample_store).findings
+    table = dashboard.models_table(findings)
+    assert list(table.columns) == dashboard.MODEL_COLUMNS
+    assert table.index.equals(findings.index)
+    assert str(table["http_status"].dtype) == "Int64"
+    empty = dashboard.models_table(findings.iloc[0:0])
+    assert empty.empty and list(empty.columns) == dashboard.MODEL_COLUMNS
+
+
+def test_scan_time():
+    from datetime import datetime, timezone
+
+    now = datetime(2025, 7, 15, 12, 0, tzinfo=timezone.utc)
+    assert dashboard.scan_time("2025-07-15T11:59:30.000Z", now) == ("just now", "2025-07-15 11:59 UTC")
+    assert dashboard.scan_time("2025-07-15T11:48:00Z", now)[0] == "12m ago"
+    assert dashboard.scan_time("2025-07-14T09:00:00Z", now)[0] == "27h ago"
+    assert dashboard.scan_time("2025-07-01T12:00:00Z", now)[0] == "14d ago"
+    assert dashboard.scan_time(None, now) == dashboard.scan_time("garbage", now) == ("unknown", "unknown")
+
+
+def test_kpi_deltas():
+    trend = pd.DataFrame({"run_id": [2, 3], "started_at": ["a", "b"], "total": [5, 5], "working": [3, 4],
+                          "blocked": [2, 1], "transient": [0, 0]})
+    assert dashboard.kpi_deltas(trend, 3) == {"working": 1, "blocked": -1, "transient": 0}
+    assert dashboard.kpi_deltas(trend, 2) == {"working": None, "blocked": None, "transient": None}
+    assert dashboard.kpi_deltas(trend, 9) == {"working": None, "blocked": None, "transient": None}
+
+
+def test_reports_page_generates_and_offers_the_model_report(open_app, sample_copy, tmp_path, monkeypatch):
+    at = open_app(sample_copy, "app_pages/reports.py")
+    assert at.selectbox(key="report_model").value == ARCH
+    at.button(key="report_generate").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    written = at.session_state["report_result"]
+    html = Path(written["html"])
+    assert html.exists() and html.parent == PROJECT_ROOT / "reports"
+    text = html.read_text()
+    assert ARCH in text and "Conclusion" in text
+    assert Path(written["markdown"]).exists()
+    assert any("Report written" in s.value for s in at.success)
+
+
+def test_reports_page_fleet_report(open_app, sample_copy):
+    at = open_app(sample_copy, "app_pages/reports.py")
+    at.radio(key="report_kind").set_value("Fleet RCA").run()
+    at.button(key="report_generate").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert Path(at.session_state["report_result"]["html"]).name.startswith("catalog_rca-run")
