@@ -190,6 +190,7 @@ def test_help_everywhere(command):
 
 
 def test_secret_never_leaves_memory(make_sim, tmp_path):
+    """A full scan, every export and both reports with a recognisable token: it is in no file or output."""
     scenario = default_scenario()
     scenario.token = SECRET_TOKEN
     server = make_sim(scenario)
@@ -203,10 +204,15 @@ def test_secret_never_leaves_memory(make_sim, tmp_path):
         for fmt in ("csv", "json", "python"):
             outputs.append(run_cli("export", what, "--store", str(store), "--format", fmt,
                                    "--out", str(tmp_path / f"{what}.{fmt}"), env=env))
+    outputs.append(run_cli("report", "model", "--model", "katanemo/Arch-Router-1.5B", "--store", str(store),
+                           "--out", str(tmp_path / "reports"), env=env))
+    outputs.append(run_cli("report", "fleet", "--store", str(store), "--out", str(tmp_path / "reports"), env=env))
+    assert outputs[-1].returncode == 0 and outputs[-2].returncode == 0, outputs[-1].stderr + outputs[-2].stderr
+    outputs.append(run_cli("diff", "--store", str(store), "--from", "1", "--to", "1", env=env))
     for out in outputs:
         assert SECRET_TOKEN not in out.stdout and SECRET_TOKEN not in out.stderr
     files = [p for p in tmp_path.rglob("*") if p.is_file()]
-    assert len(files) >= 7
+    assert len(files) >= 12  # store (+ WAL), 6 exports, 5 report files
     for path in files:
         assert SECRET_TOKEN.encode() not in path.read_bytes(), path
 
