@@ -7,6 +7,7 @@ ranked by same author or family, then by how close the parameter count is
 
 from __future__ import annotations
 
+import heapq
 import math
 import re
 
@@ -53,11 +54,15 @@ def suggest_alternatives(findings: pd.DataFrame, catalog: pd.DataFrame | None = 
         downloads = {m: (0.0 if pd.isna(d) else float(d)) for m, d in zip(catalog["model_id"], catalog["downloads"])}
     ok = findings[findings["reason"] == "ok"]
     ok_by_tag: dict[str, list[str]] = {}
+    seen: set[tuple[str, str]] = set()  # a set, not `in bucket`: that was quadratic in the catalog
     for model_id, tag in zip(ok["model_id"], ok["pipeline_tag"]):
         key = tag if isinstance(tag, str) else ""
-        bucket = ok_by_tag.setdefault(key, [])
-        if model_id not in bucket:
-            bucket.append(model_id)
+        if (key, model_id) not in seen:
+            seen.add((key, model_id))
+            ok_by_tag.setdefault(key, []).append(model_id)
+    # Each candidate's ranking facts once, not once per blocked row (two regexes each).
+    facts = {m: (m.split("/")[0], family(m), parameter_count(m), downloads.get(m, 0.0))
+             for bucket in ok_by_tag.values() for m in bucket}
     result: list[list[str]] = []
     for model_id, tag, blocked in zip(findings["model_id"], findings["pipeline_tag"], findings["blocked"]):
         if not blocked:
@@ -69,10 +74,10 @@ def suggest_alternatives(findings: pd.DataFrame, catalog: pd.DataFrame | None = 
         size = parameter_count(model_id)
 
         def rank(candidate: str) -> tuple[int, float, float]:
-            same = 0 if (candidate.split("/")[0] == author or family(candidate) == fam) else 1
-            other = parameter_count(candidate)
+            c_author, c_family, other, c_downloads = facts[candidate]
+            same = 0 if (c_author == author or c_family == fam) else 1
             distance = abs(math.log(other / size)) if (size and other) else math.inf
-            return same, distance, -downloads.get(candidate, 0.0)
+            return same, distance, -c_downloads
 
-        result.append(sorted(candidates, key=rank)[:k])
+        result.append(heapq.nsmallest(k, candidates, key=rank))  # == sorted(...)[:k], ties included
     return result

@@ -23,12 +23,12 @@ from . import __version__
 from .catalog import HUB_URL, ROUTER_URL
 from .errors import EXIT_OK, RcaError, UsageError, scrub
 from .scan import ScanObserver
+from .store import DEFAULT_STORE
 from .taxonomy import BLOCKING, REASON_NAMES, RUN_LEVEL, TRANSIENT
 
 __all__ = ["main", "build_parser"]
 
 EXIT_INTERNAL = 4
-DEFAULT_STORE = "data/rca.sqlite"
 
 
 def _token() -> str | None:

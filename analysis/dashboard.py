@@ -23,6 +23,7 @@ from typing import Any
 import pandas as pd
 
 from .sample import PROJECT_ROOT, SAMPLE_STORE
+from . import store
 from .scan import ScanOutcome
 from .taxonomy import BLOCKING, REASON_NAMES, RUN_LEVEL, TRANSIENT, reason_info
 from .views import hf_model_url, mapping_status_of
@@ -50,7 +51,7 @@ __all__ = [
     "scan_result",
 ]
 
-DEFAULT_STORE = PROJECT_ROOT / "data" / "rca.sqlite"
+DEFAULT_STORE = PROJECT_ROOT / store.DEFAULT_STORE  # the app may start from any folder
 # Labels of the models page's "blocked" filter -> ``filter_findings(blocked=...)``.
 BLOCKED_CHOICES: dict[str, bool | None] = {"all": None, "blocked": True, "not blocked": False}
 MODEL_COLUMNS = ["model_id", "provider", "reason", "blocked", "action", "http_status", "pipeline_tag",

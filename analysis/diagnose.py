@@ -200,8 +200,11 @@ def diagnose(catalog: pd.DataFrame, probes: pd.DataFrame, *, run_ok: bool = True
     Rows of kind ``canary`` (a canary from outside the catalog) are not findings.
     With ``run_ok=False`` (a failed run) nothing is ever blocked.
     """
-    cat_index = {mid: i for i, mid in enumerate(catalog["model_id"])}
-    cat_rows = catalog.to_dict("records")
+    # Columns as plain lists, never to_dict("records"): with pandas' Arrow strings that
+    # boxes every cell one by one and was ~70% of the time (benchmarks/bench_diagnose.py).
+    cat_index = {mid: i for i, mid in enumerate(catalog["model_id"].tolist())}
+    c_tag, c_gated, c_mapping, c_listed = (catalog[col].tolist()
+                                           for col in ("pipeline_tag", "gated", "mapping", "in_router_list"))
     kinds = probes["kind"] if "kind" in probes else pd.Series("primary", index=probes.index)
     is_route = kinds == "route"
     primary = probes[kinds == "primary"]
@@ -210,42 +213,55 @@ def diagnose(catalog: pd.DataFrame, probes: pd.DataFrame, *, run_ok: bool = True
     for model_id, route_for, model_string in zip(checks["model_id"], checks["route_for"], checks["model_string"]):
         working.setdefault((model_id, route_for or ""), model_string)
 
-    rows = []
-    for p in primary.to_dict("records"):
-        model_id = p["model_id"]
-        provider = p["provider"] or ""
+    def column(name: str) -> list[Any]:
+        return primary[name].tolist() if name in primary else [None] * len(primary)
+
+    out: dict[str, list[Any]] = {name: [] for name in FINDING_COLUMNS}
+    per_row = ("model_id", "provider", "reason", "blocked", "http_status", "pipeline_tag", "detail", "message",
+               "attempts", "error_code", "note", "action", "mapping_status", "mapping_task", "in_router_list",
+               "gated", "working_route")
+    appends = [out[name].append for name in per_row]
+    # A verdict (reason, detail, note) never names the model, so targets with the same
+    # facts share one: a catalog has a few hundred distinct fact sets, not 200,000.
+    verdicts: dict[tuple[Any, ...], tuple[Verdict, bool, str]] = {}
+    for model_id, provider, status, outcome, code, message, attempts, probe_note in zip(
+            column("model_id"), column("provider"), column("http_status"), column("outcome"), column("error_code"),
+            column("error_message"), column("attempts"), column("note")):
+        provider = provider or ""
         idx = cat_index.get(model_id)
-        c = cat_rows[idx] if idx is not None else None
-        if c is not None:
-            m_status, m_task = mapping_facts(c["mapping"], provider)
+        if idx is not None:
+            m_status, m_task = mapping_facts(c_mapping[idx], provider)
+            tag, gated, listed = _nullable(c_tag[idx]), c_gated[idx] or "false", _nullable(c_listed[idx])
         else:
-            m_status, m_task = None, None
-        facts = Facts(
-            model_id=model_id, provider=provider, http_status=_nullable_int(p["http_status"]),
-            outcome=p["outcome"], error_code=_nullable(p["error_code"]), error_message=_nullable(p["error_message"]),
-            attempts=int(p["attempts"] or 0),
-            pipeline_tag=_nullable(c["pipeline_tag"]) if c else None,
-            gated=(c["gated"] or "false") if c else "false",
-            mapping_status=m_status, mapping_task=m_task,
-            in_router_list=_nullable(c["in_router_list"]) if c else None,
-            in_catalog=c is not None,
-            working_route=working.get((model_id, provider)),
-        )
-        verdict = classify(facts)
-        note = "; ".join(x for x in (verdict.note, _nullable(p.get("note")) or "") if x)
-        rows.append({
-            "model_id": model_id, "provider": provider, "reason": verdict.reason,
-            "blocked": bool(run_ok and verdict.reason in BLOCKING),
-            "http_status": facts.http_status, "pipeline_tag": facts.pipeline_tag, "detail": verdict.detail,
-            "message": user_message(verdict.reason, model_id, facts.working_route),
-            "latency_ms": _nullable(p["latency_ms"]), "attempts": facts.attempts,
-            "checked_at": p["finished_at"], "model_string": p["model_string"],
-            "action": reason_info(verdict.reason).action if run_ok or verdict.reason in RUN_LEVEL else "none",
-            "predicted": False, "error_code": facts.error_code, "note": note,
-            "mapping_status": m_status, "mapping_task": m_task, "in_router_list": facts.in_router_list,
-            "gated": facts.gated, "working_route": facts.working_route,
-        })
-    return pd.DataFrame(rows, columns=FINDING_COLUMNS)
+            m_status = m_task = tag = listed = None
+            gated = "false"
+        status, code, message, attempts = _nullable_int(status), _nullable(code), _nullable(message), int(attempts or 0)
+        working_route = working.get((model_id, provider))
+        names_param = status in REFUSAL_STATUSES and _names_request_param(message)
+        key = (provider, status, outcome, code, names_param, attempts, tag, gated, m_status, m_task, listed,
+               idx is not None, working_route)
+        cached = verdicts.get(key)
+        if cached is None:
+            verdict = classify(Facts(model_id=model_id, provider=provider, http_status=status, outcome=outcome,
+                                     error_code=code, error_message=message, attempts=attempts, pipeline_tag=tag,
+                                     gated=gated, mapping_status=m_status, mapping_task=m_task,
+                                     in_router_list=listed, in_catalog=idx is not None,
+                                     working_route=working_route))
+            action = reason_info(verdict.reason).action if run_ok or verdict.reason in RUN_LEVEL else "none"
+            cached = verdicts[key] = (verdict, bool(run_ok and verdict.reason in BLOCKING), action)
+        verdict, blocked, action = cached
+        probe_note = _nullable(probe_note)
+        note = f"{verdict.note}; {probe_note}" if verdict.note and probe_note else (verdict.note or probe_note or "")
+        for append, value in zip(appends, (
+                model_id, provider, verdict.reason, blocked, status, tag, verdict.detail,
+                user_message(verdict.reason, model_id, working_route), attempts, code, note, action, m_status,
+                m_task, listed, gated, working_route)):
+            append(value)
+    out["predicted"] = [False] * len(out["model_id"])
+    out["latency_ms"] = [_nullable(v) for v in column("latency_ms")]
+    out["checked_at"] = column("finished_at")
+    out["model_string"] = column("model_string")
+    return pd.DataFrame(out, columns=FINDING_COLUMNS)
 
 
 def canaries_refused(results: list[Any]) -> bool:

@@ -48,10 +48,17 @@ def summarise_history(history: pd.DataFrame, flap_window: int = 10) -> pd.DataFr
     if history.empty:
         return pd.DataFrame(columns=columns)
     ordered = history.sort_values(["model_id", "provider", "run_id"])
+    # Runs of equal keys over plain lists: a pandas groupby hands out one sub-frame per
+    # model, which cost ~35 us each (0.7 s on 20,000 models).
+    model_ids, providers = ordered["model_id"].tolist(), ordered["provider"].tolist()
+    all_reasons, all_started = ordered["reason"].tolist(), ordered["run_started_at"].tolist()
     rows = []
-    for (model_id, provider), group in ordered.groupby(["model_id", "provider"], sort=False):
-        reasons = list(group["reason"])
-        started = list(group["run_started_at"])
+    start, n = 0, len(model_ids)
+    while start < n:
+        end = start + 1
+        while end < n and model_ids[end] == model_ids[start] and providers[end] == providers[start]:
+            end += 1
+        reasons, started = all_reasons[start:end], all_started[start:end]
         streak = 0
         for reason in reversed(reasons):
             if reason == "ok":
@@ -61,7 +68,8 @@ def summarise_history(history: pd.DataFrame, flap_window: int = 10) -> pd.DataFr
         first_failed = started[len(reasons) - streak] if streak else None
         window = reasons[-flap_window:]
         flaps = sum(1 for a, b in zip(window, window[1:]) if a != b)
-        rows.append((model_id, provider, first_failed, last_ok, streak, flaps, len(reasons)))
+        rows.append((model_ids[start], providers[start], first_failed, last_ok, streak, flaps, len(reasons)))
+        start = end
     return pd.DataFrame(rows, columns=columns)
 
 

@@ -4,10 +4,11 @@ Public surface: :class:`ProbeSettings`, :class:`ProbeResult`, :func:`probe_targe
 and :func:`classify_body`.
 
 One ``httpx.AsyncClient`` shared by many connections tops out near 125 requests/s
-(httpcore's pool bookkeeping grows with the pool and eats the CPU).  Workers are
-therefore spread over several small clients of ``CONNECTIONS_PER_CLIENT``
-connections each; on loopback that is within a few percent of raw asyncio
-sockets (see ``benchmarks/``).
+here (httpcore's pool bookkeeping grows with the pool and eats the CPU).  So each
+worker owns its own client, on a one-connection keep-alive transport
+(:mod:`analysis.transport`); probing then runs at the latency bound, on par with
+raw asyncio sockets (see ``benchmarks/RESULTS.md``).  When a proxy is configured,
+workers share small pooled httpx clients of ``CONNECTIONS_PER_CLIENT`` instead.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import httpx
 
 from .catalog import USER_AGENT, Target
 from .errors import scrub
+from .transport import lean_transport
 
 __all__ = [
     "ProbeSettings",
@@ -316,6 +318,23 @@ async def check_routes(
     return await _run_jobs(jobs, settings, on_result, True, stop_at_chat=True)
 
 
+def _clients(settings: ProbeSettings) -> list[httpx.AsyncClient]:
+    """One lean client per worker; pooled clients of a few connections when a proxy applies."""
+    headers = {"User-Agent": USER_AGENT, "Content-Type": "application/json"}
+    if settings.token:
+        headers["Authorization"] = f"Bearer {settings.token}"
+    timeout = httpx.Timeout(settings.timeout)
+    workers = max(1, settings.concurrency)
+    if lean_transport(settings.chat_url) is not None:
+        # One TLS context for all: building one costs ~20 ms.
+        context = httpx.create_ssl_context() if settings.chat_url.startswith("https:") else None
+        return [httpx.AsyncClient(headers=headers, timeout=timeout, follow_redirects=False,
+                                  transport=lean_transport(settings.chat_url, context)) for _ in range(workers)]
+    limits = httpx.Limits(max_connections=CONNECTIONS_PER_CLIENT, max_keepalive_connections=CONNECTIONS_PER_CLIENT)
+    return [httpx.AsyncClient(headers=headers, timeout=timeout, limits=limits, follow_redirects=False)
+            for _ in range(math.ceil(workers / CONNECTIONS_PER_CLIENT))]
+
+
 async def _run_jobs(
     jobs: list[list[tuple[Target, str, str]]],
     settings: ProbeSettings,
@@ -326,14 +345,8 @@ async def _run_jobs(
     queue = list(reversed(jobs))
     results: list[ProbeResult] = []
     stop = asyncio.Event()
-    n_clients = max(1, math.ceil(settings.concurrency / CONNECTIONS_PER_CLIENT))
-    headers = {"User-Agent": USER_AGENT, "Content-Type": "application/json"}
-    if settings.token:
-        headers["Authorization"] = f"Bearer {settings.token}"
-    timeout = httpx.Timeout(settings.timeout)
-    limits = httpx.Limits(max_connections=CONNECTIONS_PER_CLIENT, max_keepalive_connections=CONNECTIONS_PER_CLIENT)
-    clients = [httpx.AsyncClient(headers=headers, timeout=timeout, limits=limits, follow_redirects=False)
-               for _ in range(n_clients)]
+    clients = _clients(settings)
+    n_clients = len(clients)
 
     async def worker(client: httpx.AsyncClient) -> None:
         while queue and not stop.is_set():

@@ -21,9 +21,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import report_sections
 from .errors import EXIT_OK, UsageError
-from .report_runner import export_html, export_markdown, run_notebook
+from .store import DEFAULT_STORE
+
+# report_sections and report_runner (pandas, plotly, jupyter_client, nbconvert) are
+# imported where used: every `python -m analysis` command builds this parser.
 
 __all__ = ["ReportFiles", "DEFAULT_OUT", "NOTEBOOKS", "safe_stem", "render_model_report", "render_fleet_report",
            "add_report_parser"]
@@ -84,6 +86,8 @@ def _render(notebook: str, parameters: dict, out_dir: Path, stem: str, title: st
     targets = {key: _inside(out_dir, name) for key, name in names.items() if name}
     # Build everything in a scratch folder inside out_dir, then move it in: a failed
     # report never leaves a half-written HTML page next to a previous good one.
+    from .report_runner import export_html, export_markdown, run_notebook
+
     with tempfile.TemporaryDirectory(prefix=".report-", dir=out_dir) as tmp:
         scratch = {key: Path(tmp) / target.name for key, target in targets.items()}
         try:
@@ -107,6 +111,8 @@ def render_model_report(store_path: str | os.PathLike[str] | None, model_id: str
     ``store_path=None`` is the default store; ``run_id=None`` the latest successful run.
     Raises :class:`UsageError` for an unknown store, run or model.
     """
+    from . import report_sections
+
     rca = report_sections.model_rca(store_path, run_id, model_id)  # validates before any kernel starts
     parameters = {"store": str(rca.store_path.resolve()), "run_id": rca.run_id, "model_id": model_id}
     return _render("model_rca.ipynb", parameters, _out_dir(out_dir), f"model_rca-{safe_stem(model_id)}",
@@ -121,6 +127,8 @@ def render_fleet_report(store_path: str | os.PathLike[str] | None, run_id: int |
     ``compare_run_id=None`` compares with the previous successful run of the same scope.
     Raises :class:`UsageError` for an unknown store or run.
     """
+    from . import report_sections
+
     fleet = report_sections.fleet_rca(store_path, run_id, compare_run_id)
     compare = fleet.compare_run["id"] if fleet.compare_run else ""
     parameters = {"store": str(fleet.store_path.resolve()), "run_id": int(fleet.run["id"]),
@@ -136,7 +144,7 @@ def render_fleet_report(store_path: str | os.PathLike[str] | None, run_id: int |
 def _store_arg(store: str | None) -> str | None:
     from .sample import SAMPLE_STORE
 
-    if store is None and not Path(report_sections.DEFAULT_STORE).exists() and not SAMPLE_STORE.exists():
+    if store is None and not Path(DEFAULT_STORE).exists() and not SAMPLE_STORE.exists():
         print(f"building the sample store {SAMPLE_STORE} first (once, about 20 s)", file=sys.stderr, flush=True)
     return store
 
@@ -173,7 +181,7 @@ def add_report_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]"
     kinds.required = True
 
     def common(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--store", help=f"SQLite store (default: {report_sections.DEFAULT_STORE} if it exists, "
+        parser.add_argument("--store", help=f"SQLite store (default: {DEFAULT_STORE} if it exists, "
                                             "else the bundled sample, built on first use)")
         parser.add_argument("--run", help="run id (default: the latest successful run)")
         parser.add_argument("--out", default=DEFAULT_OUT, help="folder to write the report files into")

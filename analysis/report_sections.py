@@ -22,7 +22,7 @@ from .errors import UsageError
 from .export import BLOCKLIST_COLUMNS, blocklist_frame
 from .report_render import (Block, BulletList, Code, CodeBlock, FigureBlock, Paragraph, Stack, Strong, Table,
                             cell_text)
-from .store import Store, open_store
+from .store import DEFAULT_STORE, Store, open_store
 from .taxonomy import BLOCKING, CHAT_PIPELINE_TAGS, RUN_LEVEL, reason_info
 
 __all__ = [
@@ -59,7 +59,6 @@ __all__ = [
     "conflicts_table",
 ]
 
-DEFAULT_STORE = "data/rca.sqlite"
 ERROR_EXCERPT = 200  # characters of an error body shown per attempt
 
 ACTION_TEXT = {

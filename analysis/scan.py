@@ -256,17 +256,22 @@ def _choose_canaries(config: ScanConfig, catalog: pd.DataFrame, targets: list[Ta
                 suffix = config.source != "openai" and config.route == "suffix" and provider
                 chosen.append(Target(model_id, provider, f"{model_id}:{provider}" if suffix else model_id))
         return chosen
-    rows = catalog.set_index("model_id")
+    # Plain dicts, not rows.loc[...] per target: .loc costs ~50 us a call, 0.3 s on 6,000 targets.
+    facts = {}
+    for model_id, mapping, tag, listed, downloads in zip(catalog["model_id"], catalog["mapping"],
+                                                         catalog["pipeline_tag"], catalog["in_router_list"],
+                                                         catalog["downloads"]):
+        facts.setdefault(model_id, (mapping, tag, listed, downloads))
     candidates = []
     for target in targets:
-        if target.model_id not in rows.index:
+        if target.model_id not in facts:
             continue
-        row = rows.loc[target.model_id]
-        status, task = mapping_facts(row["mapping"], target.provider)
-        tag = row["pipeline_tag"] if isinstance(row["pipeline_tag"], str) else None
+        mapping, tag, listed, downloads = facts[target.model_id]
+        status, task = mapping_facts(mapping, target.provider)
+        tag = tag if isinstance(tag, str) else None
         if status == "live" and task in (None, "conversational") and (tag is None or tag in CHAT_PIPELINE_TAGS) \
-                and row["in_router_list"] is not False:
-            downloads = row["downloads"] if pd.notna(row["downloads"]) else -1
+                and listed is not False:
+            downloads = downloads if pd.notna(downloads) else -1
             candidates.append((-downloads, target.model_string, target))
     candidates.sort(key=lambda c: (c[0], c[1]))
     seen: set[str] = set()
@@ -438,8 +443,9 @@ def _probe_and_finish(config: ScanConfig, store: Store, run_id: int, catalog: pd
         outside = [c for c in todo_canaries if (c.model_id, c.provider) not in target_keys]
 
         async def canary_phase() -> list[ProbeResult]:
-            results = await probe_targets(inside, settings, recorder)
-            return results + await probe_targets(outside, settings, recorder, kind="canary")
+            # Each probe_targets call opens its own connections: skip the empty ones.
+            results = await probe_targets(inside, settings, recorder) if inside else []
+            return results + (await probe_targets(outside, settings, recorder, kind="canary") if outside else [])
 
         _run_phase(canary_phase, recorder, store, run_id, total)
     probes = store.probes(run_id)

@@ -618,6 +618,9 @@ class SimulatorApp:
             if not model.get("removed"):
                 self.models.append(model)
         self.by_id = {m["id"]: m for m in self.models}
+        self.known_providers = set(self.scenario.provider_order) | {
+            m["provider"] for x in self.models for m in x.get("providers", [])}
+        self._selections: dict[tuple[tuple[str, str], ...], list[dict[str, Any]]] = {}
 
     def set_phase(self, phase: int) -> None:
         self.phase = phase
@@ -714,14 +717,11 @@ class SimulatorApp:
         provider = request.param("inference_provider")
         if provider is not None:
             wanted = {p.strip() for p in provider.split(",") if p.strip()}
-            known = set(self.scenario.provider_order) | {m["provider"] for x in self.models for m in x.get("providers", [])}
-            if "all" not in wanted and not wanted <= known:
+            if "all" not in wanted and not wanted <= self.known_providers:
+                known = self.known_providers
                 bad = ", ".join(sorted(wanted - known))
                 return _json(400, {"error": f"Invalid inference provider: {bad}"})
-        selected = [m for m in self.models if self._hub_matches(m, request)]
-        sort = request.param("sort")
-        if sort in ("downloads", "likes", "createdAt", "lastModified"):
-            selected.sort(key=lambda m: m.get(sort) or 0, reverse=True)
+        selected = self._selection(request)
         limit = int(request.param("limit", "1000") or 1000)
         size = max(1, min(limit, int(hub.get("page_cap", 1000))))
         page = selected[offset: offset + size]
@@ -758,6 +758,19 @@ class SimulatorApp:
             return int(data["p"]), int(data["o"])
         except (ValueError, KeyError, TypeError):
             return -1, 0
+
+    def _selection(self, request: Request) -> list[dict[str, Any]]:
+        """The models a query selects, in order; cached per query (minus the cursor), so paging
+        a 100,000-model catalog costs the simulator one filter, not one per page."""
+        key = tuple(sorted((k, v) for k, v in request.query if k != "cursor"))
+        selected = self._selections.get(key)
+        if selected is None:
+            selected = [m for m in self.models if self._hub_matches(m, request)]
+            sort = request.param("sort")
+            if sort in ("downloads", "likes", "createdAt", "lastModified"):
+                selected.sort(key=lambda m: m.get(sort) or 0, reverse=True)
+            self._selections[key] = selected
+        return selected
 
     def _hub_matches(self, model: dict[str, Any], request: Request) -> bool:
         provider = request.param("inference_provider")

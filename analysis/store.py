@@ -20,9 +20,10 @@ import pandas as pd
 
 from .errors import StoreError, UsageError
 
-__all__ = ["Store", "open_store", "SCHEMA_VERSION", "RUN_STATUSES"]
+__all__ = ["Store", "open_store", "SCHEMA_VERSION", "RUN_STATUSES", "DEFAULT_STORE"]
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
+DEFAULT_STORE = "data/rca.sqlite"  # relative to the working directory, like every --store
 RUN_STATUSES = ("running", "ok", "failed", "incomplete")
 
 

@@ -91,6 +91,10 @@ with mappings:
     st.dataframe(evidence["mappings"], key="detail_mappings", hide_index=True, width="stretch")
 
 st.subheader("History across runs")
+streak = {name: finding.get(name) for name in ("consecutive_failures", "first_failed_at", "last_ok_at", "flaps")}
+st.dataframe(pd.DataFrame([streak]), key="detail_streak", hide_index=True, width="stretch",
+             column_config={"consecutive_failures": "failing runs in a row", "first_failed_at": "failing since",
+                            "last_ok_at": "last ok", "flaps": "verdict changes (last 10 runs)"})
 st.dataframe(evidence["history"], key="detail_history", hide_index=True, width="stretch")
 
 st.subheader("Working alternatives")

@@ -228,6 +228,9 @@ def test_arch_router_detail_shows_the_real_cause(open_app, sample_store):
     facts = dict(frame(at, "fact", "value").values)
     assert facts["pipeline tag"] == "text-generation"
     assert facts["router lists it"] == "yes"
+    streak = frame(at, "consecutive_failures", "first_failed_at", "last_ok_at", "flaps").iloc[0]
+    assert streak["consecutive_failures"] == 0 and streak["last_ok_at"] == latest(sample_store).findings.set_index(
+        "model_id").loc[ARCH, "last_ok_at"]
 
 
 def test_blocked_model_detail_shows_reason_and_evidence(open_app, sample_store):

@@ -158,3 +158,17 @@ def test_run_level_status_stops_the_scan(make_sim):
                                                                concurrency=4)))
     assert 1 <= len(results) <= 4
     assert sim_stats(server)["chat_requests"] < 20
+
+
+def test_a_configured_proxy_falls_back_to_httpx_pooled_clients(make_sim, monkeypatch):
+    from analysis.transport import KeepAliveTransport, lean_transport
+
+    server = make_sim(behaviour_scenario({"x": {"kind": "chat"}}))
+    assert isinstance(lean_transport(server.router_url), KeepAliveTransport)
+    # The simulator parses absolute-form targets, so it can stand in as the forward proxy too.
+    monkeypatch.setenv("HTTP_PROXY", server.url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    assert lean_transport(server.router_url) is None
+    result = probe(server, ["x"])["x"]
+    assert result.outcome == "chat" and result.attempts == 1
