@@ -239,8 +239,12 @@ def verdict(finding: dict[str, Any]) -> Verdict:
 
 
 def run_problem(run: dict[str, Any]) -> tuple[str, str] | None:
-    """``(title, detail)`` of a run that did not succeed; ``None`` for an ok run."""
+    """``(title, detail)`` of a run that did not succeed or only predicted; ``None`` for an ok probing run."""
     status = word(run.get("status"))
+    if status == "ok" and run.get("mode") == "predict":
+        return (f"Run #{int(run['id'])} is a metadata-only scan: every verdict is PREDICTED.",
+                "No chat completion was sent (scan --no-probe). Predictions never block; run a probing scan to "
+                "confirm them.")
     if status == "ok":
         return None
     if status == "failed":

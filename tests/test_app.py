@@ -584,3 +584,13 @@ def test_reports_page_fleet_report(open_app, sample_copy):
     at.button(key="report_generate").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert Path(at.session_state["report_result"]["html"]).name.startswith("catalog_rca-run")
+
+
+def test_a_predicted_run_is_labelled_as_such(open_app, sim, tmp_path):
+    store = tmp_path / "predicted.sqlite"
+    result = run_cli("scan", "--hub-url", sim.url, "--router-url", sim.router_url, "--store", str(store),
+                     "--no-probe")
+    assert result.returncode == 0, result.stderr
+    at = open_app(store)
+    assert any("PREDICTED" in w.value for w in at.warning)
+    assert any("(predicted)" in option for option in at.sidebar.selectbox(key="run_id").options)
