@@ -344,7 +344,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    pass
+    """Shows defaults, except the empty ones ("default: None" says nothing)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False) or isinstance(action, argparse._HelpAction):
+            return action.help
+        return super()._get_help_string(action)
 
 
 def _positive_float(text: str) -> float:
@@ -411,11 +416,13 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", formatter_class=_Formatter, help="export findings or the blocklist",
                             description="Write a run's findings, or its blocklist (blocked rows only). The default "
                                         "run is the latest successful one; a failed run never yields a blocklist.")
-    export.add_argument("what", choices=["findings", "blocklist"])
+    export.add_argument("what", choices=["findings", "blocklist"],
+                        help="every finding of the run, or only the blocked ones")
     export.add_argument("--store", default=DEFAULT_STORE, help="SQLite store file")
     export.add_argument("--run", help="run id (default: the latest successful run; for a blocklist, the latest "
                                       "successful probing run)")
-    export.add_argument("--format", choices=["csv", "json", "python"], default="csv")
+    export.add_argument("--format", choices=["csv", "json", "python"], default="csv",
+                        help="csv (formula cells neutralised), json, or a Python set UNSUPPORTED_MODELS")
     export.add_argument("--out", help="output file (default: stdout)")
     export.add_argument("--reasons", help="blocklist: comma list of reasons to block instead of the default policy")
     export.set_defaults(func=cmd_export)
@@ -427,7 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_argument("--from", dest="from_", metavar="RUN",
                       help="older run (default: the successful run before --to in the same scope)")
     diff.add_argument("--to", metavar="RUN", help="newer run (default: the latest successful probing run)")
-    diff.add_argument("--format", choices=["text", "json", "csv"], default="text")
+    diff.add_argument("--format", choices=["text", "json", "csv"], default="text", help="output format")
     diff.set_defaults(func=cmd_diff)
 
     prune = sub.add_parser("prune", formatter_class=_Formatter, help="delete old runs",
@@ -440,7 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sim = sub.add_parser("simulate", formatter_class=_Formatter, help="serve the offline Hub + router simulator",
                          description="Serve a local stand-in for the Hub API and the HF router on loopback.")
-    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--host", default="127.0.0.1", help="address to listen on")
     sim.add_argument("--port", type=int, default=8765, help="0 picks a free port")
     sim.add_argument("--scenario", help="scenario JSON file (default: the built-in scenario)")
     sim.add_argument("--write-scenario", metavar="PATH", help="write the scenario as JSON and exit")
