@@ -54,6 +54,7 @@ CATALOG_COLUMNS = ["model_id", "author", "pipeline_tag", "tags", "library_name",
                    "router_providers"]
 
 MAX_PAGES = 100_000
+STALE_PAGES = 3  # pages in a row without a new id: a loop with fresh cursors
 MAX_RATE_LIMIT_WAIT = 300.0
 
 
@@ -79,15 +80,20 @@ def _headers(token: str | None) -> dict[str, str]:
     return headers
 
 
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = httpx.URL(url)
+    return parts.scheme, parts.host, parts.port
+
+
 def _hub_error(resp: httpx.Response, token: str | None) -> str:
     """The error text of an answer, trimmed, with the token scrubbed (a server may echo it)."""
     try:
         data = resp.json()
         if isinstance(data, dict) and isinstance(data.get("error"), str):
-            return scrub(data["error"][:300], token)
+            return scrub(data["error"], token)[:300]  # scrub first: a cut could leave half a token
     except ValueError:
         pass
-    return scrub(resp.text[:200].strip() or resp.reason_phrase, token)
+    return scrub(resp.text.strip() or resp.reason_phrase, token)[:200]
 
 
 def fetch_hub_models(
@@ -125,6 +131,8 @@ def fetch_hub_models(
     seen_urls: set[str] = set()
     entries: dict[str, dict[str, Any]] = {}
     pages = 0
+    origin = _origin(url)
+    stale, known = 0, 0
     with httpx.Client(headers=_headers(token), timeout=timeout, follow_redirects=True) as client:
         first = True
         while url is not None:
@@ -142,6 +150,14 @@ def fetch_hub_models(
                 on_page(pages, len(entries))
             next_link = resp.links.get("next", {}).get("url")
             url = str(resp.url.join(next_link)) if next_link else None
+            if url is not None and _origin(url) != origin:
+                raise CatalogError(f"the Hub's next-page link points to another host ({_origin(url)[1]}); "
+                                   "refusing to follow it, and to send the token there")
+            stale = stale + 1 if len(entries) == known else 0
+            known = len(entries)
+            if url is not None and stale >= STALE_PAGES:
+                raise CatalogError(f"Hub pagination loops: {STALE_PAGES} pages in a row added no new model; "
+                                   "stopping instead of paging forever")
             first = False
             if pages >= MAX_PAGES:
                 raise CatalogError(f"Hub pagination did not end after {MAX_PAGES} pages")
@@ -162,6 +178,9 @@ def _get_page(client: httpx.Client, url: str, token: str | None, retries: int, b
         except httpx.TransportError as exc:
             last_problem = f"could not connect ({type(exc).__name__}: {scrub(str(exc), token)})"
             resp = None
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:  # redirect loops, a malformed next link
+            raise CatalogError(f"could not read page {page_no} of the Hub catalog: {type(exc).__name__}: "
+                               f"{scrub(str(exc), token)}") from None
         if resp is not None:
             if resp.status_code == 401:
                 raise auth_error("the Hub", bool(token), f"hub 401 {_hub_error(resp, token)}")
@@ -358,18 +377,21 @@ def parse_provider_spec(spec: str | None) -> list[str] | None:
 def build_targets(catalog: pd.DataFrame, providers: list[str] | None, route_suffix: bool = True) -> list[Target]:
     """One target per (model, provider) the catalog maps to a selected provider.
 
-    With ``route_suffix`` the model string is ``id:provider``; without (other
-    gateways, ``--source router/openai/file``) it is the bare id and the gateway
-    chooses.  A model with no mapping at all is probed as a bare id.
+    With ``route_suffix`` the model string is ``id:provider``; without, it is the
+    bare id and the router (or gateway) chooses.  A model whose mapping lacks
+    the provider is not a target; a model with no mapping facts at all is
+    probed through the single provider asked for, else as a bare id.
     """
     targets: list[Target] = []
     for model_id, mapping in zip(catalog["model_id"], catalog["mapping"]):
+        if providers is not None and mapping and not any(p in mapping for p in providers):
+            continue  # mapped, but only to other providers
         if not route_suffix:
             targets.append(Target(model_id, providers[0] if providers and len(providers) == 1 else "", model_id))
             continue
         names = [p for p in (providers if providers is not None else sorted(mapping)) if p in mapping]
-        if providers is not None and len(providers) == 1 and not names:
-            names = providers  # listed for the provider without a mapping: probe it anyway, as the gateway would
+        if providers is not None and len(providers) == 1 and not mapping:
+            names = providers  # no mapping facts at all (a file, a bare list): probe it as the gateway would
         if not names:
             targets.append(Target(model_id, "", model_id))
         for name in names:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+
 import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
@@ -34,8 +36,14 @@ def reason_bar(counts: pd.DataFrame) -> go.Figure:
     return fig
 
 
+def _as_text(labels: pd.Series) -> pd.Series:
+    # Plotly.js reads a small HTML subset in labels (links included): upstream text is shown as text.
+    return labels.astype(str).map(html.escape)
+
+
 def tag_reason_bar(tag_counts: pd.DataFrame) -> go.Figure:
-    """Stacked bars: pipeline tag x reason."""
+    """Stacked bars: pipeline tag x reason.  Tags come from upstream and are escaped."""
+    tag_counts = tag_counts.assign(pipeline_tag=_as_text(tag_counts["pipeline_tag"]))
     fig = px.bar(tag_counts, x="pipeline_tag", y="count", color="reason", color_discrete_map=REASON_COLORS,
                  category_orders={"reason": list(REASON_NAMES)}, title="Pipeline tag x reason")
     fig.update_layout(barmode="stack", xaxis_title=None, yaxis_title="targets", margin=dict(t=40, b=10))

@@ -29,6 +29,7 @@ from .taxonomy import BLOCKING, REASON_NAMES, RUN_LEVEL, TRANSIENT
 __all__ = ["main", "build_parser"]
 
 EXIT_INTERNAL = 4
+_SCAN_DEFAULTS: dict[str, object] = {}  # filled by build_parser: what --resume ignores
 
 
 def _token() -> str | None:
@@ -109,7 +110,12 @@ def _summary(outcome, store_path: str) -> str:  # noqa: ANN001 - ScanOutcome
         lines.append(f"  {'reason'.ljust(width)}  count  blocks")
         for reason in REASON_NAMES:
             if reason in outcome.counts:
-                blocks = "yes" if reason in BLOCKING else ("run" if reason in RUN_LEVEL else "no")
+                if outcome.status != "ok":
+                    blocks = "no (run failed)"
+                elif predicted:
+                    blocks = "no (predicted)"
+                else:
+                    blocks = "yes" if reason in BLOCKING else ("run" if reason in RUN_LEVEL else "no")
                 lines.append(f"  {reason.ljust(width)}  {outcome.counts[reason]:5d}  {blocks}")
     if outcome.status == "ok":
         blocked = int(outcome.findings["blocked"].sum()) if len(outcome.findings) else 0
@@ -140,6 +146,11 @@ def cmd_scan(args: argparse.Namespace) -> int:
                             persistent_min_hours=args.persistent_min_hours, fail_on=args.fail_on,
                             token=_token())
         config.validate()  # before the store is created: bad flags leave no file behind
+    else:
+        ignored = [f"--{name.replace('_', '-')}" for name, default in _SCAN_DEFAULTS.items()
+                   if name not in ("resume", "store", "quiet") and getattr(args, name) != default]
+        if ignored:
+            _err(f"warning: ignored with --resume (the run keeps its own settings): {', '.join(ignored)}")
     with open_store(args.store) as store:
         if config is None:
             run_id = None if args.resume == "latest" else _int(args.resume, "--resume")
@@ -176,6 +187,8 @@ def _resolve_run(store, run: str | None, mode: str | None = None) -> tuple[int |
 
 
 def _write_output(data: bytes, out: str | None) -> None:
+    """Write to stdout, or to ``out``: a regular file is replaced atomically (a reader never
+    sees half a blocklist); a symlink, FIFO or device is written through, never replaced."""
     if out is None or out == "-":
         sys.stdout.buffer.write(data)
         sys.stdout.flush()
@@ -183,11 +196,21 @@ def _write_output(data: bytes, out: str | None) -> None:
     path = Path(out)
     if path.is_dir():
         raise UsageError(f"--out {out} is a directory; give a file name")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        if path.is_symlink() or (path.exists() and not path.is_file()):
+            with open(path, "wb") as fh:
+                fh.write(data)
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as exc:
+        raise UsageError(f"cannot write --out {out}: {exc.strerror}") from None
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide the file from the gateway's user
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -302,7 +325,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             raise UsageError("--require-token needs HF_TOKEN set: the simulator then accepts only that token")
         scenario.token = _token()
     if args.write_scenario:
-        Path(args.write_scenario).write_text(json.dumps(scenario.to_dict(), indent=1))
+        data = scenario.to_dict()
+        data["token"] = None  # a token never goes to a file; --require-token sets it at start
+        Path(args.write_scenario).write_text(json.dumps(data, indent=1))
         _err(f"wrote scenario {scenario.name!r} ({len(scenario.models)} models) to {args.write_scenario}")
         return EXIT_OK
 
@@ -392,8 +417,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="catalog: the Hub API, the router's /models (HF shape), any OpenAI-compatible /models "
                            "(bare ids), or --catalog-file")
     scan.add_argument("--catalog-file", metavar="PATH", help="with --source file: a JSON or CSV list of model ids")
-    scan.add_argument("--route", choices=["suffix", "bare"], default="suffix",
-                      help="model string sent: id:provider, or the bare id (the router chooses the provider)")
+    scan.add_argument("--route", choices=["auto", "suffix", "bare"], default="auto",
+                      help="model string sent: id:provider (suffix), or the bare id (the router or gateway chooses "
+                           "the provider); auto: suffix for --source hub/router, bare for file/openai")
     scan.add_argument("--route-checks", type=int, default=2, metavar="N",
                       help="for a refused model, try up to N other routes (bare id, other live providers)")
     scan.add_argument("--canary", action="append", metavar="ID",
@@ -406,12 +432,14 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--persistent-min-hours", type=_positive_float, default=12.0, metavar="H",
                       help="...spanning at least H hours")
     scan.add_argument("--fail-on", choices=["new-blocked"],
-                      help="exit 1 when this run blocks a model the previous successful run did not")
+                      help="exit 1 when this run blocks a model the previous successful run of the same source "
+                           "and provider did not (a first run compares against an empty blocklist)")
     scan.add_argument("--resume", nargs="?", const="latest", metavar="RUN_ID",
                       help="finish an incomplete run (Ctrl-C, killed), probing only targets without a result; "
                            "default: the newest incomplete run")
     scan.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     scan.set_defaults(func=cmd_scan)
+    _SCAN_DEFAULTS.update({a.dest: a.default for a in scan._actions if a.dest != "help"})
 
     export = sub.add_parser("export", formatter_class=_Formatter, help="export findings or the blocklist",
                             description="Write a run's findings, or its blocklist (blocked rows only). The default "

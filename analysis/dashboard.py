@@ -34,6 +34,7 @@ __all__ = [
     "MODEL_COLUMNS",
     "StoreChoice",
     "choose_store",
+    "env_token_allowed",
     "is_sample_store",
     "store_fingerprint",
     "word",
@@ -347,3 +348,18 @@ def scan_result(outcome: ScanOutcome) -> tuple[str, str, str]:
                       f"{outcome.counts.get('ok', 0)} working, {blocked} blocked, {transient} transient."), ""
     return "failed", (f"Run #{outcome.run_id} failed at run level ({word(outcome.failure_reason)}). Nothing from "
                       "this run was blocked."), outcome.message
+
+
+HF_HOSTS = ("huggingface.co", "router.huggingface.co")
+
+
+def env_token_allowed(*urls: str) -> bool:
+    """Whether the app's own ``HF_TOKEN`` may be sent to all of ``urls``: Hugging Face hosts only."""
+    from urllib.parse import urlsplit
+
+    for url in urls:
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+        if parts.scheme != "https" or not (host in HF_HOSTS or host.endswith(".huggingface.co")):
+            return False
+    return True

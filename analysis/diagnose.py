@@ -23,7 +23,8 @@ __all__ = [
     "classify",
     "diagnose",
     "user_message",
-    "canaries_refused",
+    "canary_verdict",
+    "endpoint_refusal",
     "predict",
 ]
 
@@ -36,7 +37,10 @@ FINDING_COLUMNS = [
 REFUSAL_STATUSES = frozenset({400, 404, 422})
 CHAT_TASK = "conversational"
 # A refusal naming one of these is about the probe's request, not the model.
-_PARAM_IN_MESSAGE = re.compile(r"\b(max_tokens|max_completion_tokens|temperature|top_p|stream|messages)\b")
+_BUDGET_IN_MESSAGE = re.compile(r"\b(max_tokens|max_completion_tokens)\b")
+# Error codes that are about the model itself, whatever the message says.
+MODEL_LEVEL_CODES = frozenset({"model_not_supported", "model_not_found", "gated_repo", "repo_not_found",
+                               "RepoNotFound", "GatedRepo"})
 
 
 @dataclass(frozen=True)
@@ -66,13 +70,18 @@ class Verdict:
     note: str = ""
 
 
-def _names_request_param(message: str | None) -> bool:
-    if not message:
+def _names_request_param(message: str | None, code: str | None) -> bool:
+    """Whether a refusal is about a parameter of our request (the probe's fault), not the model.
+
+    An explicit ``param`` other than ``model`` says so; a model-level error code
+    says not; otherwise only a message about the token budget counts.
+    """
+    if not message or code in MODEL_LEVEL_CODES:
         return False
     match = re.search(r"\[param=([^\]]+)\]", message)
     if match:
         return match.group(1) != "model"
-    return bool(_PARAM_IN_MESSAGE.search(message))
+    return bool(_BUDGET_IN_MESSAGE.search(message))
 
 
 def _is_gated(gated: str) -> bool:
@@ -98,7 +107,7 @@ def classify(f: Facts) -> Verdict:
         reason = "endpoint_error"
     elif refused and f.working_route:
         reason = "route_mismatch"
-    elif refused and _names_request_param(f.error_message):
+    elif refused and _names_request_param(f.error_message, f.error_code):
         reason = "probe_error"
     elif status == 403 or (refused and _is_gated(f.gated)):
         reason = "gated"
@@ -237,7 +246,7 @@ def diagnose(catalog: pd.DataFrame, probes: pd.DataFrame, *, run_ok: bool = True
             gated = "false"
         status, code, message, attempts = _nullable_int(status), _nullable(code), _nullable(message), int(attempts or 0)
         working_route = working.get((model_id, provider))
-        names_param = status in REFUSAL_STATUSES and _names_request_param(message)
+        names_param = status in REFUSAL_STATUSES and _names_request_param(message, code)
         key = (provider, status, outcome, code, names_param, attempts, tag, gated, m_status, m_task, listed,
                idx is not None, working_route)
         cached = verdicts.get(key)
@@ -264,9 +273,38 @@ def diagnose(catalog: pd.DataFrame, probes: pd.DataFrame, *, run_ok: bool = True
     return pd.DataFrame(out, columns=FINDING_COLUMNS)
 
 
-def canaries_refused(results: list[Any]) -> bool:
-    """True when every canary probe was refused with 404 or 410: the endpoint, not the models, is wrong."""
-    return bool(results) and all(r.outcome == "http_error" and r.http_status in (404, 410) for r in results)
+def endpoint_refusal(result: Any) -> bool:
+    """Whether an answer says the endpoint is wrong rather than the model: a 410, or a 404
+    that does not name the model (no model-level code, no ``param=model``, no model id)."""
+    if result.outcome != "http_error":
+        return False
+    if result.http_status == 410:
+        return True
+    if result.http_status != 404:
+        return False
+    message = result.error_message or ""
+    return (result.error_code not in MODEL_LEVEL_CODES and "[param=model]" not in message
+            and result.model_id not in message)
+
+
+def canary_verdict(results: list[Any]) -> tuple[str, str] | None:
+    """A run-level ``(reason, why)`` when every canary failed the same way the setup would, else ``None``.
+
+    Canaries are known-good models, so when all of them fail alike the setup is
+    wrong, not the models: every one refused by the endpoint (404/410 not about
+    the model) is ``endpoint_error``; every one unreachable (no HTTP answer) is
+    ``endpoint_error`` too; every one forbidden (403) is ``auth_error``: the
+    token lacks permission for Inference Providers.
+    """
+    if not results:
+        return None
+    if all(endpoint_refusal(r) for r in results):
+        return "endpoint_error", "refused by the endpoint (404/410 that does not name the model)"
+    if all(r.outcome == "connection" for r in results):
+        return "endpoint_error", "unreachable (no HTTP answer)"
+    if all(r.outcome == "http_error" and r.http_status == 403 for r in results):
+        return "auth_error", "forbidden (403): the token may lack permission to call Inference Providers"
+    return None
 
 
 def predict(catalog: pd.DataFrame, targets: list[Any], checked_at: str) -> pd.DataFrame:

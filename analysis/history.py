@@ -24,11 +24,25 @@ _STREAK_REASONS = TRANSIENT | {"persistent_failure"}
 
 @dataclass(frozen=True)
 class PersistencePolicy:
-    """A transient reason blocks after ``after`` consecutive failing runs spanning ``min_hours``."""
+    """A transient reason blocks after ``after`` consecutive failing runs spanning ``min_hours``.
+
+    A run in which more than ``outage_share`` of the targets failed transiently
+    is an upstream outage (or a broken route), not evidence about any one
+    model: it neither promotes nor counts towards a streak.
+    """
 
     after: int = 3
     min_hours: float = 12.0
     flap_window: int = 10
+    outage_share: float = 0.5
+
+
+def _outage_runs(previous: pd.DataFrame, share: float) -> set[int]:
+    if previous.empty:
+        return set()
+    transient = previous["reason"].isin(_STREAK_REASONS)
+    shares = transient.groupby(previous["run_id"]).mean()
+    return {int(run_id) for run_id, value in shares.items() if value > share}
 
 
 def _parse(ts: str) -> datetime:
@@ -82,10 +96,15 @@ def apply_persistence(findings: pd.DataFrame, previous: pd.DataFrame, run_starte
     ``persistent_failure`` when its reason is transient, the ``after - 1`` runs
     before it failed transiently too, and the first of those ``after`` runs
     started at least ``min_hours`` before this one.  One ``ok`` clears it.
+    Outage runs (see :class:`PersistencePolicy`) are left out on both sides.
     """
     out = findings.copy()
     if out.empty or policy.after < 1:
         return out
+    if out["reason"].isin(TRANSIENT).mean() > policy.outage_share:
+        return out  # this run is an outage: nothing here says a given model is broken
+    outages = _outage_runs(previous, policy.outage_share)
+    previous = previous[~previous["run_id"].isin(outages)] if outages else previous
     prev_by_key: dict[tuple[str, str], list[tuple[str, str]]] = {}
     if not previous.empty:
         ordered = previous.sort_values("run_id")

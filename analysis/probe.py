@@ -45,6 +45,7 @@ CONNECTIONS_PER_CLIENT = 8
 RUN_LEVEL_STATUSES = frozenset({401, 402, 410})
 RETRY_STATUSES = frozenset({408, 429}) | frozenset(range(500, 600))
 MESSAGE_LIMIT = 300
+CODE_LIMIT = 80
 
 
 @dataclass(frozen=True)
@@ -130,9 +131,14 @@ _TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 _TAGS = re.compile(r"<[^>]+>")
 
 
-def parse_error_body(body: bytes, content_type: str) -> tuple[str | None, str | None, str | None]:
-    """(error code, message, param) from an error body: OpenAI JSON, Hub JSON, HTML or text."""
-    text = body.decode("utf-8", errors="replace")
+def parse_error_body(body: bytes, content_type: str,
+                     secrets: tuple[str | None, ...] = ()) -> tuple[str | None, str | None, str | None]:
+    """(error code, message, param) from an error body: OpenAI JSON, Hub JSON, HTML or text.
+
+    ``secrets`` are scrubbed from the whole body before anything is trimmed, so a
+    server that echoes the token cannot leave half of it behind a cut.
+    """
+    text = scrub(body.decode("utf-8", errors="replace"), *secrets)
     try:
         data = json.loads(text)
     except ValueError:
@@ -143,7 +149,8 @@ def parse_error_body(body: bytes, content_type: str) -> tuple[str | None, str | 
             code = err.get("code") or err.get("type")
             message = err.get("message") or err.get("detail") or json.dumps(err)[:MESSAGE_LIMIT]
             param = err.get("param")
-            return (str(code) if code else None, _trim(str(message)), str(param) if param else None)
+            return (_trim(str(code), CODE_LIMIT) if code else None, _trim(str(message)),
+                    _trim(str(param), CODE_LIMIT) if param else None)
         if isinstance(err, str):
             return None, _trim(err), None
         if "detail" in data:
@@ -218,6 +225,7 @@ async def _attempt_once(client: httpx.AsyncClient, settings: ProbeSettings, targ
 
     def done(outcome: str, code: str | None = None, message: str | None = None,
              retry_after: float | None = None) -> Attempt:
+        # Exception texts are scrubbed here too: they may quote what was sent.
         return Attempt(n, started_at, round((time.perf_counter() - start) * 1000, 1), status, outcome,
                        code, scrub(message, settings.token) if message else message, retry_after)
 
@@ -241,7 +249,7 @@ async def _attempt_once(client: httpx.AsyncClient, settings: ProbeSettings, targ
             return done("invalid", "oversized_body", f"2xx body larger than {settings.max_body_bytes // 1024} KB")
         is_chat, note = classify_body(body)
         return done("chat" if is_chat else "invalid", None if is_chat else "not_chat_completion", note or None)
-    code, message, param = parse_error_body(body, content_type)
+    code, message, param = parse_error_body(body, content_type, (settings.token,))
     if param:
         message = f"{message} [param={param}]"
     return done("http_error", code, message, retry_after)

@@ -520,10 +520,8 @@ def tag_totals(fleet: FleetRca) -> Block:
 
 def tag_chart(fleet: FleetRca) -> Any:
     """Stacked bars of pipeline tag by reason (plotly.js comes from :func:`reason_chart`)."""
-    counts = _tag_counts(fleet)
-    # Plotly.js reads a small HTML subset in labels; upstream tags are shown as text, not markup.
-    safe = counts["pipeline_tag"].str.replace("&", "&amp;").str.replace("<", "&lt;").str.replace(">", "&gt;")
-    return _no_chart(fleet) or FigureBlock(charts.tag_reason_bar(counts.assign(pipeline_tag=safe)))
+    # charts.tag_reason_bar escapes the upstream tags (Plotly reads HTML in labels).
+    return _no_chart(fleet) or FigureBlock(charts.tag_reason_bar(_tag_counts(fleet)))
 
 
 def authors_table(fleet: FleetRca) -> Block:

@@ -42,7 +42,7 @@ from .catalog import (
     read_catalog_file,
     route_alternatives,
 )
-from .diagnose import canaries_refused, diagnose, predict
+from .diagnose import canary_verdict, diagnose, predict, user_message
 from .errors import (
     EXIT_FAIL_ON,
     EXIT_INTERRUPTED,
@@ -60,7 +60,7 @@ from .errors import (
 from .history import HISTORY_COLUMNS, PersistencePolicy, apply_persistence, summarise_history
 from .probe import ProbeResult, ProbeSettings, RouteCheck, check_routes, probe_targets
 from .store import Store
-from .taxonomy import CHAT_PIPELINE_TAGS, TRANSIENT
+from .taxonomy import CHAT_PIPELINE_TAGS, TRANSIENT, reason_info
 
 __all__ = ["SOURCES", "ScanConfig", "ScanObserver", "ScanOutcome", "ScanInterrupted", "run_scan", "resume_scan",
            "validate_url"]
@@ -78,7 +78,9 @@ class ScanConfig:
     provider: str = "hf-inference"
     source: str = "hub"
     catalog_file: str | None = None
-    route: str = "suffix"  # "suffix": id:provider; "bare": the bare id, as a gateway letting the router choose
+    # "suffix": id:provider; "bare": the bare id (the router or gateway chooses the provider);
+    # "auto": suffix for the Hub and router catalogs, bare for a file or another gateway's list.
+    route: str = "auto"
     concurrency: int = 8
     timeout: float = 30.0
     retries: int = 2
@@ -103,6 +105,15 @@ class ScanConfig:
         return data
 
     @property
+    def uses_suffix(self) -> bool:
+        """Whether model strings carry ``:provider``."""
+        if self.source == "openai":
+            return False
+        if self.route == "auto":
+            return self.source in ("hub", "router")
+        return self.route == "suffix"
+
+    @property
     def scope_provider(self) -> str:
         """The provider recorded on the run (history compares runs of the same source and provider)."""
         if self.source == "openai":
@@ -122,8 +133,10 @@ class ScanConfig:
         validate_url(self.router_url, "--router-url")
         if self.source == "file" and not self.catalog_file:
             raise UsageError("--source file needs --catalog-file PATH (a JSON or CSV list of model ids)")
-        if self.route not in ("suffix", "bare"):
-            raise UsageError(f"--route must be 'suffix' or 'bare' (got {self.route!r})")
+        if self.route not in ("auto", "suffix", "bare"):
+            raise UsageError(f"--route must be 'auto', 'suffix' or 'bare' (got {self.route!r})")
+        if self.hub_limit < 1:
+            raise UsageError(f"--hub-limit must be at least 1 (got {self.hub_limit})")
         if self.fail_on not in (None, "new-blocked"):
             raise UsageError(f"--fail-on supports 'new-blocked' (got {self.fail_on!r})")
         parse_provider_spec(self.provider)
@@ -237,12 +250,17 @@ def _router_list(config: ScanConfig, observer: ScanObserver) -> dict[str, Any] |
 def _targets(config: ScanConfig, catalog: pd.DataFrame) -> list[Target]:
     if config.source == "openai":
         return build_targets(catalog, None, route_suffix=False)
-    providers = parse_provider_spec(config.provider)
-    return build_targets(catalog, providers, route_suffix=config.route == "suffix")
+    return build_targets(catalog, parse_provider_spec(config.provider), route_suffix=config.uses_suffix)
 
 
 def _choose_canaries(config: ScanConfig, catalog: pd.DataFrame, targets: list[Target]) -> list[Target]:
-    """Explicit ``--canary`` ids, else up to ``canary_count`` live chat models with the most downloads."""
+    """Explicit ``--canary`` ids, else up to ``canary_count`` known-good models.
+
+    Known-good: not gated, not a non-chat tag, not missing from the router list, and
+    mapped ``live`` for the probed provider, most downloads first.  A catalog
+    without mappings (a file, a plain OpenAI list) falls back to the models the
+    router lists, then any.
+    """
     by_model: dict[str, Target] = {}
     for target in targets:
         by_model.setdefault(target.model_id, target)
@@ -253,27 +271,34 @@ def _choose_canaries(config: ScanConfig, catalog: pd.DataFrame, targets: list[Ta
             if model_id in by_model:
                 chosen.append(by_model[model_id])
             else:
-                suffix = config.source != "openai" and config.route == "suffix" and provider
+                suffix = config.uses_suffix and provider
                 chosen.append(Target(model_id, provider, f"{model_id}:{provider}" if suffix else model_id))
         return chosen
     # Plain dicts, not rows.loc[...] per target: .loc costs ~50 us a call, 0.3 s on 6,000 targets.
     facts = {}
-    for model_id, mapping, tag, listed, downloads in zip(catalog["model_id"], catalog["mapping"],
-                                                         catalog["pipeline_tag"], catalog["in_router_list"],
-                                                         catalog["downloads"]):
-        facts.setdefault(model_id, (mapping, tag, listed, downloads))
+    for model_id, mapping, tag, listed, downloads, gated in zip(
+            catalog["model_id"], catalog["mapping"], catalog["pipeline_tag"], catalog["in_router_list"],
+            catalog["downloads"], catalog["gated"]):
+        facts.setdefault(model_id, (mapping, tag, listed, downloads, gated))
     candidates = []
+    fallback = []  # no mapping facts (a file or a plain OpenAI list): listed by the router, or any
     for target in targets:
         if target.model_id not in facts:
             continue
-        mapping, tag, listed, downloads = facts[target.model_id]
-        status, task = mapping_facts(mapping, target.provider)
+        mapping, tag, listed, downloads, gated = facts[target.model_id]
         tag = tag if isinstance(tag, str) else None
-        if status == "live" and task in (None, "conversational") and (tag is None or tag in CHAT_PIPELINE_TAGS) \
-                and listed is not False:
-            downloads = downloads if pd.notna(downloads) else -1
+        if gated not in (None, "false") or (tag is not None and tag not in CHAT_PIPELINE_TAGS) or listed is False:
+            continue  # a gated or non-chat model is no known-good canary
+        status, task = mapping_facts(mapping, target.provider)
+        downloads = downloads if pd.notna(downloads) else -1
+        if status == "live" and task in (None, "conversational"):
             candidates.append((-downloads, target.model_string, target))
+        elif status is None:
+            fallback.append(((0 if listed else 1, -downloads), target.model_string, target))
     candidates.sort(key=lambda c: (c[0], c[1]))
+    fallback.sort(key=lambda c: (c[0], c[1]))
+    if not candidates:
+        candidates = fallback
     seen: set[str] = set()
     chosen = []
     for _, _, target in candidates:
@@ -310,6 +335,15 @@ def run_scan(config: ScanConfig, store: Store, observer: ScanObserver | None = N
         return _fail_run_level(store, run_id, exc, pd.DataFrame())
     except RcaError as exc:
         store.finish_run(run_id, "failed", failure_reason="catalog_error", failure_message=str(exc))
+        raise
+    except KeyboardInterrupt:
+        # Nothing to resume yet: without a stored catalog the run cannot go on.
+        store.finish_run(run_id, "failed", failure_reason="interrupted", failure_message="interrupted while "
+                         "reading the catalog; start a new scan")
+        raise
+    except BaseException as exc:
+        store.finish_run(run_id, "failed", failure_reason="internal_error",
+                         failure_message=scrub(f"{type(exc).__name__}: {exc}", config.token))
         raise
     targets = _targets(config, catalog)
     if not targets:
@@ -453,13 +487,17 @@ def _probe_and_finish(config: ScanConfig, store: Store, run_id: int, catalog: pd
     if canaries and hit is None:
         canary_strings = {c.model_string for c in canaries}
         canary_results = [r for r in _as_results(probes) if r.model_string in canary_strings and r.kind != "route"]
-        if len(canary_results) == len(canary_strings) and canaries_refused(canary_results):
+        verdict = canary_verdict(canary_results) if len(canary_results) == len(canary_strings) else None
+        if verdict is not None:
             observer.probes_finished()
+            reason, how = verdict
             names = ", ".join(sorted(canary_strings))
-            exc = RunLevelError("endpoint_error", f"every canary ({names}) was refused with 404/410: the endpoint "
-                                f"{config.router_url} looks wrong, not the models. Check --router-url. "
-                                "Nothing was blocked.", "canaries refused: " + "; ".join(
-                                    f"{r.model_string} {r.http_status}" for r in canary_results))
+            where = "the token" if reason == "auth_error" else f"the endpoint {config.router_url}"
+            check = "Check HF_TOKEN's permissions" if reason == "auth_error" else "Check --router-url"
+            exc = RunLevelError(reason, f"every canary ({names}) was {how}: {where} looks wrong, not the models. "
+                                f"{check}. Nothing was blocked.", "canaries: " + "; ".join(
+                                    f"{r.model_string} {r.http_status or r.outcome} {r.error_code or ''}".strip()
+                                    for r in canary_results))
             return _fail_run_level(store, run_id, exc, diagnose(catalog, probes, run_ok=False))
 
     # Phase 2: every other target.
@@ -585,8 +623,17 @@ def _run_level_error(status: int, config: ScanConfig, evidence: str) -> RunLevel
 
 def _fail_run_level(store: Store, run_id: int, exc: RunLevelError, findings: pd.DataFrame) -> ScanOutcome:
     if len(findings):
+        # Nothing from a failed run is ever blocked, and no model in it is judged: a refusal
+        # there is evidence about the setup.  The per-model answer stays in `detail`.
         findings = findings.copy()
-        findings["blocked"] = False  # nothing from a failed run is ever blocked
+        findings["blocked"] = False
+        judged = findings["reason"] == "ok"
+        info = reason_info(exc.reason)
+        findings.loc[~judged, "reason"] = exc.reason
+        findings.loc[~judged, "action"] = info.action
+        findings.loc[~judged, "message"] = [user_message(exc.reason, m) for m in findings.loc[~judged, "model_id"]]
+        findings["note"] = [f"run failed ({exc.reason}): not judged" + (f"; {n}" if n else "") if not ok else n
+                            for ok, n in zip(judged, findings["note"].fillna(""))]
         store.save_findings(run_id, findings)
     message = scrub(str(exc))
     counts = _outcome_counts(findings) if len(findings) else {}

@@ -393,6 +393,9 @@ def default_scenario() -> Scenario:
         })
     models = list(by_id.values()) + copy.deepcopy(_EXTRA_MODELS)
     for model in models:
+        if model.get("routes") and model["id"] != "katanemo/Arch-Router-1.5B":
+            # Fault cases stay out of the most-downloaded few, which a scan takes as its canaries.
+            model.setdefault("downloads", _stable_int(model["id"] + "d", 100, 20_000))
         model.setdefault("gated", False)
         model.setdefault("downloads", _stable_int(model["id"] + "d", 1_000, 5_000_000))
         model.setdefault("likes", _stable_int(model["id"] + "l", 0, 5_000))
@@ -731,13 +734,18 @@ class SimulatorApp:
         body = json.dumps(items).encode()
         headers: list[tuple[str, str]] = []
         next_offset = offset + size
-        if next_offset < len(selected):
+        if next_offset < len(selected) or fault == "stuck":
             next_index = page_index + 1
-            if fault == "loop":
+            base = request.base_url
+            if fault == "loop":  # the next link points back to a page already served
                 next_index, next_offset = max(0, page_index - 1), max(0, offset - size)
+            elif fault == "stuck":  # a fresh cursor every time, for the same models
+                next_offset = offset
+            elif fault == "foreign":  # the next page on another host
+                base = base.replace("127.0.0.1", "localhost")
             params = [(k, v) for k, v in request.query if k != "cursor"]
             params.append(("cursor", self._encode_cursor(next_index, next_offset)))
-            headers.append(("Link", f'<{request.base_url}/api/models?{urlencode(params)}>; rel="next"'))
+            headers.append(("Link", f'<{base}/api/models?{urlencode(params)}>; rel="next"'))
         if fault == "truncated":
             body = body[: max(1, len(body) // 2)]
         elif fault == "html200":

@@ -241,6 +241,7 @@ class Store:
             self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
             self.db.execute("PRAGMA busy_timeout = 30000")
             self.db.execute("PRAGMA foreign_keys = ON")
+            self._check_ours()  # before anything writes: a foreign or newer file is left as it is
             mode = self.db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode.lower() != "wal" and create:
                 raise StoreError(f"cannot switch {self.path} to WAL mode (got {mode})")
@@ -261,19 +262,34 @@ class Store:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _migrate(self) -> None:
-        self.db.execute("""CREATE TABLE IF NOT EXISTS schema_migrations (
-            version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)""")
-        applied = {row[0] for row in self.db.execute("SELECT version FROM schema_migrations")}
-        newest = max(applied, default=0)
+    def _tables(self) -> set[str]:
+        return {row[0] for row in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+    def _applied(self) -> set[int]:
+        if "schema_migrations" not in self._tables():
+            return set()
+        return {int(row[0]) for row in self.db.execute("SELECT version FROM schema_migrations")}
+
+    def _check_ours(self) -> None:
+        """Refuse another application's database, and a store from a newer version of this tool."""
+        tables = self._tables()
+        if tables and "schema_migrations" not in tables:
+            raise StoreError(f"{self.path} is an SQLite database of another application (tables: "
+                             f"{', '.join(sorted(tables)[:5])}); refusing to touch it")
+        newest = max(self._applied(), default=0)
         if newest > SCHEMA_VERSION:
             raise StoreError(f"store {self.path} has schema version {newest}, newer than this tool's "
                              f"{SCHEMA_VERSION}: upgrade the tool (the store was left untouched)")
+
+    def _migrate(self) -> None:
+        applied = self._applied()
         for version, name, migrate in MIGRATIONS:
             if version in applied:
                 continue
             self.db.execute("BEGIN IMMEDIATE")
             try:
+                self.db.execute("""CREATE TABLE IF NOT EXISTS schema_migrations (
+                    version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)""")
                 migrate(self.db)
                 self.db.execute("INSERT INTO schema_migrations VALUES (?, ?, ?)", (version, name, _now()))
                 self.db.execute(f"PRAGMA user_version = {version}")

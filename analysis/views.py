@@ -203,11 +203,12 @@ def curl_command(url: str, model_string: str, max_tokens: int = 16,
 
 
 def model_history(store: Store, model_id: str, provider: str | None = None) -> pd.DataFrame:
-    """A model's verdicts across all runs, newest first, plus failed runs that never judged it.
+    """A model's verdicts across all runs, newest first, plus run-level failures that never judged it.
 
     Columns: ``run_id, run_started_at, run_status, source, run_provider, provider, reason, blocked,
-    http_status, detail, model_string, predicted``.  A run that failed at run level before
-    probing this model shows with the run's reason and ``detail`` saying it was not judged.
+    http_status, detail, model_string, predicted``.  A run whose scope covers the model and
+    that failed at run level (token, credits, endpoint) before probing it shows with the run's
+    reason and ``detail`` saying it was not judged.
     """
     columns = ["run_id", "run_started_at", "run_status", "source", "run_provider", "provider", "reason", "blocked",
                "http_status", "detail", "model_string", "predicted"]
@@ -215,8 +216,8 @@ def model_history(store: Store, model_id: str, provider: str | None = None) -> p
     rows = hist[[c for c in columns if c in hist.columns]].to_dict("records") if len(hist) else []
     judged = {r["run_id"] for r in rows}
     runs = store.runs()
-    for run in runs[runs["status"] == "failed"].to_dict("records"):
-        if run["id"] in judged:
+    for run in runs[(runs["status"] == "failed") & runs["failure_reason"].isin(sorted(RUN_LEVEL))].to_dict("records"):
+        if run["id"] in judged or not _scope_covers(run["provider"], provider):
             continue
         rows.append({"run_id": run["id"], "run_started_at": run["started_at"], "run_status": "failed",
                      "source": run["source"], "run_provider": run["provider"], "provider": provider or "",
@@ -227,6 +228,13 @@ def model_history(store: Store, model_id: str, provider: str | None = None) -> p
     frame["predicted"] = frame["predicted"].astype(bool)
     frame["blocked"] = frame["blocked"].astype(bool)
     return frame.sort_values("run_id", ascending=False).reset_index(drop=True)
+
+
+def _scope_covers(run_provider: str, provider: str | None) -> bool:
+    """Whether a run's provider spec (``all``, ``-``, a name or a comma list) takes in ``provider``."""
+    if not provider or run_provider in ("all", "-", ""):
+        return True
+    return provider in [p.strip() for p in run_provider.split(",")]
 
 
 def _first(frame: pd.DataFrame) -> dict[str, Any] | None:

@@ -68,5 +68,5 @@ if result and Path(result["html"]).exists():
         md_path = Path(result["markdown"])
         buttons[2].download_button("Download Markdown", data=md_path.read_bytes(), file_name=md_path.name,
                                    mime="text/markdown", key="report_download_md", on_click="ignore")
-    # The report escapes every upstream string itself; it is shown in a sandboxed iframe.
+    # The report escapes every upstream string itself (tested); its own scripts are plotly.js.
     components.html(html_path.read_text(encoding="utf-8"), height=900, scrolling=True)

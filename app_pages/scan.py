@@ -126,13 +126,11 @@ with st.form("scan_form", clear_on_submit=True):
                                      value=int(last["max_tokens"]), key="scan_max_tokens")
         backoff = st.number_input("Retry backoff (s)", min_value=0.0, max_value=60.0, value=float(last["backoff"]),
                                   key="scan_backoff")
+    typed_token = st.text_input("HF token", type="password", key="scan_token",
+                                help="Used for this scan only: never stored, logged or shown.")
     if env_token:
-        st.caption("The token comes from HF_TOKEN in the environment.")
-        typed_token = ""
-    else:
-        typed_token = st.text_input("HF token", type="password", key="scan_token",
-                                    help="Used for this scan only: never stored, logged or shown. "
-                                         "Or set HF_TOKEN before starting the app.")
+        st.caption("Empty: HF_TOKEN from the app's environment is used, but only for huggingface.co endpoints; "
+                   "any other endpoint gets the token typed here, or none.")
     submitted = st.form_submit_button("Run scan", key="scan_submit", type="primary", icon=":material/radar:")
 
 if submitted:
@@ -144,7 +142,10 @@ if submitted:
                 "max_tokens": max_tokens, "backoff": backoff}
     st.session_state["scan_settings"] = settings
     st.session_state.pop("scan_result", None)
-    _scan(settings, env_token or typed_token.strip() or None)
+    # The server's own token only ever goes to Hugging Face: a viewer who types another URL
+    # must not be able to collect it.
+    allowed = dashboard.env_token_allowed(settings["hub_url"], settings["router_url"])
+    _scan(settings, typed_token.strip() or (env_token if allowed else None))
 
 if "scan_result" in st.session_state:
     kind, title, detail = st.session_state["scan_result"]

@@ -160,14 +160,17 @@ def test_targets_use_provider_suffix():
                                                       {"provider": "novita", "status": "error", "task": "conversational"}]},
         {"id": "a/two", "inferenceProviderMapping": [{"provider": "novita", "status": "live", "task": "conversational"}]},
         {"id": "a/one"},  # duplicate ids are dropped
+        {"id": "a/three"},  # no mapping facts at all
     ])
-    assert len(catalog) == 2
+    assert len(catalog) == 3
     single = build_targets(catalog, ["together"])
-    assert [(t.model_id, t.model_string) for t in single] == [("a/one", "a/one:together"), ("a/two", "a/two:together")]
+    # a/two is mapped, but not to together: not a target; a/three has no facts: probed as the gateway would
+    assert [(t.model_id, t.model_string) for t in single] == [("a/one", "a/one:together"),
+                                                              ("a/three", "a/three:together")]
     every = build_targets(catalog, None)
-    assert sorted(t.model_string for t in every) == ["a/one:novita", "a/one:together", "a/two:novita"]
+    assert sorted(t.model_string for t in every) == ["a/one:novita", "a/one:together", "a/three", "a/two:novita"]
     bare = build_targets(catalog, ["together"], route_suffix=False)
-    assert [t.model_string for t in bare] == ["a/one", "a/two"]
+    assert [t.model_string for t in bare] == ["a/one", "a/three"]
 
 
 def test_provider_spec():
@@ -176,3 +179,19 @@ def test_provider_spec():
     assert parse_provider_spec("all") is None
     with pytest.raises(UsageError):
         parse_provider_spec("bad name;rm")
+
+
+def test_fresh_cursors_for_the_same_page_are_a_loop(make_sim):
+    server = make_sim(_scenario(40, page_cap=10, page_faults={"1": "stuck", "2": "stuck", "3": "stuck",
+                                                              "4": "stuck", "5": "stuck"}))
+    with pytest.raises(CatalogError, match="added no new model"):
+        fetch_hub_models(server.url, "hf-inference", sleep=lambda s: None)
+    assert sim_stats(server)["hub_pages_served"] <= 6
+
+
+def test_a_next_link_to_another_host_is_refused_with_the_token_kept_home(make_sim):
+    scenario = _scenario(30, page_cap=10, page_faults={"0": "foreign"})
+    server = make_sim(scenario)
+    with pytest.raises(CatalogError, match="another host"):
+        fetch_hub_models(server.url, "hf-inference", token="hf_secret_value_123")
+    assert sim_stats(server)["hub_pages_served"] == 1

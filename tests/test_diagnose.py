@@ -150,3 +150,40 @@ def test_model_missing_from_catalog_is_judged_on_the_probe_alone():
     probes = pd.DataFrame([_probe_row("ghost/m", "p", 404, "http_error")])
     row = diagnose(pd.DataFrame([_catalog_row("a/x")]), probes).iloc[0]
     assert row["reason"] == "not_found" and "not in catalog" in row["detail"]
+
+
+def _result(status, outcome="http_error", code=None, message=None, model_id="org/m"):
+    from analysis.probe import ProbeResult
+
+    return ProbeResult(model_id, "p", f"{model_id}:p", "u", "primary", status, outcome, code, message, 1.0, 1, [],
+                       "t", "t")
+
+
+@pytest.mark.parametrize("results, expected", [
+    ([_result(404, code="not_found", message="Not Found"), _result(410)], "endpoint_error"),
+    ([_result(None, "connection"), _result(None, "connection")], "endpoint_error"),
+    ([_result(403), _result(403)], "auth_error"),
+    # a 404 that names the model is about the model, not the endpoint
+    ([_result(404, code="model_not_found"), _result(404, code="not_found", message="Not Found")], None),
+    ([_result(404, message="Model org/m does not exist"), _result(410)], None),
+    ([_result(404, message="gone [param=model]"), _result(410)], None),
+    ([_result(None, "timeout"), _result(None, "connection")], None),
+    ([_result(403), _result(200, "chat")], None),
+    ([], None),
+])
+def test_canary_verdict(results, expected):
+    from analysis.diagnose import canary_verdict
+
+    verdict = canary_verdict(results)
+    assert (verdict[0] if verdict else None) == expected
+
+
+@pytest.mark.parametrize("code, message, expected", [
+    ("model_not_supported", "The model does not support chat messages", "not_supported"),
+    (None, "stream is not supported for this model", "not_supported"),
+    (None, "max_tokens must be at least 32 for reasoning models", "probe_error"),
+    ("invalid_request_error", "bad value [param=temperature]", "probe_error"),
+    ("model_not_supported", "not supported [param=model]", "not_supported"),
+])
+def test_probe_error_needs_a_request_parameter_not_a_model_refusal(code, message, expected):
+    assert classify(facts(400, error_code=code, error_message=message)).reason == expected

@@ -61,12 +61,37 @@ def _finding(reason, model="a"):
 ])
 def test_persistence_policy(previous, hours, expected):
     start = pd.Timestamp("2026-01-01T00:00:00Z")
-    prev = _hist([(i + 1, (start + pd.Timedelta(hours=hours * i / len(previous))).isoformat(), "a", "p", r)
-                  for i, r in enumerate(previous)])
+    rows = []
+    for i, reason in enumerate(previous):
+        started = (start + pd.Timedelta(hours=hours * i / len(previous))).isoformat()
+        rows += [(i + 1, started, "a", "p", reason), (i + 1, started, "b", "p", "ok")]  # b: the healthy rest
     now = (start + pd.Timedelta(hours=hours)).isoformat()
-    out = apply_persistence(_finding("upstream_error"), prev, now, PersistencePolicy(after=3, min_hours=12))
+    current = pd.concat([_finding("upstream_error"), _finding("ok", "b")], ignore_index=True)
+    out = apply_persistence(current, _hist(rows), now, PersistencePolicy(after=3, min_hours=12))
     assert out.iloc[0]["reason"] == expected
     assert bool(out.iloc[0]["blocked"]) == (expected == "persistent_failure")
+    assert out.iloc[1]["reason"] == "ok"
+
+
+def test_an_outage_never_adds_up_to_a_persistent_failure():
+    """Every model transient in every run (router down, DNS, typo): not evidence against any model."""
+    start = pd.Timestamp("2026-01-01T00:00:00Z")
+    rows = [(i + 1, (start + pd.Timedelta(hours=12 * i)).isoformat(), m, "p", "connection_error")
+            for i in range(3) for m in ("a", "b")]
+    current = pd.concat([_finding("connection_error"), _finding("connection_error", "b")], ignore_index=True)
+    out = apply_persistence(current, _hist(rows), (start + pd.Timedelta(hours=36)).isoformat(),
+                            PersistencePolicy(after=3, min_hours=12))
+    assert list(out["reason"]) == ["connection_error", "connection_error"] and not out["blocked"].any()
+    # and an outage run in the middle of a real streak neither counts nor breaks it
+    rows = [(1, start.isoformat(), "a", "p", "timeout"), (1, start.isoformat(), "b", "p", "ok"),
+            (2, (start + pd.Timedelta(hours=6)).isoformat(), "a", "p", "timeout"),
+            (2, (start + pd.Timedelta(hours=6)).isoformat(), "b", "p", "timeout"),
+            (3, (start + pd.Timedelta(hours=12)).isoformat(), "a", "p", "timeout"),
+            (3, (start + pd.Timedelta(hours=12)).isoformat(), "b", "p", "ok")]
+    current = pd.concat([_finding("timeout"), _finding("ok", "b")], ignore_index=True)
+    out = apply_persistence(current, _hist(rows), (start + pd.Timedelta(hours=24)).isoformat(),
+                            PersistencePolicy(after=3, min_hours=12))
+    assert out.iloc[0]["reason"] == "persistent_failure"
 
 
 def test_parameter_count_and_family():

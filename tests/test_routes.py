@@ -117,3 +117,62 @@ def test_bare_route_option(make_sim, store_path, route):
         strings = set(store.findings(outcome.run_id)["model_string"])
     suffix = ":together" if route == "suffix" else ""
     assert strings == {f"bench-org/model-{i:06d}{suffix}" for i in range(3)}
+
+
+def test_unreachable_router_is_run_level_not_a_streak_of_failures(sim, tmp_path):
+    store = tmp_path / "rca.sqlite"
+    for _ in range(2):
+        result = run_cli("scan", "--hub-url", sim.url, "--router-url", "http://127.0.0.1:9/v1", "--store",
+                         str(store), "--retries", "0", "--persistent-min-hours", "0", *FAST_FLAGS)
+        assert result.returncode == 3, result.stderr
+        assert "endpoint_error" in result.stderr and "unreachable" in result.stderr
+    with open_store(store) as s:
+        runs = s.runs()
+        assert list(runs["status"]) == ["failed", "failed"]
+        assert s.scope_history("hub", "hf-inference").empty  # nothing enters history
+    assert run_cli("export", "blocklist", "--store", str(store)).stdout.count("\n") == 1
+
+
+def test_model_level_404s_on_every_canary_are_verdicts_not_an_endpoint_error(make_sim, store_path):
+    scenario = Scenario(name="small", provider_order=["p"], router={"latency_scale": 1}, models=[
+        _model("org/a", [("p", "live")], {"*": {"kind": "error", "status": 404, "code": "model_not_found",
+                                                 "message": "Model org/a does not exist"}}),
+        _model("org/b", [("p", "live")], {"*": {"kind": "error", "status": 404, "code": "model_not_found",
+                                                 "message": "Model org/b does not exist"}}),
+    ])
+    server = make_sim(scenario)
+    with open_store(store_path) as store:
+        outcome = run_scan(fast_config(server, provider="p", route_checks=0), store)
+        findings = store.findings(outcome.run_id)
+    assert outcome.exit_code == 0
+    assert list(findings["reason"]) == ["not_found", "not_found"] and findings["blocked"].all()
+
+
+def test_every_canary_forbidden_is_an_auth_error(make_sim, store_path):
+    scenario = synthetic_scenario(10, 0, provider="p")
+    for model in scenario.models:
+        model["routes"] = {"*": {"kind": "error", "status": 403, "message": "This token lacks permission"}}
+    server = make_sim(scenario)
+    with open_store(store_path) as store:
+        outcome = run_scan(fast_config(server, provider="p"), store)
+        findings = store.findings(outcome.run_id)
+    assert outcome.exit_code == 3 and outcome.failure_reason == "auth_error"
+    assert "permission" in outcome.message
+    assert set(findings["reason"]) == {"auth_error"} and not findings["blocked"].any()
+    assert all("not judged" in note for note in findings["note"])
+
+
+def test_a_failed_runs_model_report_never_says_block(sim, tmp_path):
+    store = tmp_path / "rca.sqlite"
+    result = run_cli("scan", "--hub-url", sim.url, "--router-url", f"{sim.url}/wrongpath/v1", "--store", str(store),
+                     *FAST_FLAGS)
+    assert result.returncode == 3
+    assert "no (run failed)" in result.stdout and " yes" not in result.stdout
+    with open_store(store) as s:
+        canary = s.findings(1).iloc[0]["model_id"]
+    report = run_cli("report", "model", "--model", canary, "--run", "1", "--store", str(store), "--out",
+                     str(tmp_path / "out"))
+    assert report.returncode == 0, report.stderr
+    text = next((tmp_path / "out").glob("*.md")).read_text().replace("\\", "")  # Markdown escapes
+    assert "endpoint_error" in text
+    assert "block it" not in text.lower()

@@ -183,7 +183,8 @@ def test_store_that_is_not_sqlite_is_left_alone(sim, tmp_path):
     assert path.read_bytes() == b"my thesis\n" * 100
 
 
-@pytest.mark.parametrize("command", [[], ["scan"], ["export"], ["simulate"], ["demo"]])
+@pytest.mark.parametrize("command", [[], ["scan"], ["export"], ["diff"], ["prune"], ["simulate"], ["demo"],
+                                     ["report"], ["report", "model"], ["report", "fleet"]])
 def test_help_everywhere(command):
     result = run_cli(*command, "--help")
     assert result.returncode == 0 and "usage:" in result.stdout

@@ -54,13 +54,35 @@ def test_file_source(sim, tmp_path, name, content):
     path = tmp_path / name
     path.write_text(content)
     with open_store(tmp_path / "s.sqlite") as store:
-        outcome = run_scan(fast_config(sim, source="file", catalog_file=str(path), provider="hf-inference"), store)
+        outcome = run_scan(fast_config(sim, source="file", catalog_file=str(path), provider="hf-inference",
+                                       route="suffix"), store)
         findings = store.findings(outcome.run_id).set_index("model_id")
     assert set(findings.index) == {"katanemo/Arch-Router-1.5B", "BAAI/bge-small-en-v1.5", "no-such/model"}
     assert findings.loc["katanemo/Arch-Router-1.5B", "reason"] == "ok"
     assert findings.loc["no-such/model", "reason"] == "not_found"
     expected_bge = "non_chat_task" if name == "objects.json" else "not_supported"
     assert findings.loc["BAAI/bge-small-en-v1.5", "reason"] == expected_bge
+
+
+def test_file_source_sends_bare_ids_by_default(sim, tmp_path):
+    path = tmp_path / "ids.txt"
+    path.write_text("katanemo/Arch-Router-1.5B\nHuggingFaceTB/SmolLM3-3B\n")
+    with open_store(tmp_path / "s.sqlite") as store:
+        outcome = run_scan(fast_config(sim, source="file", catalog_file=str(path)), store)
+        findings = store.findings(outcome.run_id).set_index("model_id")
+    assert list(findings["model_string"]) == list(findings.index)  # a gateway's own ids, unchanged
+    assert findings.loc["HuggingFaceTB/SmolLM3-3B", "reason"] == "ok"
+    # the seed incident through a bare id: refused, and no catalog facts to explain or reroute it
+    assert findings.loc["katanemo/Arch-Router-1.5B", "reason"] == "not_supported"
+
+
+def test_file_source_against_a_wrong_endpoint_blocks_nothing(sim, tmp_path):
+    path = tmp_path / "ids.txt"
+    path.write_text("katanemo/Arch-Router-1.5B\nHuggingFaceTB/SmolLM3-3B\nQwen/Qwen3-8B\n")
+    result = run_cli("scan", "--source", "file", "--catalog-file", str(path), "--router-url",
+                     f"{sim.url}/wrongpath/v1", "--store", str(tmp_path / "s.sqlite"), *FAST_FLAGS)
+    assert result.returncode == 3 and "endpoint_error" in result.stderr
+    assert run_cli("export", "blocklist", "--store", str(tmp_path / "s.sqlite")).stdout.count("\n") == 1
 
 
 @pytest.mark.parametrize("content, words", [("{not json", "not valid JSON"), ("[]", "no model ids"),

@@ -112,3 +112,58 @@ def test_store_path_is_never_half_created_on_bad_input(tmp_path):
     result = run_cli("scan", "--hub-url", "nonsense", "--store", str(store))
     _one_line_exit_2(result)
     assert not store.exists()
+
+
+def test_export_out_writes_through_a_symlink_and_is_readable(sample_store, tmp_path):
+    real = tmp_path / "shared" / "blocklist.csv"
+    real.parent.mkdir()
+    real.write_text("old\n")
+    link = tmp_path / "current.csv"
+    link.symlink_to(real)
+    result = run_cli("export", "blocklist", "--store", str(sample_store), "--out", str(link))
+    assert result.returncode == 0, result.stderr
+    assert link.is_symlink() and real.read_text().startswith("model_id,provider,reason")
+    fresh = tmp_path / "fresh.csv"
+    assert run_cli("export", "blocklist", "--store", str(sample_store), "--out", str(fresh)).returncode == 0
+    assert fresh.stat().st_mode & 0o044 == 0o044  # readable by the gateway's user, not mkstemp's 0600
+
+
+def test_another_applications_database_is_refused_untouched(tmp_path):
+    path = tmp_path / "app.db"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE runs (id INTEGER, note TEXT)")
+    db.execute("INSERT INTO runs VALUES (1, 'theirs')")
+    db.commit()
+    db.close()
+    before = path.read_bytes()
+    for args in (["export", "findings"], ["scan", "--hub-url", "http://127.0.0.1:9"]):
+        result = run_cli(*args, "--store", str(path))
+        _one_line_exit_2(result)
+        assert "another application" in result.stderr
+    assert path.read_bytes() == before
+    assert not (tmp_path / "app.db-wal").exists()
+
+
+def test_parse_error_body_scrubs_before_trimming():
+    from analysis.probe import parse_error_body
+
+    body = ('{"error": {"message": "' + "x" * 290 + f' token={SECRET_TOKEN}", "code": "{SECRET_TOKEN}"}}}}').encode()
+    code, message, _ = parse_error_body(body, "application/json", (SECRET_TOKEN,))
+    assert SECRET_TOKEN[:8] not in message and SECRET_TOKEN[:8] not in code
+    assert len(message) <= 300 and len(code) <= 80
+
+
+def test_written_scenarios_never_hold_the_token(tmp_path):
+    out = tmp_path / "scenario.json"
+    result = run_cli("simulate", "--require-token", "--write-scenario", str(out), env={"HF_TOKEN": SECRET_TOKEN})
+    assert result.returncode == 0, result.stderr
+    assert SECRET_TOKEN not in out.read_text()
+
+
+def test_the_apps_own_token_goes_to_hugging_face_only():
+    from analysis.dashboard import env_token_allowed
+
+    assert env_token_allowed("https://huggingface.co", "https://router.huggingface.co/v1")
+    assert not env_token_allowed("https://huggingface.co", "http://127.0.0.1:8765/v1")
+    assert not env_token_allowed("https://huggingface.co.evil.example", "https://router.huggingface.co/v1")
+    assert not env_token_allowed("http://huggingface.co", "https://router.huggingface.co/v1")
