@@ -15,7 +15,7 @@ from analysis.simulator import Scenario, SimulatorServer, default_scenario
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # A recognisable fake token: tests search every output for it.
-SECRET_TOKEN = "hf_TESTSECRETtoken0123456789abcdefXYZ"
+SECRET_TOKEN = "rca-test-secret-not-a-real-token-0123456789"
 
 
 @pytest.fixture(scope="session")

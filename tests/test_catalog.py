@@ -193,5 +193,5 @@ def test_a_next_link_to_another_host_is_refused_with_the_token_kept_home(make_si
     scenario = _scenario(30, page_cap=10, page_faults={"0": "foreign"})
     server = make_sim(scenario)
     with pytest.raises(CatalogError, match="another host"):
-        fetch_hub_models(server.url, "hf-inference", token="hf_secret_value_123")
+        fetch_hub_models(server.url, "hf-inference", token="rca-test-secret-not-a-real-token")
     assert sim_stats(server)["hub_pages_served"] == 1
