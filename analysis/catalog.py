@@ -435,11 +435,6 @@ def mapping_facts(mapping: dict[str, dict[str, str]] | None, provider: str) -> t
     return status, task
 
 
-def catalog_json(value: Any) -> str:
-    """Serialise a list/dict cell for the store."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
-
-
 def read_catalog_file(path: str) -> pd.DataFrame:
     """A catalog from a file of model ids (``--source file``).
 

@@ -256,7 +256,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_diff(args: argparse.Namespace) -> int:
     import json
 
-    from .export import _csv  # the same neutralising CSV writer as every export
+    from .export import csv_bytes
     from .store import open_store
     from .views import run_diff
 
@@ -278,7 +278,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
                    "changes": json.loads(diff.to_json(orient="records"))}
         sys.stdout.write(json.dumps(payload, indent=2) + "\n")
     elif args.format == "csv":
-        sys.stdout.buffer.write(_csv(diff, list(diff.columns)))
+        sys.stdout.buffer.write(csv_bytes(diff, list(diff.columns)))
     else:
         print(f"run {from_run} -> run {to_run}: " + ", ".join(
             f"{(diff['change'] == c).sum()} {c.replace('_', ' ')}" for c in ("newly_blocked", "recovered",

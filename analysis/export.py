@@ -18,6 +18,7 @@ __all__ = [
     "BLOCKLIST_COLUMNS",
     "FORMATS",
     "neutralise",
+    "csv_bytes",
     "blocklist_frame",
     "findings_bytes",
     "blocklist_bytes",
@@ -57,7 +58,8 @@ def _records(frame: pd.DataFrame, columns: list[str]) -> list[dict[str, Any]]:
     return [{c: _plain(v) for c, v in zip(present, row)} for row in frame[present].itertuples(index=False, name=None)]
 
 
-def _csv(frame: pd.DataFrame, columns: list[str]) -> bytes:
+def csv_bytes(frame: pd.DataFrame, columns: list[str]) -> bytes:
+    """Any frame as CSV with formula cells neutralised (the writer behind every CSV export)."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(columns)
@@ -128,7 +130,7 @@ def findings_bytes(findings: pd.DataFrame, fmt: str) -> bytes:
     columns += extra
     frame = findings.sort_values(["model_id", "provider"]) if not findings.empty else findings
     if fmt == "csv":
-        return _csv(frame, columns)
+        return csv_bytes(frame, columns)
     if fmt == "json":
         return _json(frame, columns)
     if fmt == "python":
@@ -141,7 +143,7 @@ def blocklist_bytes(findings: pd.DataFrame, fmt: str, reasons: set[str] | None =
     frame = blocklist_frame(findings, reasons)
     columns = BLOCKLIST_COLUMNS + [c for c in ("alternatives",) if c in frame.columns]
     if fmt == "csv":
-        return _csv(frame, columns)
+        return csv_bytes(frame, columns)
     if fmt == "json":
         return _json(frame, columns)
     if fmt == "python":

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import httpx
 
-from .errors import RcaError
 from .export import blocklist_bytes
 from .scan import ScanConfig, ScanObserver, ScanOutcome, run_scan
 from .simulator import Scenario, SimulatorServer, default_scenario
@@ -105,8 +104,5 @@ def ensure_sample_store(store_path: str | os.PathLike[str] = SAMPLE_STORE) -> Pa
     """Return the sample store, building it first if it does not exist yet."""
     path = Path(store_path)
     if not path.exists():
-        try:
-            build_sample_store(path, None)
-        except RcaError:
-            raise
+        build_sample_store(path, None)
     return path

@@ -394,13 +394,13 @@ def resume_scan(store: Store, run_id: int | None, token: str | None,
         store.set_run_status(run_id, "running")
         return _finish_predicted(config, store, run_id, catalog, targets)
     by_string = {t.model_string: t for t in targets}
-    canaries = [by_string.get(s) or _extra_canary(s, targets) for s in run["canaries"]]
+    canaries = [by_string.get(s) or _extra_canary(s) for s in run["canaries"]]
     store.set_run_status(run_id, "running")
     observer.run_started(run_id)
     return _probe_and_finish(config, store, run_id, catalog, targets, canaries, observer)
 
 
-def _extra_canary(model_string: str, targets: list[Target]) -> Target:
+def _extra_canary(model_string: str) -> Target:
     model_id, _, provider = model_string.partition(":")
     return Target(model_id, provider, model_string)
 
@@ -486,7 +486,7 @@ def _probe_and_finish(config: ScanConfig, store: Store, run_id: int, catalog: pd
     hit = _run_level_probe(probes)
     if canaries and hit is None:
         canary_strings = {c.model_string for c in canaries}
-        canary_results = [r for r in _as_results(probes) if r.model_string in canary_strings and r.kind != "route"]
+        canary_results = _as_results(probes[probes["model_string"].isin(canary_strings) & (probes["kind"] != "route")])
         verdict = canary_verdict(canary_results) if len(canary_results) == len(canary_strings) else None
         if verdict is not None:
             observer.probes_finished()

@@ -338,11 +338,11 @@ class Store:
         self._tx("INSERT INTO targets VALUES (?, ?, ?, ?, ?)",
                  [(run_id, i, t.model_id, t.provider, t.model_string) for i, t in enumerate(targets)])
 
-    def save_probes(self, run_id: int, results: Iterable[Any], route_for: dict[int, str] | None = None) -> None:
+    def save_probes(self, run_id: int, results: Iterable[Any]) -> None:
         """Commit a batch of :class:`~analysis.probe.ProbeResult` in one transaction."""
         rows = []
         for r in results:
-            rows.append((run_id, r.kind, r.model_id, r.provider, getattr(r, "route_for", "") or "", r.model_string,
+            rows.append((run_id, r.kind, r.model_id, r.provider, r.route_for or "", r.model_string,
                          r.url, r.http_status, r.outcome, r.error_code, r.error_message, r.latency_ms, r.attempts,
                          _dumps([a.__dict__ for a in r.attempt_log]), r.started_at, r.finished_at, r.note))
         if rows:

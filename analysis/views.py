@@ -17,6 +17,7 @@ from urllib.parse import quote
 import pandas as pd
 
 from .catalog import HUB_URL
+from .errors import UsageError
 from .export import blocklist_frame
 from .store import Store
 from .taxonomy import BLOCKING, REASON_NAMES, RUN_LEVEL, TRANSIENT, reason_info
@@ -87,8 +88,6 @@ def load_run(store: Store, run_id: int | None = None) -> RunView:
     if run_id is None:
         run_id = default_run_id(store)
         if run_id is None:
-            from .errors import UsageError
-
             raise UsageError(f"the store {store.path} has no runs yet: run a scan first")
     run = store.get_run(run_id)
     return RunView(run, store.findings(run_id), store.catalog(run_id), store.probes(run_id))
@@ -246,8 +245,6 @@ def model_evidence(store: Store, run_id: int, model_id: str, provider: str | Non
 
     Raises :class:`~analysis.errors.UsageError` if the model has no finding in the run.
     """
-    from .errors import UsageError
-
     run = store.get_run(run_id)
     findings = store.findings(run_id)
     rows = findings[findings["model_id"] == model_id]
