@@ -51,7 +51,7 @@ if ctx.is_sample:
             "capture of Hugging Face's inference-provider table. Run a scan, or choose your own store in the "
             "sidebar.", icon=":material/science:")
 if ctx.run is not None:
-    problem = dashboard.run_problem(ctx.run)
+    problem = dashboard.run_problem(ctx.run, ctx.store_path)
     if problem:
         shared.say("warning", *problem)
 page.run()

@@ -24,7 +24,8 @@ import httpx
 import pandas as pd
 from huggingface_hub.utils import parse_ratelimit_headers
 
-from .errors import CatalogError, UsageError, auth_error, payment_error, retired_error, scrub
+from .errors import CatalogError, CatalogUnavailable, UsageError, auth_error, payment_error, retired_error, scrub
+from .untrusted import clean_id, clean_text
 
 __all__ = [
     "HUB_URL",
@@ -56,6 +57,7 @@ CATALOG_COLUMNS = ["model_id", "author", "pipeline_tag", "tags", "library_name",
 MAX_PAGES = 100_000
 STALE_PAGES = 3  # pages in a row without a new id: a loop with fresh cursors
 MAX_RATE_LIMIT_WAIT = 300.0
+FIELD_LIMIT = 500  # characters kept of one catalog string field (tags, task, provider id)
 
 
 @dataclass(frozen=True)
@@ -117,8 +119,10 @@ def fetch_hub_models(
     timeouts, connection errors and malformed pages are retried ``retries`` times.
 
     Raises :class:`RunLevelError` for 401 (``auth_error``) and 410
-    (``endpoint_error``), and :class:`CatalogError` for anything else that stops
-    the catalog from being read, including a ``Link`` that loops back.
+    (``endpoint_error``), :class:`CatalogUnavailable` (exit 3) when the Hub
+    cannot deliver (unreachable, 5xx or 429 after retries, malformed pages, a
+    ``Link`` that loops back or leaves the host) and :class:`CatalogError`
+    (exit 2) when it refuses the request (another 4xx).
     """
     params: list[tuple[str, str]] = [("limit", str(limit))]
     if provider:
@@ -138,7 +142,7 @@ def fetch_hub_models(
         while url is not None:
             request_url = str(client.build_request("GET", url, params=params if first else None).url)
             if request_url in seen_urls:
-                raise CatalogError(f"Hub pagination loops: the next-page link of page {pages} points back to a page "
+                raise CatalogUnavailable(f"Hub pagination loops: the next-page link of page {pages} points back to a page "
                                    "already read; stopping instead of reading the same models forever")
             seen_urls.add(request_url)
             resp, page = _get_page(client, request_url, token, retries, backoff, sleep, pages + 1)
@@ -151,16 +155,16 @@ def fetch_hub_models(
             next_link = resp.links.get("next", {}).get("url")
             url = str(resp.url.join(next_link)) if next_link else None
             if url is not None and _origin(url) != origin:
-                raise CatalogError(f"the Hub's next-page link points to another host ({_origin(url)[1]}); "
+                raise CatalogUnavailable(f"the Hub's next-page link points to another host ({_origin(url)[1]}); "
                                    "refusing to follow it, and to send the token there")
             stale = stale + 1 if len(entries) == known else 0
             known = len(entries)
             if url is not None and stale >= STALE_PAGES:
-                raise CatalogError(f"Hub pagination loops: {STALE_PAGES} pages in a row added no new model; "
+                raise CatalogUnavailable(f"Hub pagination loops: {STALE_PAGES} pages in a row added no new model; "
                                    "stopping instead of paging forever")
             first = False
             if pages >= MAX_PAGES:
-                raise CatalogError(f"Hub pagination did not end after {MAX_PAGES} pages")
+                raise CatalogUnavailable(f"Hub pagination did not end after {MAX_PAGES} pages")
     return list(entries.values())
 
 
@@ -179,7 +183,7 @@ def _get_page(client: httpx.Client, url: str, token: str | None, retries: int, b
             last_problem = f"could not connect ({type(exc).__name__}: {scrub(str(exc), token)})"
             resp = None
         except (httpx.HTTPError, httpx.InvalidURL) as exc:  # redirect loops, a malformed next link
-            raise CatalogError(f"could not read page {page_no} of the Hub catalog: {type(exc).__name__}: "
+            raise CatalogUnavailable(f"could not read page {page_no} of the Hub catalog: {type(exc).__name__}: "
                                f"{scrub(str(exc), token)}") from None
         if resp is not None:
             if resp.status_code == 401:
@@ -191,7 +195,7 @@ def _get_page(client: httpx.Client, url: str, token: str | None, retries: int, b
                 wait = float(info.reset_in_seconds) if info is not None else backoff * 2 ** rate_limit_waits
                 rate_limit_waits += 1
                 if rate_limit_waits > 20:
-                    raise CatalogError("The Hub kept answering 429 (rate limited) after 20 waits; try again later")
+                    raise CatalogUnavailable("The Hub kept answering 429 (rate limited) after 20 waits; try again later")
                 sleep(min(wait, MAX_RATE_LIMIT_WAIT))
                 continue
             if 400 <= resp.status_code < 500:
@@ -211,7 +215,7 @@ def _get_page(client: httpx.Client, url: str, token: str | None, retries: int, b
                     last_problem = f"a JSON {type(page).__name__}, not a list of models"
         failures += 1
         if failures > retries:
-            raise CatalogError(f"Could not read page {page_no} of the Hub catalog: {last_problem} "
+            raise CatalogUnavailable(f"Could not read page {page_no} of the Hub catalog: {last_problem} "
                                f"(after {failures} attempts; URL {url.split('?')[0]})")
         sleep(min(30.0, backoff * 2 ** (failures - 1)) * (0.5 + random.random()))
 
@@ -226,7 +230,7 @@ def fetch_router_models(router_url: str, token: str | None = None, *, timeout: f
     try:
         resp = httpx.get(url, headers=_headers(token), timeout=timeout, follow_redirects=True)
     except httpx.HTTPError as exc:
-        raise CatalogError(f"Could not read the router model list at {url}: {type(exc).__name__}: "
+        raise CatalogUnavailable(f"Could not read the router model list at {url}: {type(exc).__name__}: "
                            f"{scrub(str(exc), token)}") from None
     if resp.status_code == 401:
         raise auth_error("the router", bool(token), f"router /models 401 {_hub_error(resp, token)}")
@@ -235,43 +239,47 @@ def fetch_router_models(router_url: str, token: str | None = None, *, timeout: f
     if resp.status_code == 410:
         raise retired_error(router_url, "--router-url", f"router /models 410 {_hub_error(resp, token)}")
     if resp.status_code != 200:
-        raise CatalogError(f"The router model list at {url} answered {resp.status_code}")
+        error = CatalogUnavailable if resp.status_code >= 500 or resp.status_code == 429 else CatalogError
+        raise error(f"The router model list at {url} answered {resp.status_code}")
     try:
         data = resp.json()
     except ValueError:
-        raise CatalogError(f"The router model list at {url} is not JSON") from None
+        raise CatalogUnavailable(f"The router model list at {url} is not JSON") from None
     if not isinstance(data, dict) or not isinstance(data.get("data"), list):
-        raise CatalogError(f"The router model list at {url} is not an OpenAI-style list")
+        raise CatalogUnavailable(f"The router model list at {url} is not an OpenAI-style list")
     return data
 
 
 # --------------------------------------------------------------------------- normalising
 
 
-def _normalise_mapping(raw: Any) -> tuple[dict[str, dict[str, str]], str]:
-    """Accept the list shape (``/api/models``) and the dict shape (``/api/models/{id}``)."""
+def _field(value: Any, secrets: tuple[str | None, ...]) -> str:
+    """A catalog string field through the untrusted-text boundary ("" when absent)."""
+    return clean_text(value, *secrets, limit=FIELD_LIMIT) if value else ""
+
+
+def _normalise_mapping(raw: Any, secrets: tuple[str | None, ...] = ()) -> tuple[dict[str, dict[str, str]], str]:
+    """Accept the list shape (``/api/models``) and the dict shape (``/api/models/{id}``).
+
+    A provider name the untrusted-text boundary would change is dropped: it would
+    become part of a model string sent to the router.
+    """
     if raw is None:
         return {}, "missing"
-    result: dict[str, dict[str, str]] = {}
     if isinstance(raw, list):
-        for item in raw:
-            if isinstance(item, dict) and isinstance(item.get("provider"), str):
-                result[item["provider"]] = {
-                    "status": str(item.get("status") or ""),
-                    "task": str(item.get("task") or ""),
-                    "providerId": str(item.get("providerId") or ""),
-                }
-        return result, "list"
-    if isinstance(raw, dict):
-        for provider, item in raw.items():
-            if isinstance(item, dict):
-                result[str(provider)] = {
-                    "status": str(item.get("status") or ""),
-                    "task": str(item.get("task") or ""),
-                    "providerId": str(item.get("providerId") or ""),
-                }
-        return result, "dict"
-    return {}, "missing"
+        items = [(item.get("provider"), item) for item in raw if isinstance(item, dict)]
+        shape = "list"
+    elif isinstance(raw, dict):
+        items = list(raw.items())
+        shape = "dict"
+    else:
+        return {}, "missing"
+    result: dict[str, dict[str, str]] = {}
+    for provider, item in items:
+        name = clean_id(provider, *secrets)
+        if name is not None and isinstance(item, dict):
+            result[name] = {key: _field(item.get(key), secrets) for key in ("status", "task", "providerId")}
+    return result, shape
 
 
 def _gated(value: Any) -> str:
@@ -282,46 +290,71 @@ def _gated(value: Any) -> str:
     return str(value)
 
 
-def normalise_hub_models(entries: Iterable[dict[str, Any]]) -> pd.DataFrame:
-    """Turn raw ``/api/models`` entries into the catalog frame (``CATALOG_COLUMNS``)."""
+def _optional_field(value: Any, secrets: tuple[str | None, ...]) -> str | None:
+    return clean_text(value, *secrets, limit=FIELD_LIMIT) if isinstance(value, str) else None
+
+
+def normalise_hub_models(entries: Iterable[dict[str, Any]], token: str | None = None) -> pd.DataFrame:
+    """Turn raw ``/api/models`` entries into the catalog frame (``CATALOG_COLUMNS``).
+
+    Every string passes the untrusted-text boundary.  An id that the boundary
+    would change (a control character, a lone surrogate, the token) is skipped,
+    never probed or stored; the skipped count is in ``frame.attrs["skipped_ids"]``.
+    """
     rows = []
     seen: set[str] = set()
+    skipped = 0
+    secrets = (token,)
     for entry in entries:
-        model_id = entry.get("id") if isinstance(entry, dict) else None
-        if not isinstance(model_id, str) or model_id in seen:
+        raw_id = entry.get("id") if isinstance(entry, dict) else None
+        model_id = clean_id(raw_id, token)
+        if model_id is None:
+            skipped += isinstance(raw_id, str)
+            continue
+        if model_id in seen:
             continue
         seen.add(model_id)
-        mapping, shape = _normalise_mapping(entry.get("inferenceProviderMapping"))
+        mapping, shape = _normalise_mapping(entry.get("inferenceProviderMapping"), secrets)
         tags = entry.get("tags")
         rows.append({
             "model_id": model_id,
             "author": model_id.split("/")[0] if "/" in model_id else "",
-            "pipeline_tag": entry.get("pipeline_tag") if isinstance(entry.get("pipeline_tag"), str) else None,
-            "tags": [str(t) for t in tags] if isinstance(tags, list) else [],
-            "library_name": entry.get("library_name") if isinstance(entry.get("library_name"), str) else None,
-            "gated": _gated(entry.get("gated")),
+            "pipeline_tag": _optional_field(entry.get("pipeline_tag"), secrets),
+            "tags": [clean_text(t, token, limit=FIELD_LIMIT) for t in tags] if isinstance(tags, list) else [],
+            "library_name": _optional_field(entry.get("library_name"), secrets),
+            "gated": _field(_gated(entry.get("gated")), secrets),
             "downloads": _int_or_none(entry.get("downloads")),
             "likes": _int_or_none(entry.get("likes")),
-            "created_at": entry.get("createdAt") if isinstance(entry.get("createdAt"), str) else None,
-            "last_modified": entry.get("lastModified") if isinstance(entry.get("lastModified"), str) else None,
+            "created_at": _optional_field(entry.get("createdAt"), secrets),
+            "last_modified": _optional_field(entry.get("lastModified"), secrets),
             "mapping": mapping,
             "mapping_shape": shape,
             "in_router_list": None,
             "router_providers": [],
         })
-    return _catalog_frame(rows)
+    return _catalog_frame(rows, skipped)
 
 
-def normalise_router_models(data: dict[str, Any]) -> pd.DataFrame:
-    """Turn an OpenAI-style ``/models`` answer into a catalog frame (ids, providers, listed)."""
+def normalise_router_models(data: dict[str, Any], token: str | None = None) -> pd.DataFrame:
+    """Turn an OpenAI-style ``/models`` answer into a catalog frame (ids, providers, listed).
+
+    Strings pass the untrusted-text boundary; an id it would change is skipped.
+    """
     rows = []
+    skipped = 0
+    seen: set[str] = set()
     for item in data.get("data", []):
-        if not isinstance(item, dict) or not isinstance(item.get("id"), str):
+        model_id = clean_id(item.get("id"), token) if isinstance(item, dict) else None
+        if model_id is None:
+            skipped += isinstance(item, dict) and isinstance(item.get("id"), str)
             continue
+        if model_id in seen:
+            continue
+        seen.add(model_id)
         providers = item.get("providers") if isinstance(item.get("providers"), list) else []
-        mapping = {str(p["provider"]): {"status": str(p.get("status") or ""), "task": "", "providerId": ""}
-                   for p in providers if isinstance(p, dict) and isinstance(p.get("provider"), str)}
-        model_id = item["id"]
+        mapping = {name: {"status": _field(p.get("status"), (token,)), "task": "", "providerId": ""}
+                   for p in providers if isinstance(p, dict)
+                   for name in [clean_id(p.get("provider"), token)] if name is not None}
         rows.append({
             "model_id": model_id, "author": model_id.split("/")[0] if "/" in model_id else "",
             "pipeline_tag": None, "tags": [], "library_name": None, "gated": "false",
@@ -329,7 +362,7 @@ def normalise_router_models(data: dict[str, Any]) -> pd.DataFrame:
             "mapping": mapping, "mapping_shape": "router" if providers else "missing",
             "in_router_list": True, "router_providers": sorted(mapping),
         })
-    return _catalog_frame(rows)
+    return _catalog_frame(rows, skipped)
 
 
 def attach_router_list(catalog: pd.DataFrame, router_data: dict[str, Any] | None) -> pd.DataFrame:
@@ -354,9 +387,10 @@ def _int_or_none(value: Any) -> int | None:
     return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def _catalog_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+def _catalog_frame(rows: list[dict[str, Any]], skipped_ids: int = 0) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=CATALOG_COLUMNS)
     frame["in_router_list"] = frame["in_router_list"].astype(object)
+    frame.attrs["skipped_ids"] = skipped_ids
     return frame
 
 

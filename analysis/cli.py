@@ -151,7 +151,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
                    if name not in ("resume", "store", "quiet") and getattr(args, name) != default]
         if ignored:
             _err(f"warning: ignored with --resume (the run keeps its own settings): {', '.join(ignored)}")
-    with open_store(args.store) as store:
+    with open_store(args.store, create=config is not None) as store:  # a resume never creates a store
         if config is None:
             run_id = None if args.resume == "latest" else _int(args.resume, "--resume")
             outcome = resume_scan(store, run_id, _token(), observer)
@@ -219,9 +219,6 @@ def _write_output(data: bytes, out: str | None) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    import pandas as pd
-
-    from .diagnose import FINDING_COLUMNS
     from .export import export_bytes
     from .store import open_store
 
@@ -231,26 +228,76 @@ def cmd_export(args: argparse.Namespace) -> int:
         unknown = reasons - set(REASON_NAMES)
         if unknown:
             raise UsageError(f"unknown reason(s) {', '.join(sorted(unknown))}; known: {', '.join(REASON_NAMES)}")
+        run_level = reasons & RUN_LEVEL
+        if run_level:
+            raise UsageError(f"--reasons cannot block run-level reasons ({', '.join(sorted(run_level))}): they are "
+                             "faults of the setup, never of a model")
     with open_store(args.store, create=False) as store:
-        # A blocklist comes from probing runs only: predictions never block.
-        run_id, run = _resolve_run(store, args.run, "probe" if args.what == "blocklist" else None)
-        empty = pd.DataFrame(columns=FINDING_COLUMNS)
-        if run is None:
-            if args.what == "findings":
-                raise UsageError(f"no successful run in {args.store}; pass --run ID to export another run")
-            _err(f"warning: no successful run in {args.store}: the blocklist is empty")
-            findings = empty
-        elif args.what == "blocklist" and run["status"] != "ok":
-            _err(f"warning: run {run_id} is {run['status']}"
-                 f"{' (' + run['failure_reason'] + ')' if run.get('failure_reason') else ''}; "
-                 "a run that did not succeed never feeds a blocklist, so it is empty")
-            findings = empty
+        if args.what == "blocklist":
+            run_id = _blocklist_run(store, args.run, args.max_age)
         else:
-            findings = store.findings(run_id)
+            run_id, run = _resolve_run(store, args.run)
+            if run is None:
+                raise UsageError(f"no successful run in {args.store}; pass --run ID to export another run")
+        findings = store.findings(run_id)
     _write_output(export_bytes(args.what, findings, args.format, reasons), args.out)
     if args.out not in (None, "-"):
         _err(f"wrote {args.what} of run {run_id} to {args.out}")
     return EXIT_OK
+
+
+def _blocklist_run(store, run: str | None, max_age: float | None) -> int:  # noqa: ANN001 - a Store
+    """The run a blocklist may come from, or :class:`NoBlocklistError` (exit 3, nothing written).
+
+    Only a successful probing run feeds a blocklist: an empty file from a failed,
+    incomplete or predicted run would unblock every model downstream.
+    """
+    from datetime import datetime, timezone
+
+    from .errors import NoBlocklistError
+
+    if run is None:
+        run_id = store.latest_run_id("ok", mode="probe")
+        if run_id is None:
+            raise NoBlocklistError(f"no successful probing run in {store.path}: no blocklist written (an empty one "
+                                   "would unblock every model)")
+        info = store.get_run(run_id)
+    else:
+        run_id = _int(run, "--run")
+        info = store.get_run(run_id)
+        if info["status"] != "ok" or info.get("mode") == "predict":
+            what = "a metadata-only (predicted) run" if info["status"] == "ok" else info["status"]
+            why = f" ({info['failure_reason']})" if info.get("failure_reason") else ""
+            raise NoBlocklistError(f"run {run_id} is {what}{why}: only a successful probing run feeds a blocklist; "
+                                   "nothing written")
+    if max_age is not None:
+        finished = info.get("finished_at") or info.get("started_at")
+        when = datetime.fromisoformat(str(finished).replace("Z", "+00:00"))
+        age = (datetime.now(timezone.utc) - when).total_seconds()
+        if age > max_age:
+            raise NoBlocklistError(f"run {run_id} finished {_human_age(age)} ago, older than --max-age "
+                                   f"{_human_age(max_age)}: nothing written; run a new scan")
+    return run_id
+
+
+def _human_age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}".replace(".0" + unit, unit)
+    return f"{seconds:.0f}s"
+
+
+def _duration(text: str) -> float:
+    """``--max-age`` values: ``90s``, ``30m``, ``24h``, ``7d`` or plain seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "s")
+    try:
+        value = float(number) * units[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (use e.g. 90s, 30m, 24h, 7d)") from None
+    if not (value >= 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (a finite, non-negative amount)")
+    return value
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
@@ -443,7 +490,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = sub.add_parser("export", formatter_class=_Formatter, help="export findings or the blocklist",
                             description="Write a run's findings, or its blocklist (blocked rows only). The default "
-                                        "run is the latest successful one; a failed run never yields a blocklist.")
+                                        "run is the latest successful one. A blocklist comes only from a successful "
+                                        "probing run: when there is none, or --run names a failed, incomplete or "
+                                        "predicted run, it exits 3 and writes nothing (a successful run that blocks "
+                                        "nothing gives a header-only file). Use --out, not '>': it replaces the "
+                                        "file atomically and only on success.")
     export.add_argument("what", choices=["findings", "blocklist"],
                         help="every finding of the run, or only the blocked ones")
     export.add_argument("--store", default=DEFAULT_STORE, help="SQLite store file")
@@ -452,7 +503,11 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=["csv", "json", "python"], default="csv",
                         help="csv (formula cells neutralised), json, or a Python set UNSUPPORTED_MODELS")
     export.add_argument("--out", help="output file (default: stdout)")
-    export.add_argument("--reasons", help="blocklist: comma list of reasons to block instead of the default policy")
+    export.add_argument("--reasons", help="blocklist: comma list of reasons to block instead of the default policy "
+                                          "(run-level reasons are refused)")
+    export.add_argument("--max-age", type=_duration, metavar="AGE",
+                        help="blocklist: exit 3 and write nothing when the run finished longer ago than AGE "
+                             "(e.g. 24h, 30m, 7d)")
     export.set_defaults(func=cmd_export)
 
     diff = sub.add_parser("diff", formatter_class=_Formatter, help="what changed between two runs",

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -45,6 +46,7 @@ __all__ = [
     "block_reasons",
     "verdict",
     "run_problem",
+    "resume_command",
     "run_level_episodes",
     "catalog_facts",
     "kpi_deltas",
@@ -239,8 +241,12 @@ def verdict(finding: dict[str, Any]) -> Verdict:
     return Verdict("fix", f"{reason}, not blocked in this run.")
 
 
-def run_problem(run: dict[str, Any]) -> tuple[str, str] | None:
-    """``(title, detail)`` of a run that did not succeed or only predicted; ``None`` for an ok probing run."""
+def run_problem(run: dict[str, Any], store_path: str | os.PathLike[str] | None = None) -> tuple[str, str] | None:
+    """``(title, detail)`` of a run that did not succeed or only predicted; ``None`` for an ok probing run.
+
+    The resume hint names the store: without ``--store`` it would open (and, before
+    the fix, create) the default store instead of this one.
+    """
     status = word(run.get("status"))
     if status == "ok" and run.get("mode") == "predict":
         return (f"Run #{int(run['id'])} is a metadata-only scan: every verdict is PREDICTED.",
@@ -252,7 +258,13 @@ def run_problem(run: dict[str, Any]) -> tuple[str, str] | None:
         return (f"Run #{int(run['id'])} failed ({word(run.get('failure_reason'))}). A failed run never feeds a "
                 "blocklist: nothing from it was blocked.", str(run.get("failure_message") or "no message"))
     return (f"Run #{int(run['id'])} is {status}: its results are incomplete.",
-            f"Finish it with: python -m analysis scan --resume {int(run['id'])}")
+            f"Finish it with: {resume_command(int(run['id']), store_path)}")
+
+
+def resume_command(run_id: int, store_path: str | os.PathLike[str] | None) -> str:
+    """The full command that resumes ``run_id`` in ``store_path``, quoted for a POSIX shell."""
+    store = f" --store {shlex.quote(str(store_path))}" if store_path is not None else ""
+    return f"python -m analysis scan --resume {run_id}{store}"
 
 
 def run_level_episodes(history: pd.DataFrame) -> list[tuple[str, str]]:

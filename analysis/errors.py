@@ -6,6 +6,8 @@ __all__ = [
     "RcaError",
     "UsageError",
     "CatalogError",
+    "CatalogUnavailable",
+    "NoBlocklistError",
     "RunLevelError",
     "StoreError",
     "EXIT_OK",
@@ -41,7 +43,24 @@ class StoreError(RcaError):
 
 
 class CatalogError(RcaError):
-    """The catalog could not be read (unreachable, malformed page, pagination loop): exit 2."""
+    """The catalog request was refused (a 4xx that is not about the token, an empty catalog): exit 2."""
+
+
+class CatalogUnavailable(CatalogError):
+    """The Hub or the router could not deliver the catalog (unreachable, 5xx or 429 after retries, malformed
+    pages, a pagination loop): an outage, not bad usage, so exit 3 and nothing is blocked."""
+
+    exit_code = EXIT_RUN_LEVEL
+
+
+class NoBlocklistError(RcaError):
+    """No run can feed the blocklist asked for (none succeeded, the one named did not, or it is too old).
+
+    Exit 3, and nothing is written: a scheduled job must never publish an empty
+    blocklist, which would unblock every model.
+    """
+
+    exit_code = EXIT_RUN_LEVEL
 
 
 class RunLevelError(RcaError):
@@ -78,14 +97,11 @@ def retired_error(url: str, flag: str, evidence: str) -> RunLevelError:
 
 
 def scrub(text: str, *secrets: str | None) -> str:
-    """Replace every non-empty secret in ``text`` with ``***``.
+    """Replace every non-empty secret in ``text`` with ``***`` (see :func:`analysis.untrusted.scrub_secrets`).
 
     Also hides any ``Bearer <value>`` so an echoed Authorization header never
     survives, whoever echoed it.
     """
-    import re
+    from .untrusted import scrub_secrets
 
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return re.sub(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{4,}", r"\1***", text)
+    return scrub_secrets(text, *secrets)

@@ -28,6 +28,7 @@ import httpx
 
 from .catalog import USER_AGENT, Target
 from .errors import scrub
+from .untrusted import clean_text
 from .transport import lean_transport
 
 __all__ = [
@@ -138,28 +139,34 @@ def parse_error_body(body: bytes, content_type: str,
     ``secrets`` are scrubbed from the whole body before anything is trimmed, so a
     server that echoes the token cannot leave half of it behind a cut.
     """
+    # Every string that leaves here passed the untrusted-text boundary: JSON escapes can
+    # carry lone surrogates and control characters that the raw bytes did not show.
     text = scrub(body.decode("utf-8", errors="replace"), *secrets)
     try:
         data = json.loads(text)
     except ValueError:
         data = None
+
+    def safe(value: Any, limit: int = MESSAGE_LIMIT) -> str:
+        return _trim(clean_text(value, *secrets, limit=None), limit) or ""
+
     if isinstance(data, dict):
         err = data.get("error", data)
         if isinstance(err, dict):
             code = err.get("code") or err.get("type")
             message = err.get("message") or err.get("detail") or json.dumps(err)[:MESSAGE_LIMIT]
             param = err.get("param")
-            return (_trim(str(code), CODE_LIMIT) if code else None, _trim(str(message)),
-                    _trim(str(param), CODE_LIMIT) if param else None)
+            return (safe(code, CODE_LIMIT) if code else None, safe(message),
+                    safe(param, CODE_LIMIT) if param else None)
         if isinstance(err, str):
-            return None, _trim(err), None
+            return None, safe(err), None
         if "detail" in data:
-            return None, _trim(str(data["detail"])), None
+            return None, safe(data["detail"]), None
     if "html" in content_type.lower() or text.lstrip().lower().startswith(("<!doctype", "<html")):
         title = _TITLE.search(text)
         plain = title.group(1) if title else _TAGS.sub(" ", text)
-        return "html_error_page", _trim("HTML page: " + " ".join(plain.split())), None
-    return None, _trim(text) or None, None
+        return "html_error_page", safe("HTML page: " + " ".join(plain.split())), None
+    return None, safe(text) or None, None
 
 
 def classify_body(body: bytes) -> tuple[bool, str]:
@@ -227,7 +234,8 @@ async def _attempt_once(client: httpx.AsyncClient, settings: ProbeSettings, targ
              retry_after: float | None = None) -> Attempt:
         # Exception texts are scrubbed here too: they may quote what was sent.
         return Attempt(n, started_at, round((time.perf_counter() - start) * 1000, 1), status, outcome,
-                       code, scrub(message, settings.token) if message else message, retry_after)
+                       code, clean_text(message, settings.token, limit=MESSAGE_LIMIT) if message else message,
+                       retry_after)
 
     try:
         async with asyncio.timeout(settings.timeout):

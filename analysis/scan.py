@@ -18,6 +18,7 @@ A probing run has three phases, each stored as it goes:
 from __future__ import annotations
 
 import asyncio
+import shlex
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Coroutine
@@ -209,7 +210,7 @@ class ScanInterrupted(RcaError):
 
     def __init__(self, run_id: int, store_path: str, probed: int, total: int) -> None:
         super().__init__(f"interrupted: run {run_id} stored with {probed}/{total} targets probed; "
-                         f"finish it with: python -m analysis scan --resume {run_id} --store {store_path}")
+                         f"finish it with: python -m analysis scan --resume {run_id} --store {shlex.quote(store_path)}")
         self.run_id = run_id
 
 
@@ -226,7 +227,7 @@ def _load_catalog(config: ScanConfig, observer: ScanObserver) -> pd.DataFrame:
         return attach_router_list(catalog, _router_list(config, observer))
     if config.source in ("router", "openai"):
         data = fetch_router_models(config.router_url, config.token, timeout=config.timeout)
-        catalog = normalise_router_models(data)
+        catalog = normalise_router_models(data, config.token)
         if config.source == "router":
             providers = parse_provider_spec(config.provider)
             if providers is not None:
@@ -236,7 +237,7 @@ def _load_catalog(config: ScanConfig, observer: ScanObserver) -> pd.DataFrame:
     entries = fetch_hub_models(
         config.hub_url, config.provider or "all", config.token, limit=config.hub_limit, timeout=config.timeout,
         retries=max(config.retries, 2), backoff=config.backoff, on_page=observer.catalog_page)
-    return attach_router_list(normalise_hub_models(entries), _router_list(config, observer))
+    return attach_router_list(normalise_hub_models(entries, config.token), _router_list(config, observer))
 
 
 def _router_list(config: ScanConfig, observer: ScanObserver) -> dict[str, Any] | None:
@@ -345,6 +346,10 @@ def run_scan(config: ScanConfig, store: Store, observer: ScanObserver | None = N
         store.finish_run(run_id, "failed", failure_reason="internal_error",
                          failure_message=scrub(f"{type(exc).__name__}: {exc}", config.token))
         raise
+    skipped = int(catalog.attrs.get("skipped_ids", 0))
+    if skipped:
+        observer.warning(f"skipped {skipped} catalog id(s) holding control characters, invalid text or the token: "
+                         "they are neither probed nor stored")
     targets = _targets(config, catalog)
     if not targets:
         where = config.catalog_file if config.source == "file" else (

@@ -82,7 +82,8 @@ def test_file_source_against_a_wrong_endpoint_blocks_nothing(sim, tmp_path):
     result = run_cli("scan", "--source", "file", "--catalog-file", str(path), "--router-url",
                      f"{sim.url}/wrongpath/v1", "--store", str(tmp_path / "s.sqlite"), *FAST_FLAGS)
     assert result.returncode == 3 and "endpoint_error" in result.stderr
-    assert run_cli("export", "blocklist", "--store", str(tmp_path / "s.sqlite")).stdout.count("\n") == 1
+    export = run_cli("export", "blocklist", "--store", str(tmp_path / "s.sqlite"))
+    assert export.returncode == 3 and export.stdout == "" and "no successful probing run" in export.stderr
 
 
 @pytest.mark.parametrize("content, words", [("{not json", "not valid JSON"), ("[]", "no model ids"),

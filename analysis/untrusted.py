@@ -1,0 +1,102 @@
+"""The boundary for untrusted text: everything an upstream sends passes :func:`clean_text` on the way in.
+
+Upstream bodies, headers and catalog fields are hostile until cleaned.  A valid
+JSON body may hold a lone surrogate (``"\\udc80"``, half an emoji), which
+SQLite, the terminal and every UTF-8 writer refuse; it may hold escape
+sequences that retitle a terminal, or echo the token.  :func:`clean_text`
+
+- decodes bytes as UTF-8 with replacement and replaces lone surrogates,
+- shows control characters other than tab and newline as visible escapes
+  (``\\x1b``), and bidirectional overrides as ``\\u202e``,
+- replaces the token (and, for an ``hf_`` token, any fragment of 8 or more of
+  its characters) and any ``Bearer <value>`` with ``***``,
+- caps the length (after scrubbing, so a cut never leaves half a token).
+
+:func:`clean_id` applies the same rules to an identifier and says whether it
+survived unchanged: an id the boundary had to change is skipped, never probed
+or stored.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+__all__ = ["TEXT_LIMIT", "clean_text", "clean_id", "scrub_secrets"]
+
+TEXT_LIMIT = 2000  # characters of one upstream text kept (messages, body excerpts)
+FRAGMENT = 8  # an hf_ token fragment this long is treated as the token
+
+# C0 controls except tab and newline, DEL, C1 controls, and the bidi/format characters
+# that reorder or hide text (U+200E/F, U+202A-E, U+2066-9, U+FEFF mid-text).
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_BEARER = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{4,}")
+
+
+def _visible(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def scrub_secrets(text: str, *secrets: str | None) -> str:
+    """Replace each non-empty secret (and ``Bearer <value>``) in ``text`` with ``***``.
+
+    For an ``hf_`` token, any run of :data:`FRAGMENT` or more of its characters
+    counts: an upstream that echoes the last 20 characters still leaks it.
+    """
+    for secret in secrets:
+        if not secret:
+            continue
+        text = text.replace(secret, "***")
+        if secret.startswith("hf_") and len(secret) >= FRAGMENT:
+            text = _scrub_fragments(text, secret)
+    return _BEARER.sub(r"\1***", text)
+
+
+def _scrub_fragments(text: str, secret: str) -> str:
+    covered = bytearray(len(text))
+    hit = False
+    for i in range(len(secret) - FRAGMENT + 1):
+        fragment = secret[i:i + FRAGMENT]
+        start = text.find(fragment)
+        while start != -1:
+            covered[start:start + FRAGMENT] = b"\x01" * FRAGMENT
+            hit = True
+            start = text.find(fragment, start + 1)
+    if not hit:
+        return text
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        if covered[i]:
+            while i < len(text) and covered[i]:
+                i += 1
+            out.append("***")
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
+
+
+def clean_text(value: Any, *secrets: str | None, limit: int | None = TEXT_LIMIT) -> str:
+    """Untrusted ``value`` (bytes, str or anything with a ``str``) made safe to store, show and print."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        text = bytes(value).decode("utf-8", errors="replace")
+    else:
+        text = value if isinstance(value, str) else str(value)
+    if not text.isascii():
+        text = _SURROGATE.sub("\ufffd", text)
+    text = _CONTROL.sub(_visible, text)
+    text = scrub_secrets(text, *secrets)
+    if limit is not None and len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return text
+
+
+def clean_id(value: Any, *secrets: str | None) -> str | None:
+    """``value`` if it is a string the boundary leaves unchanged (no control, surrogate or secret), else ``None``."""
+    if not isinstance(value, str) or not value:
+        return None
+    return value if clean_text(value, *secrets, limit=None) == value and "\n" not in value and "\t" not in value \
+        else None

@@ -1,0 +1,174 @@
+"""Fixes that protect users today: untrusted text, blocklist safety (H2-H4), outages exit 3.
+
+CLI checks run in process (``cli.main``), against a real simulator and real SQLite.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from analysis import cli
+from analysis.catalog import normalise_hub_models
+from analysis.dashboard import run_problem
+from analysis.scan import run_scan
+from analysis.simulator import Scenario, synthetic_scenario
+from analysis.store import open_store
+from analysis.untrusted import clean_id, clean_text
+
+from .conftest import FAST_FLAGS, fast_config
+
+HF_TOKEN = "hf_" + "AbCdEfGhIjKlMnOpQrStUvWxYz0123456789"  # shaped like an hf_ token, not a real one
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# --------------------------------------------------------------------------- the untrusted-text boundary
+
+
+def test_clean_text_replaces_surrogates_and_shows_control_characters():
+    text = clean_text("model busy \udc80 try\x1b]0;pwned\x07 later\r\nFAKE\u202e")
+    assert "\udc80" not in text and "\ufffd" in text
+    assert "\x1b" not in text and "\\x1b" in text and "\\x07" in text and "\\x0d" in text
+    assert "\u202e" not in text and "\\u202e" in text
+    assert "\n" in text  # newline and tab stay: they are text, not commands
+    text.encode("utf-8")  # would raise on a lone surrogate
+
+
+def test_clean_text_decodes_invalid_utf8_and_caps_after_scrubbing():
+    assert clean_text(b"bad \xff\xfe bytes") == "bad \ufffd\ufffd bytes"
+    long = "x" * 50 + HF_TOKEN
+    capped = clean_text(long, HF_TOKEN, limit=60)
+    assert HF_TOKEN[:10] not in capped and len(capped) <= 60
+
+
+def test_clean_text_scrubs_token_fragments():
+    echoed = f"auth=Bearer {HF_TOKEN}; tail {HF_TOKEN[-20:]}; head {HF_TOKEN[:12]}"
+    cleaned = clean_text(echoed, HF_TOKEN)
+    for i in range(len(HF_TOKEN) - 8):
+        assert HF_TOKEN[i:i + 8] not in cleaned
+    assert "***" in cleaned
+
+
+def test_clean_id_refuses_ids_the_boundary_would_change():
+    assert clean_id("org/model-1.5B") == "org/model-1.5B"
+    assert clean_id("org/bad\udc80") is None
+    assert clean_id("org/\x1b[2Jclear") is None
+    assert clean_id(f"org/{HF_TOKEN}", HF_TOKEN) is None
+
+
+def test_catalog_skips_hostile_ids_and_cleans_fields():
+    catalog = normalise_hub_models([
+        {"id": "org/ok", "tags": ["\x1b[31mred", f"auth={HF_TOKEN}"], "pipeline_tag": "text-generation",
+         "inferenceProviderMapping": [{"provider": "hf-inference", "status": "live", "task": "conversational",
+                                       "providerId": f"x{HF_TOKEN}"}]},
+        {"id": "org/bad\udc80"},
+        {"id": "org/\x1b]0;title\x07"},
+    ], HF_TOKEN)
+    assert list(catalog["model_id"]) == ["org/ok"]
+    assert catalog.attrs["skipped_ids"] == 2
+    tags = catalog.loc[0, "tags"]
+    assert tags[0] == "\\x1b[31mred" and HF_TOKEN not in tags[1]
+    assert HF_TOKEN not in catalog.loc[0, "mapping"]["hf-inference"]["providerId"]
+
+
+def _surrogate_scenario() -> Scenario:
+    scenario = synthetic_scenario(4, 0)
+    scenario.models[3]["routes"] = {"*": {"kind": "error", "status": 503,
+                                          "message": "model busy \udc80 try later \x1b[2J"}}
+    scenario.models.append({**scenario.models[0], "id": "org/surrogate\udc80"})
+    return scenario
+
+
+def test_a_lone_surrogate_in_a_body_or_an_id_never_stops_a_scan(make_sim, store_path):
+    server = make_sim(_surrogate_scenario())
+    warnings: list[str] = []
+
+    class Observer:
+        def __getattr__(self, name):
+            return lambda *args: warnings.append(args[0]) if name == "warning" else None
+
+    with open_store(store_path) as store:
+        outcome = run_scan(fast_config(server, provider="hf-inference", retries=0), store, Observer())
+        findings = store.findings(outcome.run_id).set_index("model_id")
+    assert outcome.status == "ok"
+    assert "org/surrogate\udc80" not in findings.index and len(findings) == 4
+    assert any("skipped 1 catalog id" in w for w in warnings)
+    busy = findings[findings["reason"] == "upstream_error"]
+    assert len(busy) == 1
+    message = busy["detail"].iloc[0] + str(busy["error_code"].iloc[0])
+    stored = store_path.read_bytes()
+    assert b"\x1b" not in stored
+    assert "\udc80" not in message
+
+
+# --------------------------------------------------------------------------- blocklist safety (H2-H4)
+
+
+@pytest.fixture
+def healthy_store(make_sim, tmp_path):
+    """A store with one successful run that blocks nothing, then one failed run (a retired endpoint)."""
+    server = make_sim(synthetic_scenario(3, 0))
+    path = tmp_path / "rca.sqlite"
+    with open_store(path) as store:
+        assert run_scan(fast_config(server), store).status == "ok"
+        failed = run_scan(fast_config(server, router_url=f"{server.url}/retired/v1"), store)
+        assert failed.status == "failed"
+    return path
+
+
+def test_blocklist_of_a_run_that_blocks_nothing_is_a_header_only_file(healthy_store, tmp_path, capsys):
+    out = tmp_path / "blocklist.csv"
+    code, _, err = run(capsys, "export", "blocklist", "--store", str(healthy_store), "--out", str(out))
+    assert code == 0, err
+    assert out.read_text().startswith("model_id,provider,reason") and out.read_text().count("\n") == 1
+
+
+@pytest.mark.parametrize("extra, words", [(["--run", "2"], "run 2 is failed"),
+                                          (["--max-age", "0s"], "older than --max-age")])
+def test_blocklist_from_a_failed_or_stale_run_exits_3_and_writes_nothing(healthy_store, tmp_path, capsys, extra,
+                                                                         words):
+    out = tmp_path / "blocklist.csv"
+    out.write_text("previous blocklist\n")
+    code, stdout, err = run(capsys, "export", "blocklist", "--store", str(healthy_store), "--out", str(out), *extra)
+    assert code == 3 and words in err and stdout == ""
+    assert out.read_text() == "previous blocklist\n"
+
+
+def test_blocklist_with_no_successful_run_exits_3(make_sim, tmp_path, capsys):
+    server = make_sim(synthetic_scenario(3, 0))
+    path = tmp_path / "rca.sqlite"
+    with open_store(path) as store:
+        run_scan(fast_config(server, router_url=f"{server.url}/retired/v1"), store)
+    code, stdout, err = run(capsys, "export", "blocklist", "--store", str(path), "--format", "python")
+    assert code == 3 and stdout == "" and "no successful probing run" in err
+
+
+def test_run_level_reasons_cannot_be_blocked(healthy_store, capsys):
+    code, stdout, err = run(capsys, "export", "blocklist", "--store", str(healthy_store), "--reasons",
+                            "not_found,auth_error")
+    assert code == 2 and "auth_error" in err and stdout == ""
+
+
+def test_resume_of_a_missing_store_creates_nothing(tmp_path, capsys):
+    missing = tmp_path / "nowhere" / "rca.sqlite"
+    code, _, err = run(capsys, "scan", "--resume", "--store", str(missing))
+    assert code == 2 and "no store" in err
+    assert not missing.exists() and not missing.parent.exists()
+
+
+def test_resume_hint_names_the_store():
+    title, detail = run_problem({"id": 7, "status": "incomplete"}, "/tmp/my store/rca.sqlite")
+    assert "incomplete" in title
+    assert detail.endswith("python -m analysis scan --resume 7 --store '/tmp/my store/rca.sqlite'")
+
+
+def test_unreachable_hub_is_run_level_not_bad_usage(tmp_path, capsys):
+    # Port 9 on loopback: nothing listens, so the connection is refused at once.
+    code, _, err = run(capsys, "scan", "--hub-url", "http://127.0.0.1:9", "--router-url", "http://127.0.0.1:9/v1",
+                       "--store", str(tmp_path / "s.sqlite"), "--retries", "0", *FAST_FLAGS)
+    assert code == 3, err
+    assert "Could not read page 1 of the Hub catalog" in err
