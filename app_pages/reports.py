@@ -8,8 +8,8 @@ import streamlit as st
 import streamlit.components.v1 as components
 
 from analysis.errors import RcaError
-from analysis.report import DEFAULT_OUT, render_fleet_report, render_model_report
-from analysis.sample import PROJECT_ROOT
+from analysis.config import reports_dir
+from analysis.report import render_fleet_report, render_model_report
 from app_pages import shared
 
 RESULT_KEY = "report_result"
@@ -20,7 +20,7 @@ findings = shared.view(ctx).findings
 st.title("Reports")
 st.caption("Executes the parameterised notebooks in `notebooks/` with papermill against this store and run, and "
            "writes the executed notebook, a self-contained HTML page and (for a model) a Markdown rendering into "
-           f"`{DEFAULT_OUT}/`. The same as `python -m analysis report model|fleet`.")
+           f"`{reports_dir()}`. The same as `python -m analysis report model|fleet`.")
 
 kind = st.radio("Report", ["Model RCA", "Fleet RCA"], key="report_kind", horizontal=True)
 model_id = None
@@ -40,7 +40,7 @@ else:
                            format_func=lambda r: "the previous successful run" if r is None else f"run #{r}")
 
 if st.button("Generate report", key="report_generate", type="primary", icon=":material/play_arrow:"):
-    out_dir = PROJECT_ROOT / DEFAULT_OUT
+    out_dir = reports_dir()
     try:
         with st.spinner("Running the notebook (a few seconds)..."):
             if model_id is not None:

@@ -66,13 +66,26 @@ def fast_config(server: SimulatorServer, **overrides) -> ScanConfig:
 FAST_FLAGS = ["--timeout", "1", "--backoff", "0.01", "--retry-after-cap", "0.5"]
 
 
+_CLI_HOME: list[Path] = []  # set by the session fixture below: where a CLI run's default paths land
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cli_home(tmp_path_factory) -> Path:
+    """A temp folder that is the working directory and ``RCA_HOME`` of every ``run_cli``: a command's default
+    paths (``data/``, ``reports/``) never land in the checkout."""
+    folder = tmp_path_factory.mktemp("cli-home")
+    _CLI_HOME[:] = [folder]
+    return folder
+
+
 def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    """Run ``python -m analysis`` as a real subprocess."""
+    """Run ``python -m analysis`` as a real subprocess, in the session's CLI home unless ``cwd`` is given."""
     full_env = {k: v for k, v in os.environ.items() if k != "HF_TOKEN"}
     full_env["PYTHONPATH"] = str(PROJECT_ROOT)
+    full_env["RCA_HOME"] = str(_CLI_HOME[0])
     full_env.update(env or {})
     return subprocess.run([sys.executable, "-m", "analysis", *args], capture_output=True, text=True,
-                          env=full_env, cwd=cwd or PROJECT_ROOT, timeout=timeout)
+                          env=full_env, cwd=cwd or _CLI_HOME[0], timeout=timeout)
 
 
 @pytest.fixture(scope="session")

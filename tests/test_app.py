@@ -34,9 +34,11 @@ MARKDOWN_ELEMENTS = ("markdown", "caption", "title", "header", "subheader", "err
 
 
 @pytest.fixture
-def open_app(monkeypatch):
-    """Start the app on a store (``RCA_STORE``), without any token in the environment."""
+def open_app(monkeypatch, tmp_path):
+    """Start the app on a store (``RCA_STORE``), without any token in the environment; whatever it writes by
+    default (reports) goes to the test's temp dir (``RCA_HOME``)."""
     monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("RCA_HOME", str(tmp_path / "home"))
 
     def start(store: Path | str, page: str | None = None, **query: str) -> AppTest:
         monkeypatch.setenv("RCA_STORE", str(store))
@@ -571,7 +573,7 @@ def test_reports_page_generates_and_offers_the_model_report(open_app, sample_cop
     assert not at.error, [e.value for e in at.error]
     written = at.session_state["report_result"]
     html = Path(written["html"])
-    assert html.exists() and html.parent == PROJECT_ROOT / "reports"
+    assert html.exists() and html.parent == tmp_path / "home" / "reports"
     text = html.read_text()
     assert ARCH in text and "Conclusion" in text
     assert Path(written["markdown"]).exists()

@@ -2,7 +2,7 @@
 
 Needs ``/usr/bin/chromium`` (``.ci/run`` installs it; never ``playwright install``).
 Without it the test is skipped, unless ``RCA_REQUIRE_BROWSER=1`` makes that a failure.
-Screenshots go to ``reports/``.
+Screenshots go to ``RCA_SCREENSHOT_DIR`` (default: the test's temp dir).
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ pytestmark = pytest.mark.browser
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                  "--disable-background-networking", "--disable-component-update", "--no-first-run"]
-REPORTS = PROJECT_ROOT / "reports"
 ARCH = "katanemo/Arch-Router-1.5B"
 START_SECONDS = 60
 WAIT_MS = 30_000
@@ -71,6 +70,7 @@ def dashboard_url(chromium, sample_store, tmp_path):
     port = free_port()
     log = tmp_path / "streamlit.log"
     env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "RCA_STORE")}
+    env["RCA_HOME"] = str(tmp_path / "home")  # whatever the app writes by default stays in the temp dir
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", str(PROJECT_ROOT / "app.py"), "--server.headless", "true",
@@ -90,10 +90,11 @@ def dashboard_url(chromium, sample_store, tmp_path):
             proc.wait(timeout=10)
 
 
-def test_dashboard_in_chromium(dashboard_url, chromium):
+def test_dashboard_in_chromium(dashboard_url, chromium, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
-    REPORTS.mkdir(exist_ok=True)
+    shots = Path(os.environ.get("RCA_SCREENSHOT_DIR") or tmp_path / "screenshots")
+    shots.mkdir(parents=True, exist_ok=True)
     count = re.compile(r"^(\d+) of (\d+) targets")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
@@ -107,7 +108,7 @@ def test_dashboard_in_chromium(dashboard_url, chromium):
             bars = page.locator(".st-key-chart_reasons g.trace.bars g.point path")
             bars.first.wait_for()
             expect(page.get_by_test_id("stMetric").first).to_be_visible()
-            page.screenshot(path=str(REPORTS / "dashboard-overview.png"), full_page=True)
+            page.screenshot(path=str(shots / "dashboard-overview.png"), full_page=True)
 
             # A click on a bar opens the model list filtered to that reason...
             bars.first.click(force=True)
@@ -131,13 +132,13 @@ def test_dashboard_in_chromium(dashboard_url, chromium):
             search.press("Enter")
             expect(page.get_by_text(re.compile(r"^1 of \d+ targets"))).to_be_visible()
             expect(page.get_by_text(ARCH, exact=True).first).to_be_attached()
-            page.screenshot(path=str(REPORTS / "dashboard-models.png"), full_page=True)
+            page.screenshot(path=str(shots / "dashboard-models.png"), full_page=True)
 
             # Its detail: the verdict and the route that works.
             page.goto(f"{dashboard_url}/detail?model={ARCH}&provider=hf-inference")
             expect(page.get_by_text("Works: the router answered a chat completion.")).to_be_visible()
             expect(page.get_by_text(f"{ARCH}:hf-inference", exact=True).first).to_be_visible()
-            page.screenshot(path=str(REPORTS / "dashboard-detail.png"), full_page=True)
+            page.screenshot(path=str(shots / "dashboard-detail.png"), full_page=True)
         finally:
             browser.close()
-    assert (REPORTS / "dashboard-models.png").stat().st_size > 10_000
+    assert (shots / "dashboard-models.png").stat().st_size > 10_000

@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -25,7 +26,7 @@ def _start_scan(server, store, *extra):
     return subprocess.Popen(
         [sys.executable, "-m", "analysis", "scan", "--hub-url", server.url, "--router-url", server.router_url,
          "--store", str(store), "--concurrency", "4", "--batch-size", "10", "--route-checks", "0", *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=PROJECT_ROOT)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=Path(store).parent)
 
 
 def _stored_probes(store, run_id) -> int:
