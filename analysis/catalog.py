@@ -37,6 +37,8 @@ __all__ = [
     "normalise_hub_models",
     "normalise_router_models",
     "parse_provider_spec",
+    "excluded_providers",
+    "hub_provider_param",
     "build_targets",
     "mapping_facts",
     "route_alternatives",
@@ -397,18 +399,49 @@ def _catalog_frame(rows: list[dict[str, Any]], skipped_ids: int = 0) -> pd.DataF
 # --------------------------------------------------------------------------- targets
 
 
-def parse_provider_spec(spec: str | None) -> list[str] | None:
-    """``"together"`` -> ``["together"]``; ``"a,b"`` -> both; ``"all"`` or empty -> ``None`` (every provider)."""
-    if spec is None or spec.strip() in ("", "all"):
-        return None
-    names = [p.strip() for p in spec.split(",") if p.strip()]
+def _provider_names(spec: str | None) -> list[str]:
+    names = [p.strip() for p in (spec or "").split(",") if p.strip()]
     for name in names:
-        if not all(c.isalnum() or c in "-_." for c in name):
-            raise UsageError(f"invalid provider name {name!r}: use letters, digits and '-', e.g. 'hf-inference'")
+        bare = name[1:] if name.startswith("-") else name
+        if bare == "all" and name == "all":
+            continue
+        if not bare or not all(c.isalnum() or c in "-_." for c in bare) or bare.startswith("-"):
+            raise UsageError(f"invalid provider name {name!r}: use letters, digits and '-', e.g. 'hf-inference' "
+                             "(or '-name' after 'all' to leave one out)")
     return names
 
 
-def build_targets(catalog: pd.DataFrame, providers: list[str] | None, route_suffix: bool = True) -> list[Target]:
+def parse_provider_spec(spec: str | None) -> list[str] | None:
+    """``"together"`` -> ``["together"]``; ``"a,b"`` -> both; ``"all"`` or empty -> ``None`` (every provider).
+
+    ``"all,-novita"`` is every provider but novita (see :func:`excluded_providers`):
+    an account that switches one off on purpose leaves it out instead of getting a
+    partial run every time.
+    """
+    names = _provider_names(spec)
+    included = [n for n in names if not n.startswith("-")]
+    if not included or "all" in included:
+        if len(included) > 1:
+            raise UsageError(f"--provider {spec!r}: 'all' cannot be combined with other names (use -name to exclude)")
+        return None
+    if len(included) != len(names):
+        raise UsageError(f"--provider {spec!r}: '-name' excludes a provider from 'all' only")
+    return included
+
+
+def excluded_providers(spec: str | None) -> frozenset[str]:
+    """The providers ``spec`` leaves out of ``all`` (``"all,-novita"`` -> ``{"novita"}``)."""
+    return frozenset(n[1:] for n in _provider_names(spec) if n.startswith("-"))
+
+
+def hub_provider_param(spec: str | None) -> str:
+    """The Hub's ``inference_provider`` value for ``spec``: names, or ``all`` (exclusions are applied locally)."""
+    included = parse_provider_spec(spec)
+    return "all" if included is None else ",".join(included)
+
+
+def build_targets(catalog: pd.DataFrame, providers: list[str] | None, route_suffix: bool = True,
+                  exclude: frozenset[str] = frozenset()) -> list[Target]:
     """One target per (model, provider) the catalog maps to a selected provider.
 
     With ``route_suffix`` the model string is ``id:provider``; without, it is the
@@ -423,7 +456,10 @@ def build_targets(catalog: pd.DataFrame, providers: list[str] | None, route_suff
         if not route_suffix:
             targets.append(Target(model_id, providers[0] if providers and len(providers) == 1 else "", model_id))
             continue
-        names = [p for p in (providers if providers is not None else sorted(mapping)) if p in mapping]
+        names = [p for p in (providers if providers is not None else sorted(mapping)) if p in mapping
+                 and p not in exclude]
+        if exclude and mapping and not names and providers is None:
+            continue  # mapped only to excluded providers
         if providers is not None and len(providers) == 1 and not mapping:
             names = providers  # no mapping facts at all (a file, a bare list): probe it as the gateway would
         if not names:

@@ -92,6 +92,12 @@ class CliObserver(ScanObserver):
             self.bar.close()
             self.bar = None
 
+    def experiments_started(self, targets: int) -> None:
+        if self.bar is not None:
+            self.bar.set_description_str("  probing + request experiments")
+        else:
+            self._say(f"  request experiments for {targets} targets refused for our request")
+
     def route_checks_started(self, targets: int) -> None:
         if self.bar is not None:
             self.bar.set_description_str("  probing + route checks")
@@ -102,7 +108,7 @@ class CliObserver(ScanObserver):
 def _summary(outcome, store_path: str) -> str:  # noqa: ANN001 - ScanOutcome
     predicted = len(outcome.findings) and "predicted" in outcome.findings and outcome.findings["predicted"].any()
     judged = sum(outcome.counts.values())
-    what = f"{judged} targets" if judged or outcome.status == "ok" else "stopped before any model was judged"
+    what = f"{judged} targets" if judged or outcome.status != "failed" else "stopped before any model was judged"
     lines = [f"run {outcome.run_id} {outcome.status}: {what} in {outcome.duration_s:.1f} s"
              + (" (PREDICTED from metadata, nothing probed or blocked)" if predicted else "")]
     if outcome.counts:
@@ -110,14 +116,14 @@ def _summary(outcome, store_path: str) -> str:  # noqa: ANN001 - ScanOutcome
         lines.append(f"  {'reason'.ljust(width)}  count  blocks")
         for reason in REASON_NAMES:
             if reason in outcome.counts:
-                if outcome.status != "ok":
+                if outcome.status == "failed":
                     blocks = "no (run failed)"
                 elif predicted:
                     blocks = "no (predicted)"
                 else:
                     blocks = "yes" if reason in BLOCKING else ("run" if reason in RUN_LEVEL else "no")
                 lines.append(f"  {reason.ljust(width)}  {outcome.counts[reason]:5d}  {blocks}")
-    if outcome.status == "ok":
+    if outcome.status in ("ok", "partial"):
         blocked = int(outcome.findings["blocked"].sum()) if len(outcome.findings) else 0
         transient = sum(v for k, v in outcome.counts.items() if k in TRANSIENT)
         lines.append(f"  blocked {blocked}, transient {transient}. Blocklist: python -m analysis export blocklist "
@@ -138,7 +144,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
         config = ScanConfig(hub_url=args.hub_url, router_url=args.router_url, provider=args.provider,
                             source=args.source, catalog_file=args.catalog_file, route=args.route,
                             concurrency=args.concurrency, timeout=args.timeout, retries=args.retries,
-                            max_tokens=args.max_tokens, backoff=args.backoff,
+                            max_tokens=args.max_tokens, max_tokens_retry=args.max_tokens_retry,
+                            backoff=args.backoff,
                             retry_after_cap=args.retry_after_cap, hub_limit=args.hub_limit,
                             batch_size=args.batch_size, route_checks=args.route_checks,
                             canaries=list(args.canary or []), probe=not args.no_probe,
@@ -160,6 +167,9 @@ def cmd_scan(args: argparse.Namespace) -> int:
     print(_summary(outcome, args.store))
     if outcome.status != "ok":
         _err(f"error: {outcome.failure_reason}: {outcome.message}")
+    if outcome.taxonomy_changed:
+        _err(f"fail-on new-blocked: run {outcome.previous_run_id} was judged by another taxonomy version; nothing is "
+             "compared against it (the next run will be)")
     elif outcome.newly_blocked is not None:
         since = f"run {outcome.previous_run_id}" if outcome.previous_run_id else "an empty blocklist (no earlier run)"
         if len(outcome.newly_blocked):
@@ -180,7 +190,7 @@ def _int(text: str, flag: str) -> int:
 
 def _resolve_run(store, run: str | None, mode: str | None = None) -> tuple[int | None, dict | None]:  # noqa: ANN001
     if run is None:
-        run_id = store.latest_run_id("ok", mode=mode)
+        run_id = store.latest_run_id(mode=mode)
         return run_id, (store.get_run(run_id) if run_id is not None else None)
     run_id = _int(run, "--run")
     return run_id, store.get_run(run_id)
@@ -255,9 +265,10 @@ def _blocklist_run(store, run: str | None, max_age: float | None) -> int:  # noq
     from datetime import datetime, timezone
 
     from .errors import NoBlocklistError
+    from .store import SUCCESSFUL
 
     if run is None:
-        run_id = store.latest_run_id("ok", mode="probe")
+        run_id = store.latest_run_id(mode="probe")
         if run_id is None:
             raise NoBlocklistError(f"no successful probing run in {store.path}: no blocklist written (an empty one "
                                    "would unblock every model)")
@@ -265,8 +276,8 @@ def _blocklist_run(store, run: str | None, max_age: float | None) -> int:  # noq
     else:
         run_id = _int(run, "--run")
         info = store.get_run(run_id)
-        if info["status"] != "ok" or info.get("mode") == "predict":
-            what = "a metadata-only (predicted) run" if info["status"] == "ok" else info["status"]
+        if info["status"] not in SUCCESSFUL or info.get("mode") == "predict":
+            what = "a metadata-only (predicted) run" if info["status"] in SUCCESSFUL else info["status"]
             why = f" ({info['failure_reason']})" if info.get("failure_reason") else ""
             raise NoBlocklistError(f"run {run_id} is {what}{why}: only a successful probing run feeds a blocklist; "
                                    "nothing written")
@@ -309,7 +320,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
     with open_store(args.store, create=False) as store:
         if args.to is None:
-            to_run = store.latest_run_id("ok", mode="probe")
+            to_run = store.latest_run_id(mode="probe")
             if to_run is None:
                 raise UsageError(f"no successful probing run in {args.store}")
         else:
@@ -318,8 +329,11 @@ def cmd_diff(args: argparse.Namespace) -> int:
         from_run = _int(args.from_, "--from") if args.from_ is not None else store.previous_ok_run(to_run)
         if from_run is None:
             raise UsageError(f"run {to_run} has no earlier successful run of the same scope; pass --from RUN")
-        store.get_run(from_run)
+        versions = (store.get_run(from_run)["taxonomy_version"], store.get_run(to_run)["taxonomy_version"])
         diff = run_diff(store, from_run, to_run)
+    if versions[0] != versions[1]:
+        _err(f"note: run {from_run} and run {to_run} were judged by different rules (taxonomy version "
+             f"{versions[0]} -> {versions[1]}): some changes below come from the rules, not from the models")
     if args.format == "json":
         payload = {"from_run": from_run, "to_run": to_run,
                    "changes": json.loads(diff.to_json(orient="records"))}
@@ -383,6 +397,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
               f"  --hub-url {url}\n  --router-url {url}/v1\n"
               f"  retired API (410): {url}/retired/v1   no credits (402): {url}/nocredits/v1\n"
               f"  wrong path (404): {url}/wrongpath/v1   OpenAI-compatible gateway: {url}/openai/v1\n"
+              f"  every provider switched off in the account: {url}/noproviders/v1\n"
+              f"  token without the Inference Providers permission (403): {url}/noperm/v1\n"
               f"  stats: {url}/_sim/stats   (Ctrl-C stops)", flush=True)
 
     try:
@@ -449,12 +465,16 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--hub-url", default=HUB_URL, help="Hub API base URL")
     scan.add_argument("--router-url", default=ROUTER_URL, help="OpenAI-compatible router base URL (…/v1)")
     scan.add_argument("--provider", default="hf-inference",
-                      help="inference provider: a name (model string id:provider), a comma list, or 'all'")
+                      help="inference provider: a name (model string id:provider), a comma list, or 'all' "
+                           "('all,-novita' leaves one out)")
     scan.add_argument("--store", default=DEFAULT_STORE, help="SQLite store file")
     scan.add_argument("--concurrency", type=int, default=8, help="probes in flight at most")
     scan.add_argument("--timeout", type=_positive_float, default=30.0, help="seconds per request")
     scan.add_argument("--retries", type=int, default=2, help="retries on 429, 5xx, timeouts, connection errors")
     scan.add_argument("--max-tokens", type=int, default=16, help="max_tokens of the probe; reasoning models need room")
+    scan.add_argument("--max-tokens-retry", type=int, default=4096, metavar="N",
+                      help="budget of the one re-probe of a model that refused our budget (sent streamed and closed "
+                           "at the first chunk, so it costs almost nothing)")
     scan.add_argument("--backoff", type=_positive_float, default=1.0, help="base seconds of exponential backoff")
     scan.add_argument("--retry-after-cap", type=_positive_float, default=30.0,
                       help="never wait longer than this for a Retry-After")
@@ -469,8 +489,10 @@ def build_parser() -> argparse.ArgumentParser:
                            "the provider); auto: suffix for --source hub/router, bare for file/openai")
     scan.add_argument("--route-checks", type=int, default=2, metavar="N",
                       help="for a refused model, try up to N other routes (bare id, other live providers)")
-    scan.add_argument("--canary", action="append", metavar="ID",
-                      help="known-good model probed first (repeatable; default: the 3 most-downloaded live models)")
+    scan.add_argument("--canary", action="append", metavar="ID[:PROVIDER]",
+                      help="known-good model probed first, for every provider in scope or for the one named "
+                           "(repeatable; default per provider: the 3 most-downloaded models mapped live and listed "
+                           "by the router)")
     scan.add_argument("--no-probe", action="store_true",
                       help="metadata only: predict verdicts from the catalog and router list; zero chat calls, "
                            "nothing blocked")

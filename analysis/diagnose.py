@@ -1,8 +1,13 @@
-"""Catalog facts + probe evidence -> one verdict per target.  Pure: no I/O.
+"""Catalog facts + probe evidence -> one verdict per target (taxonomy version 2).  Pure: no I/O.
 
 :func:`classify` decides one target; :func:`diagnose` applies it to frames.
-Catalog facts only ever *explain a refusal*: a non-chat model that answers is
-``ok``, and one that times out is a ``timeout`` (with a note).
+The text tests (:func:`answer_kind`, :func:`request_fault`) read status, code
+and message together, since provider errors pass through the router in every
+shape.  Catalog facts only ever *explain a refusal*: a non-chat model that
+answers is ``ok``, and one that times out is a ``timeout`` (with a note).
+Run-level reasons are never decided here from one model: the canaries and the
+majority rule (:mod:`analysis.canaries`) decide them, and :func:`diagnose`
+applies them to the targets of a faulted provider.
 """
 
 from __future__ import annotations
@@ -14,33 +19,50 @@ from typing import Any
 import pandas as pd
 
 from .catalog import mapping_facts
+from .signature import error_signature
 from .taxonomy import BLOCKING, CHAT_PIPELINE_TAGS, RUN_LEVEL, TRANSIENT, reason_info
 
 __all__ = [
     "FINDING_COLUMNS",
+    "REFUSAL_STATUSES",
     "Facts",
     "Verdict",
+    "answer_kind",
+    "request_fault",
     "classify",
     "diagnose",
     "user_message",
-    "canary_verdict",
-    "endpoint_refusal",
     "predict",
 ]
 
 FINDING_COLUMNS = [
     "model_id", "provider", "reason", "blocked", "http_status", "pipeline_tag", "detail", "message",
     "latency_ms", "attempts", "checked_at", "model_string", "action", "predicted", "error_code", "note",
-    "mapping_status", "mapping_task", "in_router_list", "gated", "working_route",
+    "mapping_status", "mapping_task", "in_router_list", "gated", "working_route", "working_settings",
+    "error_signature", "carried",
 ]
 
 REFUSAL_STATUSES = frozenset({400, 404, 422})
 CHAT_TASK = "conversational"
-# A refusal naming one of these is about the probe's request, not the model.
-_BUDGET_IN_MESSAGE = re.compile(r"\b(max_tokens|max_completion_tokens)\b")
 # Error codes that are about the model itself, whatever the message says.
 MODEL_LEVEL_CODES = frozenset({"model_not_supported", "model_not_found", "gated_repo", "repo_not_found",
                                "RepoNotFound", "GatedRepo"})
+_PARAM = re.compile(r"\[param=([^\]]+)\]")
+# Parameters of our request: a refusal naming one may be the probe's fault.
+REQUEST_PARAMS = ("max_completion_tokens", "max_new_tokens", "max_tokens", "stream", "messages")
+_REQUEST_WORDS = re.compile(r"\b(max_completion_tokens|max_new_tokens|max_tokens|stream(?:ing)?|messages?|budget|"
+                            r"thinking)\b", re.IGNORECASE)
+_TEMPORARY = re.compile(r"currently loading|is loading|being loaded|endpoint is paused|is paused|\bpaused\b|"
+                        r"temporarily unavailable|overloaded|scaled to zero|is initiali[sz]ing|cold start",
+                        re.IGNORECASE)
+_TOKEN = re.compile(r"token|credential|permission|authenticat|authori[sz]|api[ _-]?key|username or password|"
+                    r"inference providers", re.IGNORECASE)
+_ACCESS = re.compile(r"gated|restricted|request access|must have access|access to (?:the )?(?:model|repo)|"
+                     r"awaiting (?:a )?review|accept the (?:licen[cs]e|conditions)", re.IGNORECASE)
+_NON_CHAT = re.compile(r"chat[ _]template|not a chat model|no chat completions?|chat completions? (?:is |are )?not "
+                       r"supported|(?:does not|doesn't) support (?:the )?(?:chat|task '?conversational)",
+                       re.IGNORECASE)
+_ACCOUNT = re.compile(r"any provider you have enabled", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -61,6 +83,10 @@ class Facts:
     in_router_list: bool | None = None
     in_catalog: bool = True
     working_route: str | None = None
+    working_settings: str | None = None  # a request experiment that answered
+    experiment: str | None = None  # evidence of a request experiment that did not answer
+    run_level: str | None = None  # the run-level reason of this target's provider (never blocked)
+    run_level_why: str = ""
 
 
 @dataclass(frozen=True)
@@ -70,18 +96,66 @@ class Verdict:
     note: str = ""
 
 
-def _names_request_param(message: str | None, code: str | None) -> bool:
-    """Whether a refusal is about a parameter of our request (the probe's fault), not the model.
+def _lower_text(code: str | None, message: str | None) -> str:
+    return f"{code or ''} {message or ''}"
 
-    An explicit ``param`` other than ``model`` says so; a model-level error code
-    says not; otherwise only a message about the token budget counts.
+
+def answer_kind(status: int | None, code: str | None, message: str | None) -> str | None:
+    """What an error answer is about, from status, code and text together.
+
+    ``temporary`` (loading, paused: any status), ``token`` (401, or a 403 about
+    the token or its permissions), ``payment`` (402), ``retired`` (410),
+    ``account`` (a provider switched off in the account's settings), ``access``
+    (the repository is gated), or ``None``.
     """
-    if not message or code in MODEL_LEVEL_CODES:
-        return False
-    match = re.search(r"\[param=([^\]]+)\]", message)
-    if match:
-        return match.group(1) != "model"
-    return bool(_BUDGET_IN_MESSAGE.search(message))
+    if status is None:
+        return None
+    text = _lower_text(code, message)
+    if _TEMPORARY.search(text):
+        return "temporary"
+    if status == 401:
+        return "token"
+    if status == 402:
+        return "payment"
+    if status == 410:
+        return "retired"
+    if _ACCESS.search(text) or code in ("gated_repo", "GatedRepo"):
+        return "access"
+    if status == 403 and _TOKEN.search(text):
+        return "token"
+    if _ACCOUNT.search(text):
+        return "account"
+    return None
+
+
+def request_fault(status: int | None, code: str | None, message: str | None) -> str | None:
+    """The request parameter a refusal is about (``max_tokens``, ``stream``...), or ``None``.
+
+    An explicit ``param`` naming one of ours says so, ``param=model`` or a
+    model-level code says not; otherwise the code and text are searched for our
+    parameters and for the budget words ("budget", "thinking").
+    """
+    if status not in REFUSAL_STATUSES or not (code or message):
+        return None
+    message = message or ""
+    param = _PARAM.search(message)
+    if param is not None:
+        name = param.group(1)
+        if name == "model":
+            return None
+        if name in REQUEST_PARAMS:
+            return name
+    if code in MODEL_LEVEL_CODES:
+        return None
+    match = _REQUEST_WORDS.search(_lower_text(code, _PARAM.sub("", message)))
+    if match is None:
+        return None if param is None else param.group(1)
+    word = match.group(1).lower()
+    if word.startswith("stream"):
+        return "stream"
+    if word in ("budget", "thinking"):
+        return "max_tokens"
+    return "messages" if word.startswith("message") else word
 
 
 def _is_gated(gated: str) -> bool:
@@ -94,55 +168,62 @@ def classify(f: Facts) -> Verdict:
     Rows are tested in the taxonomy's precedence order.
     """
     status = f.http_status if f.outcome == "http_error" else None
-    refused = status in REFUSAL_STATUSES
+    kind = answer_kind(status, f.error_code, f.error_message)
+    refused = status in REFUSAL_STATUSES and kind not in ("temporary", "token", "payment", "retired")
     tag_non_chat = f.pipeline_tag is not None and f.pipeline_tag not in CHAT_PIPELINE_TAGS
     task_non_chat = f.mapping_task is not None and f.mapping_task != CHAT_TASK
+    says_non_chat = bool(_NON_CHAT.search(_lower_text(f.error_code, f.error_message))) if status else False
     note = ""
 
-    if status == 401:
-        reason = "auth_error"
-    elif status == 402:
-        reason = "payment_required"
-    elif status == 410:
-        reason = "endpoint_error"
+    if f.run_level and f.outcome != "chat":
+        reason = f.run_level
     elif refused and f.working_route:
         reason = "route_mismatch"
-    elif refused and _names_request_param(f.error_message, f.error_code):
+    elif refused and f.working_settings:
         reason = "probe_error"
-    elif status == 403 or (refused and _is_gated(f.gated)):
+    elif status is not None and kind == "access":
         reason = "gated"
-    elif refused and (tag_non_chat or task_non_chat):
+    elif refused and (tag_non_chat or task_non_chat or says_non_chat):
         reason = "non_chat_task"
     elif refused and f.mapping_status in ("error", "staging"):
         reason = "provider_mapping_error"
-    elif status == 404:
+    elif refused and status == 404:
         reason = "not_found"
     elif refused:
         reason = "not_supported"
     elif status == 429:
         reason = "rate_limited"
-    elif f.outcome == "timeout":
+    elif f.outcome == "timeout" or status == 408:
         reason = "timeout"
-    elif status is not None and 500 <= status <= 599:
+    elif status is not None and (kind is not None or status >= 500 or status in (403, 424)):
         reason = "upstream_error"
     elif f.outcome == "connection":
         reason = "connection_error"
     elif f.outcome == "chat":
         reason = "ok"
     else:
-        reason = "invalid_response"  # a 2xx that is not a chat completion, or an unexpected status
+        reason = "invalid_response"  # a 2xx that is not a chat completion, an undecodable body, an odd status
 
     if reason in TRANSIENT and (tag_non_chat or task_non_chat):
         note = "catalog says this is not a chat model, but the probe was not refused, so that is not the verdict"
     elif reason == "ok" and (tag_non_chat or task_non_chat):
         note = "catalog says this is not a chat model, yet it answered a chat completion"
+    elif reason == "upstream_error" and kind in ("token", "payment", "retired"):
+        note = (f"a {status} for this model alone, while the canaries and the rest of the run answered: a fault of "
+                "the provider for this model, not of the token or the endpoint")
     return Verdict(reason, _detail(f), note)
 
 
 def _detail(f: Facts) -> str:
     parts = [_probe_part(f)]
+    if f.run_level and f.outcome != "chat":
+        parts.insert(0, f"not judged: {f.run_level_why or f.run_level}")
     if f.working_route:
         parts.append(f"works as {f.working_route}")
+    if f.working_settings:
+        parts.append(f"works with {f.working_settings}")
+    elif f.experiment:
+        parts.append(f.experiment)
     if f.in_catalog:
         parts.append(f"pipeline_tag={f.pipeline_tag or 'missing'}")
         if f.provider:
@@ -155,7 +236,7 @@ def _detail(f: Facts) -> str:
         elif f.mapping_status:
             parts.append(f"best mapping {f.mapping_status} ({f.mapping_task or 'task unknown'})")
         if _is_gated(f.gated):
-            parts.append(f"gated={f.gated}")
+            parts.append(f"catalog gated={f.gated} (repo gating does not apply to Inference Providers)")
     else:
         parts.append("not in catalog")
     if f.in_router_list is True:
@@ -181,11 +262,14 @@ def _probe_part(f: Facts) -> str:
     return f"router {f.http_status} {f.error_code or 'invalid body'} ({tries})"
 
 
-def user_message(reason: str, model_id: str, working_route: str | None = None) -> str:
+def user_message(reason: str, model_id: str, working_route: str | None = None,
+                 working_settings: str | None = None) -> str:
     """The text a gateway can return instead of an opaque 502."""
     text = reason_info(reason).message.format(model=model_id)
     if reason == "route_mismatch" and working_route:
         text += f" It answers when called as '{working_route}'."
+    if reason == "probe_error" and working_settings:
+        text += f" It answers with {working_settings}."
     return text
 
 
@@ -201,41 +285,75 @@ def _nullable(value: Any) -> Any:
     return value
 
 
-def diagnose(catalog: pd.DataFrame, probes: pd.DataFrame, *, run_ok: bool = True) -> pd.DataFrame:
-    """Findings for every primary probe: ``FINDING_COLUMNS``, one row per (model, provider).
+def _experiments(probes: pd.DataFrame, kinds: pd.Series) -> tuple[dict[tuple[str, str], str], dict[tuple[str, str],
+                                                                                                     str]]:
+    """(working settings, failed-experiment evidence) per (model, provider) from ``experiment`` probes."""
+    working: dict[tuple[str, str], str] = {}
+    failed: dict[tuple[str, str], str] = {}
+    rows = probes[kinds == "experiment"]
+    if rows.empty:
+        return working, failed
+    settings = rows["settings"] if "settings" in rows else pd.Series("", index=rows.index)
+    for model_id, route_for, outcome, status, code, setting in zip(
+            rows["model_id"], rows["route_for"], rows["outcome"], rows["http_status"], rows["error_code"], settings):
+        key = (model_id, route_for or "")
+        if outcome == "chat":
+            working[key] = setting or "adjusted request"
+        else:
+            answer = f"{_nullable_int(status)} {code}" if outcome == "http_error" and code else (
+                f"{_nullable_int(status)}" if outcome == "http_error" else outcome)
+            failed[key] = f"retried with {setting or 'an adjusted request'}: {answer}"
+    return working, failed
 
-    ``probes`` rows with ``kind == "route"`` are route checks: if one of them
-    answered with a chat completion, a refused target becomes ``route_mismatch``.
-    Rows of kind ``canary`` (a canary from outside the catalog) are not findings.
-    With ``run_ok=False`` (a failed run) nothing is ever blocked.
+
+def diagnose(catalog: pd.DataFrame, probes: pd.DataFrame, *, run_ok: bool = True,
+             targets: list[Any] | None = None, faulted: dict[str, tuple[str, str]] | None = None) -> pd.DataFrame:
+    """Findings: ``FINDING_COLUMNS``, one row per target (per primary probe when ``targets`` is ``None``).
+
+    ``probes`` rows with ``kind == "route"`` are route checks (a chat answer makes a
+    refused target ``route_mismatch``), rows of kind ``experiment`` are request
+    experiments (a chat answer makes a refused target ``probe_error``).  Rows of
+    kind ``canary`` (a canary from outside the catalog) are not findings.
+    ``faulted`` maps a provider to its run-level ``(reason, why)``: its targets get
+    that reason, unjudged.  With ``run_ok=False`` (a failed run) nothing is blocked.
     """
     # Columns as plain lists, never to_dict("records"): with pandas' Arrow strings that
     # boxes every cell one by one and was ~70% of the time (benchmarks/bench_diagnose.py).
+    faulted = faulted or {}
     cat_index = {mid: i for i, mid in enumerate(catalog["model_id"].tolist())}
     c_tag, c_gated, c_mapping, c_listed = (catalog[col].tolist()
                                            for col in ("pipeline_tag", "gated", "mapping", "in_router_list"))
     kinds = probes["kind"] if "kind" in probes else pd.Series("primary", index=probes.index)
-    is_route = kinds == "route"
-    primary = probes[kinds == "primary"]
     working: dict[tuple[str, str], str] = {}
-    checks = probes[is_route & (probes["outcome"] == "chat")]
-    for model_id, route_for, model_string in zip(checks["model_id"], checks["route_for"], checks["model_string"]):
+    checks = probes[(kinds == "route") & (probes["outcome"] == "chat")] if len(probes) else probes
+    for model_id, route_for, model_string in zip(checks.get("model_id", []), checks.get("route_for", []),
+                                                 checks.get("model_string", [])):
         working.setdefault((model_id, route_for or ""), model_string)
+    settings_ok, experiment_failed = _experiments(probes, kinds) if len(probes) else ({}, {})
+    primary = probes[kinds == "primary"] if len(probes) else probes
 
     def column(name: str) -> list[Any]:
         return primary[name].tolist() if name in primary else [None] * len(primary)
 
+    columns = ("model_id", "provider", "model_string", "http_status", "outcome", "error_code", "error_message",
+               "attempts", "note", "latency_ms", "finished_at")
+    rows = list(zip(*(column(name) for name in columns)))
+    if targets is not None:
+        by_key = {(r[0], r[1] or ""): r for r in rows}
+        rows = [by_key.get((t.model_id, t.provider)) or (t.model_id, t.provider, t.model_string, None, None, None,
+                                                         None, 0, None, None, None) for t in targets]
+
     out: dict[str, list[Any]] = {name: [] for name in FINDING_COLUMNS}
     per_row = ("model_id", "provider", "reason", "blocked", "http_status", "pipeline_tag", "detail", "message",
                "attempts", "error_code", "note", "action", "mapping_status", "mapping_task", "in_router_list",
-               "gated", "working_route")
+               "gated", "working_route", "working_settings", "error_signature", "latency_ms", "checked_at",
+               "model_string")
     appends = [out[name].append for name in per_row]
     # A verdict (reason, detail, note) never names the model, so targets with the same
     # facts share one: a catalog has a few hundred distinct fact sets, not 200,000.
     verdicts: dict[tuple[Any, ...], tuple[Verdict, bool, str]] = {}
-    for model_id, provider, status, outcome, code, message, attempts, probe_note in zip(
-            column("model_id"), column("provider"), column("http_status"), column("outcome"), column("error_code"),
-            column("error_message"), column("attempts"), column("note")):
+    for model_id, provider, model_string, status, outcome, code, message, attempts, probe_note, latency, \
+            finished in rows:
         provider = provider or ""
         idx = cat_index.get(model_id)
         if idx is not None:
@@ -245,66 +363,40 @@ def diagnose(catalog: pd.DataFrame, probes: pd.DataFrame, *, run_ok: bool = True
             m_status = m_task = tag = listed = None
             gated = "false"
         status, code, message, attempts = _nullable_int(status), _nullable(code), _nullable(message), int(attempts or 0)
-        working_route = working.get((model_id, provider))
-        names_param = status in REFUSAL_STATUSES and _names_request_param(message, code)
-        key = (provider, status, outcome, code, names_param, attempts, tag, gated, m_status, m_task, listed,
-               idx is not None, working_route)
+        key2 = (model_id, provider)
+        working_route = working.get(key2)
+        working_settings = settings_ok.get(key2)
+        experiment = experiment_failed.get(key2)
+        run_level, run_level_why = faulted.get(provider, (None, ""))
+        kind = answer_kind(status, code, message) if outcome == "http_error" else None
+        key = (provider, status, outcome, code, kind, _NON_CHAT.search(_lower_text(code, message)) is not None
+               if outcome == "http_error" else False, attempts, tag, gated, m_status, m_task, listed,
+               idx is not None, working_route, working_settings, experiment, run_level)
         cached = verdicts.get(key)
         if cached is None:
             verdict = classify(Facts(model_id=model_id, provider=provider, http_status=status, outcome=outcome,
                                      error_code=code, error_message=message, attempts=attempts, pipeline_tag=tag,
                                      gated=gated, mapping_status=m_status, mapping_task=m_task,
                                      in_router_list=listed, in_catalog=idx is not None,
-                                     working_route=working_route))
-            action = reason_info(verdict.reason).action if run_ok or verdict.reason in RUN_LEVEL else "none"
-            cached = verdicts[key] = (verdict, bool(run_ok and verdict.reason in BLOCKING), action)
+                                     working_route=working_route, working_settings=working_settings,
+                                     experiment=experiment, run_level=run_level, run_level_why=run_level_why))
+            judged = run_ok and verdict.reason not in RUN_LEVEL
+            action = reason_info(verdict.reason).action if judged or verdict.reason in RUN_LEVEL else "none"
+            cached = verdicts[key] = (verdict, bool(judged and verdict.reason in BLOCKING), action)
         verdict, blocked, action = cached
         probe_note = _nullable(probe_note)
         note = f"{verdict.note}; {probe_note}" if verdict.note and probe_note else (verdict.note or probe_note or "")
+        signature = error_signature(status, code, message, outcome, model_string or "", model_id) \
+            if outcome is not None else None
         for append, value in zip(appends, (
                 model_id, provider, verdict.reason, blocked, status, tag, verdict.detail,
-                user_message(verdict.reason, model_id, working_route), attempts, code, note, action, m_status,
-                m_task, listed, gated, working_route)):
+                user_message(verdict.reason, model_id, working_route, working_settings), attempts, code, note, action,
+                m_status, m_task, listed, gated, working_route, working_settings, signature, _nullable(latency),
+                finished, model_string)):
             append(value)
     out["predicted"] = [False] * len(out["model_id"])
-    out["latency_ms"] = [_nullable(v) for v in column("latency_ms")]
-    out["checked_at"] = column("finished_at")
-    out["model_string"] = column("model_string")
+    out["carried"] = [False] * len(out["model_id"])
     return pd.DataFrame(out, columns=FINDING_COLUMNS)
-
-
-def endpoint_refusal(result: Any) -> bool:
-    """Whether an answer says the endpoint is wrong rather than the model: a 410, or a 404
-    that does not name the model (no model-level code, no ``param=model``, no model id)."""
-    if result.outcome != "http_error":
-        return False
-    if result.http_status == 410:
-        return True
-    if result.http_status != 404:
-        return False
-    message = result.error_message or ""
-    return (result.error_code not in MODEL_LEVEL_CODES and "[param=model]" not in message
-            and result.model_id not in message)
-
-
-def canary_verdict(results: list[Any]) -> tuple[str, str] | None:
-    """A run-level ``(reason, why)`` when every canary failed the same way the setup would, else ``None``.
-
-    Canaries are known-good models, so when all of them fail alike the setup is
-    wrong, not the models: every one refused by the endpoint (404/410 not about
-    the model) is ``endpoint_error``; every one unreachable (no HTTP answer) is
-    ``endpoint_error`` too; every one forbidden (403) is ``auth_error``: the
-    token lacks permission for Inference Providers.
-    """
-    if not results:
-        return None
-    if all(endpoint_refusal(r) for r in results):
-        return "endpoint_error", "refused by the endpoint (404/410 that does not name the model)"
-    if all(r.outcome == "connection" for r in results):
-        return "endpoint_error", "unreachable (no HTTP answer)"
-    if all(r.outcome == "http_error" and r.http_status == 403 for r in results):
-        return "auth_error", "forbidden (403): the token may lack permission to call Inference Providers"
-    return None
 
 
 def predict(catalog: pd.DataFrame, targets: list[Any], checked_at: str) -> pd.DataFrame:
@@ -342,6 +434,6 @@ def predict(catalog: pd.DataFrame, targets: list[Any], checked_at: str) -> pd.Da
             "checked_at": checked_at, "model_string": target.model_string, "action": "none", "predicted": True,
             "error_code": None, "note": "predicted: no request was sent", "mapping_status": m_status,
             "mapping_task": m_task, "in_router_list": listed, "gated": c.get("gated") or "false",
-            "working_route": None,
+            "working_route": None, "working_settings": None, "error_signature": None, "carried": False,
         })
     return pd.DataFrame(rows, columns=FINDING_COLUMNS)

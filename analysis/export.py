@@ -29,7 +29,7 @@ FINDINGS_COLUMNS = ["model_id", "provider", "reason", "blocked", "http_status", 
                     "latency_ms", "attempts", "checked_at"]
 # Extra evidence columns that follow the contract columns when the frame has them.
 FINDINGS_EXTRA = ["model_string", "action", "predicted", "error_code", "note", "mapping_status", "in_router_list",
-                  "working_route"]
+                  "working_route", "working_settings", "error_signature", "carried"]
 BLOCKLIST_COLUMNS = ["model_id", "provider", "reason", "http_status", "pipeline_tag", "detail", "message", "checked_at"]
 FORMATS = ("csv", "json", "python")
 
@@ -141,7 +141,8 @@ def findings_bytes(findings: pd.DataFrame, fmt: str) -> bytes:
 def blocklist_bytes(findings: pd.DataFrame, fmt: str, reasons: set[str] | None = None) -> bytes:
     """The blocklist (blocked rows only) as CSV, JSON or a Python set."""
     frame = blocklist_frame(findings, reasons)
-    columns = BLOCKLIST_COLUMNS + [c for c in ("alternatives",) if c in frame.columns]
+    # carried: the row comes from the provider's last successful run (its part of this run had a run-level fault)
+    columns = BLOCKLIST_COLUMNS + [c for c in ("alternatives", "carried") if c in frame.columns]
     if fmt == "csv":
         return csv_bytes(frame, columns)
     if fmt == "json":

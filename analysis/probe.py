@@ -38,13 +38,15 @@ __all__ = [
     "probe_targets",
     "RouteCheck",
     "check_routes",
+    "Experiment",
+    "RequestChange",
+    "request_payload",
+    "run_experiments",
     "classify_body",
-    "RUN_LEVEL_STATUSES",
 ]
 
 CONNECTIONS_PER_CLIENT = 8
-RUN_LEVEL_STATUSES = frozenset({401, 402, 410})
-RETRY_STATUSES = frozenset({408, 429}) | frozenset(range(500, 600))
+RETRY_STATUSES = frozenset({408, 424, 429}) | frozenset(range(500, 600))
 MESSAGE_LIMIT = 300
 CODE_LIMIT = 80
 
@@ -109,12 +111,55 @@ class ProbeResult:
     started_at: str
     finished_at: str
     note: str = ""
-    route_for: str = ""  # for kind == "route": the provider of the target this route stands in for
+    route_for: str = ""  # for kind == "route"/"experiment": the provider of the target this probe stands in for
+    settings: str = ""  # for kind == "experiment": what was changed in the request ("max_tokens=4096; stream=true")
 
     def as_row(self) -> dict[str, Any]:
         row = asdict(self)
         row["attempt_log"] = [asdict(a) for a in self.attempt_log]
         return row
+
+
+@dataclass(frozen=True)
+class RequestChange:
+    """One change to the probe's request, for a request experiment (see :mod:`analysis.experiments`).
+
+    ``max_tokens`` replaces the budget; ``completion_tokens`` sends it as
+    ``max_completion_tokens`` instead of ``max_tokens``; ``stream`` asks for SSE
+    (the probe closes the stream at its first chunk); ``content_parts`` sends
+    the message content as a list of text parts.
+    """
+
+    max_tokens: int | None = None
+    completion_tokens: bool = False
+    stream: bool = False
+    content_parts: bool = False
+
+    def describe(self, settings: "ProbeSettings") -> str:
+        """What differs from the default request, as stored in ``working_settings``:
+        ``max_tokens=4096; stream=true``."""
+        budget = self.max_tokens if self.max_tokens is not None else settings.max_tokens
+        parts = [f"{'max_completion_tokens' if self.completion_tokens else 'max_tokens'}={budget}"] \
+            if self.completion_tokens or self.max_tokens is not None else []
+        if self.stream:
+            parts.append("stream=true")
+        if self.content_parts:
+            parts.append("content as text parts")
+        return "; ".join(parts)
+
+
+def request_payload(settings: "ProbeSettings", model_string: str, change: RequestChange | None = None) -> dict[str,
+                                                                                                            Any]:
+    """The JSON body of a probe: a minimal chat completion, with ``change`` applied."""
+    change = change or RequestChange()
+    content: Any = settings.prompt
+    if change.content_parts:
+        content = [{"type": "text", "text": settings.prompt}]
+    budget = change.max_tokens if change.max_tokens is not None else settings.max_tokens
+    payload: dict[str, Any] = {"model": model_string, "messages": [{"role": "user", "content": content}]}
+    payload["max_completion_tokens" if change.completion_tokens else "max_tokens"] = budget
+    payload["stream"] = change.stream
+    return payload
 
 
 def _now() -> str:
@@ -169,15 +214,45 @@ def parse_error_body(body: bytes, content_type: str,
     return None, safe(text) or None, None
 
 
-def classify_body(body: bytes) -> tuple[bool, str]:
+def _first_sse_event(text: str) -> Any:
+    """The JSON of the first ``data:`` line of an SSE body (``None`` when there is none or it is not JSON)."""
+    for line in text.splitlines():
+        if line.startswith("data:"):
+            payload = line[5:].strip()
+            if payload == "[DONE]":
+                return None
+            try:
+                return json.loads(payload)
+            except ValueError:
+                return None
+    return None
+
+
+def _is_chat_chunk(event: Any) -> bool:
+    return (isinstance(event, dict) and event.get("object") == "chat.completion.chunk"
+            and isinstance(event.get("choices"), list))
+
+
+def classify_body(body: bytes, content_type: str = "") -> tuple[bool, str]:
     """Whether a 2xx body is a chat completion, and a note.
 
     A completion with empty content still counts: reasoning models can spend a
-    tiny budget on thinking, which is the probe's budget, not the model's fault.
+    tiny budget on thinking (``reasoning_content`` or ``reasoning``, often with
+    ``finish_reason: length``), which is the probe's budget, not the model's
+    fault.  An SSE stream of chat chunks sent although we asked for
+    ``stream=false`` is an answer too, with a note.
     """
     try:
-        data = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return False, "2xx body is not valid UTF-8"
+    if "event-stream" in content_type.lower() or text.lstrip().startswith("data:"):
+        if _is_chat_chunk(_first_sse_event(text)):
+            return True, "answered with an SSE stream of chat chunks although the probe asked for stream=false"
+        return False, "2xx SSE body whose first event is not a chat completion chunk"
+    try:
+        data = json.loads(text)
+    except ValueError:
         return False, "2xx body is not valid JSON"
     if not isinstance(data, dict):
         return False, f"2xx body is a JSON {type(data).__name__}, not a chat completion"
@@ -188,10 +263,13 @@ def classify_body(body: bytes) -> tuple[bool, str]:
     message = first.get("message") if isinstance(first, dict) else None
     if not isinstance(message, dict):
         return False, "2xx chat completion has no message"
-    content = message.get("content")
-    if not content and not message.get("reasoning_content") and not message.get("tool_calls"):
-        return True, "empty reply: raise --max-tokens if this is a reasoning model"
-    return True, ""
+    if message.get("content") or message.get("tool_calls"):
+        return True, ""
+    finish = first.get("finish_reason")
+    if message.get("reasoning_content") or message.get("reasoning"):
+        return True, (f"the reply is reasoning only (finish_reason {finish}): the budget went to thinking; the model "
+                      "answers")
+    return True, f"empty reply (finish_reason {finish}): raise --max-tokens if this is a reasoning model"
 
 
 def _retry_after_seconds(value: str | None) -> float | None:
@@ -219,20 +297,32 @@ async def _read_capped(resp: httpx.Response, limit: int) -> tuple[bytes, bool]:
     return b"".join(chunks), False
 
 
-async def _attempt_once(client: httpx.AsyncClient, settings: ProbeSettings, target: Target, n: int) -> Attempt:
-    payload = {
-        "model": target.model_string,
-        "messages": [{"role": "user", "content": settings.prompt}],
-        "max_tokens": settings.max_tokens,
-        "stream": False,
-    }
+async def _read_first_event(resp: httpx.Response, limit: int) -> bytes:
+    """The body of a streamed answer up to its first ``data:`` event; the rest is never read.
+
+    Closing the stream there is what makes a large-budget re-probe cheap: the
+    provider stops generating when the connection goes.
+    """
+    buffer = b""
+    async for chunk in resp.aiter_bytes():
+        buffer += chunk
+        lines = buffer.split(b"\n")
+        if any(line.startswith(b"data:") for line in lines[:-1]) or len(buffer) > limit:
+            break
+    return buffer[:limit]
+
+
+async def _attempt_once(client: httpx.AsyncClient, settings: ProbeSettings, target: Target, n: int,
+                        change: RequestChange | None = None) -> Attempt:
+    payload = request_payload(settings, target.model_string, change)
+    streamed = bool(payload.get("stream"))
     started_at = _now()
     start = time.perf_counter()
     status: int | None = None
 
     def done(outcome: str, code: str | None = None, message: str | None = None,
              retry_after: float | None = None) -> Attempt:
-        # Exception texts are scrubbed here too: they may quote what was sent.
+        # Exception texts pass the untrusted-text boundary too: they may quote what was sent.
         return Attempt(n, started_at, round((time.perf_counter() - start) * 1000, 1), status, outcome,
                        code, clean_text(message, settings.token, limit=MESSAGE_LIMIT) if message else message,
                        retry_after)
@@ -241,12 +331,18 @@ async def _attempt_once(client: httpx.AsyncClient, settings: ProbeSettings, targ
         async with asyncio.timeout(settings.timeout):
             async with client.stream("POST", settings.chat_url, json=payload) as resp:
                 status = resp.status_code
-                body, oversized = await _read_capped(resp, settings.max_body_bytes)
                 content_type = resp.headers.get("content-type", "")
                 retry_after = _retry_after_seconds(resp.headers.get("retry-after"))
+                if streamed and 200 <= status < 300:
+                    body, oversized = await _read_first_event(resp, settings.max_body_bytes), False
+                else:
+                    body, oversized = await _read_capped(resp, settings.max_body_bytes)
     except (TimeoutError, httpx.TimeoutException):
         where = "before any answer" if status is None else f"reading the body after HTTP {status}"
         return done("timeout", "timeout", f"no complete answer within {settings.timeout:g}s ({where})")
+    except httpx.DecodingError as exc:
+        # An answer came, but its Content-Encoding lies: the upstream's fault, not the network's.
+        return done("invalid", "undecodable_body", f"HTTP {status} body cannot be decoded: {exc}")
     except httpx.HTTPError as exc:
         where = "no HTTP answer" if status is None else f"connection closed mid-body after HTTP {status}"
         return done("connection", type(exc).__name__, f"{where}: {exc}")
@@ -255,7 +351,12 @@ async def _attempt_once(client: httpx.AsyncClient, settings: ProbeSettings, targ
     if 200 <= status < 300:
         if oversized:
             return done("invalid", "oversized_body", f"2xx body larger than {settings.max_body_bytes // 1024} KB")
-        is_chat, note = classify_body(body)
+        if streamed:
+            text = body.decode("utf-8", errors="replace")
+            if _is_chat_chunk(_first_sse_event(text)):
+                return done("chat", None, "streamed: the first chunk is a chat completion chunk (stream closed there)")
+            return done("invalid", "not_chat_completion", "2xx stream whose first event is not a chat completion chunk")
+        is_chat, note = classify_body(body, content_type)
         return done("chat" if is_chat else "invalid", None if is_chat else "not_chat_completion", note or None)
     code, message, param = parse_error_body(body, content_type, (settings.token,))
     if param:
@@ -263,34 +364,40 @@ async def _attempt_once(client: httpx.AsyncClient, settings: ProbeSettings, targ
     return done("http_error", code, message, retry_after)
 
 
-async def _probe_one(client: httpx.AsyncClient, settings: ProbeSettings, target: Target, kind: str) -> ProbeResult:
+async def _probe_one(client: httpx.AsyncClient, settings: ProbeSettings, target: Target, kind: str,
+                     change: RequestChange | None = None) -> ProbeResult:
     started_at = _now()
     log: list[Attempt] = []
+    note = ""
     for n in range(1, settings.retries + 2):
-        attempt = await _attempt_once(client, settings, target, n)
+        attempt = await _attempt_once(client, settings, target, n, change)
         log.append(attempt)
         retryable = attempt.outcome in ("timeout", "connection") or (
             attempt.outcome == "http_error" and attempt.http_status in RETRY_STATUSES)
         if not retryable or n > settings.retries:
             break
+        if attempt.retry_after is not None and attempt.retry_after > settings.retry_after_cap:
+            # Waiting out a day-long Retry-After 30 s at a time only delays the verdict: stop at once.
+            note = (f"Retry-After {attempt.retry_after:g}s advertised, beyond the cap of "
+                    f"{settings.retry_after_cap:g}s: not retried")
+            break
         if attempt.retry_after is not None:
-            wait = min(attempt.retry_after, settings.retry_after_cap)
+            wait = attempt.retry_after
         else:
             wait = min(settings.backoff_cap, settings.backoff * 2 ** (n - 1)) * (0.5 + random.random())
         attempt.waited_s = round(wait, 3)
         await asyncio.sleep(wait)
     last = log[-1]
-    note = ""
     if last.outcome == "chat" and last.error_message:
         note = last.error_message
-    if last.retry_after is not None and last.retry_after > settings.retry_after_cap:
-        note = f"Retry-After {last.retry_after:g}s exceeds the cap of {settings.retry_after_cap:g}s"
+    elif not note and last.retry_after is not None and last.retry_after > settings.retry_after_cap:
+        note = f"Retry-After {last.retry_after:g}s advertised, beyond the cap of {settings.retry_after_cap:g}s"
     return ProbeResult(
         model_id=target.model_id, provider=target.provider, model_string=target.model_string,
         url=settings.chat_url, kind=kind, http_status=last.http_status, outcome=last.outcome,
         error_code=last.error_code, error_message=None if last.outcome == "chat" else last.error_message,
         latency_ms=last.latency_ms, attempts=len(log), attempt_log=log, started_at=started_at,
-        finished_at=_now(), note=note,
+        finished_at=_now(), note=note, settings=change.describe(settings) if change is not None else "",
     )
 
 
@@ -302,36 +409,46 @@ class RouteCheck:
     routes: tuple[Target, ...]
 
 
-async def probe_targets(
-    targets: Iterable[Target],
-    settings: ProbeSettings,
-    on_result: Callable[[ProbeResult], Awaitable[None] | None] | None = None,
-    *,
-    kind: str = "primary",
-    stop_on_run_level: bool = True,
-) -> list[ProbeResult]:
+@dataclass(frozen=True)
+class Experiment:
+    """One re-probe of a refused target with its request changed (at most one per target)."""
+
+    target: Target
+    change: RequestChange
+
+
+Job = list[tuple[Target, str, str, "RequestChange | None"]]
+OnResult = Callable[[ProbeResult], Awaitable[None] | None]
+
+
+async def probe_targets(targets: Iterable[Target], settings: ProbeSettings, on_result: OnResult | None = None, *,
+                        kind: str = "primary") -> list[ProbeResult]:
     """Probe every target with at most ``settings.concurrency`` requests in flight.
 
     Results are handed to ``on_result`` as they arrive (for progress and batched
-    storage) and returned.  When a target answers 401, 402 or 410 the scan is
-    run-level broken: no new probes start and the in-flight ones are abandoned.
+    storage) and returned.  No single answer stops the others: whether a fault is
+    run-level is decided from the run (:mod:`analysis.canaries`).
     """
-    jobs = [[(target, kind, "")] for target in targets]
-    return await _run_jobs(jobs, settings, on_result, stop_on_run_level, stop_at_chat=False)
+    jobs: list[Job] = [[(target, kind, "", None)] for target in targets]
+    return await _run_jobs(jobs, settings, on_result, stop_at_chat=False)
 
 
-async def check_routes(
-    checks: Iterable[RouteCheck],
-    settings: ProbeSettings,
-    on_result: Callable[[ProbeResult], Awaitable[None] | None] | None = None,
-) -> list[ProbeResult]:
+async def check_routes(checks: Iterable[RouteCheck], settings: ProbeSettings,
+                       on_result: OnResult | None = None) -> list[ProbeResult]:
     """Try each check's routes in order until one answers a chat completion.
 
     Every attempt is returned (``kind="route"``, ``route_for`` = the refused
     target's provider), so the evidence shows what was tried.
     """
-    jobs = [[(route, "route", check.target.provider) for route in check.routes] for check in checks]
-    return await _run_jobs(jobs, settings, on_result, True, stop_at_chat=True)
+    jobs: list[Job] = [[(route, "route", check.target.provider, None) for route in check.routes] for check in checks]
+    return await _run_jobs(jobs, settings, on_result, stop_at_chat=True)
+
+
+async def run_experiments(experiments: Iterable[Experiment], settings: ProbeSettings,
+                          on_result: OnResult | None = None) -> list[ProbeResult]:
+    """Re-probe each target once with its request changed (``kind="experiment"``, ``settings`` says how)."""
+    jobs: list[Job] = [[(e.target, "experiment", e.target.provider, e.change)] for e in experiments]
+    return await _run_jobs(jobs, settings, on_result, stop_at_chat=False)
 
 
 def _clients(settings: ProbeSettings) -> list[httpx.AsyncClient]:
@@ -351,51 +468,34 @@ def _clients(settings: ProbeSettings) -> list[httpx.AsyncClient]:
             for _ in range(math.ceil(workers / CONNECTIONS_PER_CLIENT))]
 
 
-async def _run_jobs(
-    jobs: list[list[tuple[Target, str, str]]],
-    settings: ProbeSettings,
-    on_result: Callable[[ProbeResult], Awaitable[None] | None] | None,
-    stop_on_run_level: bool,
-    stop_at_chat: bool,
-) -> list[ProbeResult]:
+async def _run_jobs(jobs: list[Job], settings: ProbeSettings, on_result: OnResult | None,
+                    stop_at_chat: bool) -> list[ProbeResult]:
     queue = list(reversed(jobs))
     results: list[ProbeResult] = []
-    stop = asyncio.Event()
     clients = _clients(settings)
     n_clients = len(clients)
 
     async def worker(client: httpx.AsyncClient) -> None:
-        while queue and not stop.is_set():
-            for target, kind, route_for in queue.pop():
-                result = await _probe_one(client, settings, target, kind)
+        while queue:
+            for target, kind, route_for, change in queue.pop():
+                result = await _probe_one(client, settings, target, kind, change)
                 result.route_for = route_for
-                if stop.is_set():
-                    return
                 results.append(result)
-                if stop_on_run_level and result.http_status in RUN_LEVEL_STATUSES and result.outcome == "http_error":
-                    stop.set()
                 if on_result is not None:
                     maybe = on_result(result)
                     if asyncio.iscoroutine(maybe):
                         await maybe
-                if stop.is_set() or (stop_at_chat and result.outcome == "chat"):
+                if stop_at_chat and result.outcome == "chat":
                     break
 
     workers = [asyncio.create_task(worker(clients[i % n_clients])) for i in range(max(1, settings.concurrency))]
-    stopper = asyncio.create_task(stop.wait())
     try:
-        pending: set[asyncio.Task[None]] = set(workers)
-        while pending and not stop.is_set():
-            done, _ = await asyncio.wait(pending | {stopper}, return_when=asyncio.FIRST_COMPLETED)
-            for task in done - {stopper}:
-                pending.discard(task)
-                if task.exception() is not None:
-                    raise task.exception()  # type: ignore[misc]
+        await asyncio.gather(*workers)
     finally:
-        # Also reached on cancellation (Ctrl-C): abandon in-flight probes, close sockets.
-        for task in [*workers, stopper]:
+        # Also reached on cancellation (Ctrl-C) or a worker's error: abandon in-flight probes, close sockets.
+        for task in workers:
             task.cancel()
-        await asyncio.gather(*workers, stopper, return_exceptions=True)
+        await asyncio.gather(*workers, return_exceptions=True)
         for client in clients:
             await client.aclose()
     return results

@@ -65,7 +65,8 @@ ACTION_TEXT = {
     "block": "block it",
     "fix route": "fix our route to it instead of blocking it",
     "wait": "wait and scan again; a transient failure never blocks a model on its own",
-    "fix setup": "fix our setup (token, credits, endpoint or probe settings) and scan again; nothing is blocked",
+    "fix probe": "keep it listed and send it the request settings that worked; nothing is blocked",
+    "fix setup": "fix our setup (token, credits, endpoint or account settings) and scan again; nothing is blocked",
     "none": "nothing to do: keep it listed",
 }
 
@@ -99,7 +100,7 @@ def resolve_run(store: Store, run_id: Any) -> int:
     """``run_id`` checked against the store; empty means the latest successful run."""
     number = _run_number(run_id, "run id")
     if number is None:
-        number = store.latest_run_id("ok")
+        number = store.latest_run_id()
         if number is None:
             raise UsageError(f"the store {store.path} has no successful run: scan first, or pass a run id")
     store.get_run(number)  # UsageError if there is no such run

@@ -82,6 +82,9 @@ def build_sample_store(store_path: str | os.PathLike[str] = SAMPLE_STORE,
             latest = run_scan(sample_config(sim.url, sim.router_url), store, observer)
             outcomes.append(("all providers, phase 1", latest))
             findings = store.findings(latest.run_id)
+            step("scan 5: every provider again, from an account with every provider switched off in its settings")
+            outcomes.append(("all providers, providers switched off in the account", run_scan(
+                sample_config(sim.url, f"{sim.url}/noproviders/v1"), store, observer)))
         for suffix in ("-wal", "-shm"):
             if Path(str(store_path) + suffix).exists():
                 Path(str(store_path) + suffix).unlink()

@@ -5,14 +5,23 @@
 Both report through a :class:`ScanObserver` (the CLI draws a progress bar, the
 dashboard an ``st.progress``) and return a :class:`ScanOutcome`.
 
-A probing run has three phases, each stored as it goes:
+A probing run experiments before it judges; each phase is stored as it goes:
 
-1. canaries: up to three known-good models (``--canary`` or the most-downloaded
-   live ones).  If every canary is refused with 404/410, the endpoint is wrong,
-   not the models: ``endpoint_error``, exit 3, nothing blocked.
-2. every other target.
-3. route checks: a target refused on its own route (400/404/422) is tried on up
-   to ``route_checks`` other routes; if one answers, it is ``route_mismatch``.
+1. canaries, per provider: up to three known-good models (``--canary`` or the
+   most-downloaded live, router-listed ones); a transient canary is re-probed
+   once.  A provider whose canaries all fail alike (:mod:`analysis.canaries`)
+   is not judged: a run-level reason, nothing blocked.
+2. every other target of the providers whose canaries passed.
+3. the majority rule: one refusal on most of a provider's answers re-probes its
+   canaries; if they now fail the same way, the provider is faulted.
+4. request experiments: a refusal about our request is re-probed once with the
+   request changed (:mod:`analysis.experiments`); if it answers, ``probe_error``.
+5. route checks: a target still refused on its own route is tried on up to
+   ``route_checks`` other routes; if one answers, ``route_mismatch``.
+
+The run is ``ok``; ``partial`` when some providers of several were faulted
+(their blocklist rows are carried forward from their last successful run);
+``failed`` when all were.  Partial and failed runs exit 3.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ import asyncio
 import shlex
 import time
 from dataclasses import asdict, dataclass, field
+from types import SimpleNamespace
 from typing import Any, Callable, Coroutine
 from urllib.parse import urlsplit
 
@@ -28,14 +38,24 @@ import pandas as pd
 
 from . import __version__
 from .alternatives import suggest_alternatives
+from .canaries import (
+    ProviderFault,
+    choose_canaries,
+    describe_faults,
+    is_transient_answer,
+    judge_canaries,
+    majority_fault,
+)
 from .catalog import (
     HUB_URL,
     ROUTER_URL,
     Target,
     attach_router_list,
     build_targets,
+    excluded_providers,
     fetch_hub_models,
     fetch_router_models,
+    hub_provider_param,
     mapping_facts,
     normalise_hub_models,
     normalise_router_models,
@@ -43,7 +63,7 @@ from .catalog import (
     read_catalog_file,
     route_alternatives,
 )
-from .diagnose import canary_verdict, diagnose, predict, user_message
+from .diagnose import REFUSAL_STATUSES, answer_kind, diagnose, predict, user_message
 from .errors import (
     EXIT_FAIL_ON,
     EXIT_INTERRUPTED,
@@ -53,21 +73,28 @@ from .errors import (
     RcaError,
     RunLevelError,
     UsageError,
-    auth_error,
-    payment_error,
-    retired_error,
     scrub,
 )
+from .experiments import DEFAULT_MAX_TOKENS_RETRY, plan_change
 from .history import HISTORY_COLUMNS, PersistencePolicy, apply_persistence, summarise_history
-from .probe import ProbeResult, ProbeSettings, RouteCheck, check_routes, probe_targets
-from .store import Store
-from .taxonomy import CHAT_PIPELINE_TAGS, TRANSIENT, reason_info
+from .probe import (
+    Experiment,
+    ProbeResult,
+    ProbeSettings,
+    RouteCheck,
+    check_routes,
+    probe_targets,
+    run_experiments,
+)
+from .store import SUCCESSFUL, Store
+from .taxonomy import CHAT_PIPELINE_TAGS, RUN_LEVEL, TAXONOMY_VERSION, TRANSIENT, reason_info
 
 __all__ = ["SOURCES", "ScanConfig", "ScanObserver", "ScanOutcome", "ScanInterrupted", "run_scan", "resume_scan",
            "validate_url"]
 
 SOURCES = ("hub", "router", "openai", "file")
-REFUSALS = (400, 404, 422)
+# Probe kinds that stand for a target's own answer; the others are evidence around it.
+OWN_ANSWER_KINDS = ("primary", "canary")
 
 
 @dataclass
@@ -86,6 +113,7 @@ class ScanConfig:
     timeout: float = 30.0
     retries: int = 2
     max_tokens: int = 16
+    max_tokens_retry: int = DEFAULT_MAX_TOKENS_RETRY
     backoff: float = 1.0
     retry_after_cap: float = 30.0
     hub_limit: int = 1000
@@ -143,6 +171,7 @@ class ScanConfig:
         parse_provider_spec(self.provider)
         for name, value, low in (("--concurrency", self.concurrency, 1), ("--retries", self.retries, 0),
                                  ("--max-tokens", self.max_tokens, 1), ("--batch-size", self.batch_size, 1),
+                                 ("--max-tokens-retry", self.max_tokens_retry, 1),
                                  ("--route-checks", self.route_checks, 0), ("--persistent-after", self.persistent_after,
                                                                             1)):
             if value < low:
@@ -186,13 +215,15 @@ class ScanObserver:
 
     def probes_finished(self) -> None: ...
 
+    def experiments_started(self, targets: int) -> None: ...
+
     def route_checks_started(self, targets: int) -> None: ...
 
 
 @dataclass
 class ScanOutcome:
     run_id: int
-    status: str  # ok | failed
+    status: str  # ok | partial | failed
     exit_code: int
     counts: dict[str, int]
     findings: pd.DataFrame
@@ -201,6 +232,7 @@ class ScanOutcome:
     duration_s: float = 0.0
     newly_blocked: pd.DataFrame | None = None
     previous_run_id: int | None = None
+    taxonomy_changed: bool = False  # the previous run was judged by another taxonomy version: --fail-on held back
 
 
 class ScanInterrupted(RcaError):
@@ -235,7 +267,8 @@ def _load_catalog(config: ScanConfig, observer: ScanObserver) -> pd.DataFrame:
                 catalog = catalog[keep].reset_index(drop=True)
         return catalog
     entries = fetch_hub_models(
-        config.hub_url, config.provider or "all", config.token, limit=config.hub_limit, timeout=config.timeout,
+        config.hub_url, hub_provider_param(config.provider), config.token, limit=config.hub_limit,
+        timeout=config.timeout,
         retries=max(config.retries, 2), backoff=config.backoff, on_page=observer.catalog_page)
     return attach_router_list(normalise_hub_models(entries, config.token), _router_list(config, observer))
 
@@ -251,64 +284,8 @@ def _router_list(config: ScanConfig, observer: ScanObserver) -> dict[str, Any] |
 def _targets(config: ScanConfig, catalog: pd.DataFrame) -> list[Target]:
     if config.source == "openai":
         return build_targets(catalog, None, route_suffix=False)
-    return build_targets(catalog, parse_provider_spec(config.provider), route_suffix=config.uses_suffix)
-
-
-def _choose_canaries(config: ScanConfig, catalog: pd.DataFrame, targets: list[Target]) -> list[Target]:
-    """Explicit ``--canary`` ids, else up to ``canary_count`` known-good models.
-
-    Known-good: not gated, not a non-chat tag, not missing from the router list, and
-    mapped ``live`` for the probed provider, most downloads first.  A catalog
-    without mappings (a file, a plain OpenAI list) falls back to the models the
-    router lists, then any.
-    """
-    by_model: dict[str, Target] = {}
-    for target in targets:
-        by_model.setdefault(target.model_id, target)
-    if config.canaries:
-        chosen = []
-        provider = targets[0].provider if targets else ""
-        for model_id in config.canaries:
-            if model_id in by_model:
-                chosen.append(by_model[model_id])
-            else:
-                suffix = config.uses_suffix and provider
-                chosen.append(Target(model_id, provider, f"{model_id}:{provider}" if suffix else model_id))
-        return chosen
-    # Plain dicts, not rows.loc[...] per target: .loc costs ~50 us a call, 0.3 s on 6,000 targets.
-    facts = {}
-    for model_id, mapping, tag, listed, downloads, gated in zip(
-            catalog["model_id"], catalog["mapping"], catalog["pipeline_tag"], catalog["in_router_list"],
-            catalog["downloads"], catalog["gated"]):
-        facts.setdefault(model_id, (mapping, tag, listed, downloads, gated))
-    candidates = []
-    fallback = []  # no mapping facts (a file or a plain OpenAI list): listed by the router, or any
-    for target in targets:
-        if target.model_id not in facts:
-            continue
-        mapping, tag, listed, downloads, gated = facts[target.model_id]
-        tag = tag if isinstance(tag, str) else None
-        if gated not in (None, "false") or (tag is not None and tag not in CHAT_PIPELINE_TAGS) or listed is False:
-            continue  # a gated or non-chat model is no known-good canary
-        status, task = mapping_facts(mapping, target.provider)
-        downloads = downloads if pd.notna(downloads) else -1
-        if status == "live" and task in (None, "conversational"):
-            candidates.append((-downloads, target.model_string, target))
-        elif status is None:
-            fallback.append(((0 if listed else 1, -downloads), target.model_string, target))
-    candidates.sort(key=lambda c: (c[0], c[1]))
-    fallback.sort(key=lambda c: (c[0], c[1]))
-    if not candidates:
-        candidates = fallback
-    seen: set[str] = set()
-    chosen = []
-    for _, _, target in candidates:
-        if target.model_id not in seen:
-            seen.add(target.model_id)
-            chosen.append(target)
-        if len(chosen) >= config.canary_count:
-            break
-    return chosen
+    return build_targets(catalog, parse_provider_spec(config.provider), route_suffix=config.uses_suffix,
+                         exclude=excluded_providers(config.provider))
 
 
 # --------------------------------------------------------------------------- entry points
@@ -328,12 +305,12 @@ def run_scan(config: ScanConfig, store: Store, observer: ScanObserver | None = N
     run_id = store.create_run(source=config.source, provider=config.scope_provider,
                               hub_url=config.hub_url if config.source == "hub" else None,
                               router_url=config.router_url, settings=config.public(), tool_version=__version__,
-                              mode="probe" if config.probe else "predict")
+                              mode="probe" if config.probe else "predict", taxonomy_version=TAXONOMY_VERSION)
     observer.run_started(run_id)
     try:
         catalog = _load_catalog(config, observer)
     except RunLevelError as exc:
-        return _fail_run_level(store, run_id, exc, pd.DataFrame())
+        return _fail_run_level(store, run_id, exc.reason, str(exc), exc.evidence, pd.DataFrame())
     except RcaError as exc:
         store.finish_run(run_id, "failed", failure_reason="catalog_error", failure_message=str(exc))
         raise
@@ -364,8 +341,8 @@ def run_scan(config: ScanConfig, store: Store, observer: ScanObserver | None = N
     observer.catalog_done(len(catalog), len(targets), listed)
     if not config.probe:
         return _finish_predicted(config, store, run_id, catalog, targets)
-    canaries = _choose_canaries(config, catalog, targets)
-    store.set_canaries(run_id, [c.model_string for c in canaries])
+    canaries = choose_canaries(catalog, targets, config.canaries, config.canary_count, config.uses_suffix)
+    store.set_canaries(run_id, {p: [c.model_string for c in group] for p, group in canaries.items()})
     return _probe_and_finish(config, store, run_id, catalog, targets, canaries, observer)
 
 
@@ -398,15 +375,17 @@ def resume_scan(store: Store, run_id: int | None, token: str | None,
     if not config.probe:
         store.set_run_status(run_id, "running")
         return _finish_predicted(config, store, run_id, catalog, targets)
-    by_string = {t.model_string: t for t in targets}
-    canaries = [by_string.get(s) or _extra_canary(s) for s in run["canaries"]]
+    by_key = {(t.model_string, t.provider): t for t in targets}
+    canaries = {provider: [by_key.get((s, provider)) or _extra_canary(s, provider) for s in strings]
+                for provider, strings in run["canaries"].items()}
     store.set_run_status(run_id, "running")
     observer.run_started(run_id)
     return _probe_and_finish(config, store, run_id, catalog, targets, canaries, observer)
 
 
-def _extra_canary(model_string: str) -> Target:
-    model_id, _, provider = model_string.partition(":")
+def _extra_canary(model_string: str, provider: str) -> Target:
+    suffix = f":{provider}"
+    model_id = model_string[: -len(suffix)] if provider and model_string.endswith(suffix) else model_string
     return Target(model_id, provider, model_string)
 
 
@@ -459,93 +438,117 @@ def _run_phase(coro_factory: Callable[[], Coroutine[Any, Any, list[ProbeResult]]
     recorder.flush()
 
 
-def _run_level_probe(probes: pd.DataFrame) -> dict[str, Any] | None:
-    hits = probes[(probes["outcome"] == "http_error") & probes["http_status"].isin([401, 402, 410])]
-    return None if hits.empty else hits.iloc[0].to_dict()
+class _Answers:
+    """What the store holds of a run's probes, by kind: rebuilt at each phase boundary (and on resume)."""
+
+    def __init__(self, probes: pd.DataFrame) -> None:
+        self.frame = probes
+        self.own: dict[tuple[str, str], Any] = {}  # (model_id, provider) -> its own answer (primary/canary)
+        self.rechecked: dict[tuple[str, str, str], Any] = {}  # (kind, model_string, provider) -> recheck answer
+        self.experiments: dict[tuple[str, str], Any] = {}
+        columns = ["kind", "model_id", "provider", "route_for", "model_string", "http_status", "outcome",
+                   "error_code", "error_message"]
+        for values in zip(*(probes[c].tolist() for c in columns)):
+            row = SimpleNamespace(**{c: None if _missing(v) else v for c, v in zip(columns, values)})
+            row.http_status = None if row.http_status is None else int(row.http_status)
+            if row.kind in OWN_ANSWER_KINDS:
+                self.own[(row.model_id, row.provider)] = row
+            elif row.kind in ("canary_recheck", "majority_recheck"):
+                self.rechecked[(row.kind, row.model_string, row.provider)] = row
+            elif row.kind == "experiment":
+                self.experiments[(row.model_id, row.route_for)] = row
+
+    def latest(self, target: Target, *recheck_kinds: str) -> Any:
+        """A canary's newest answer: its recheck of one of ``recheck_kinds`` if there is one, else its own."""
+        for kind in recheck_kinds:
+            row = self.rechecked.get((kind, target.model_string, target.provider))
+            if row is not None:
+                return row
+        return self.own.get((target.model_id, target.provider))
 
 
-def _probe_and_finish(config: ScanConfig, store: Store, run_id: int, catalog: pd.DataFrame,
-                      targets: list[Target], canaries: list[Target], observer: ScanObserver) -> ScanOutcome:
-    settings = config.probe_settings()
-    done = store.probed_keys(run_id)
-    target_keys = {(t.model_id, t.provider) for t in targets}
-    recorder = _Recorder(store, run_id, config.batch_size, observer)
-    recorder.probed = len(done & target_keys)
-    total = len(targets)
-    observer.probes_started(total, recorder.probed)
-
-    # Phase 1: canaries.  They are targets too (unless given explicitly from outside the catalog),
-    # so they are not probed again in phase 2.
-    todo_canaries = [c for c in canaries if (c.model_id, c.provider) not in done]
-    if todo_canaries:
-        inside = [c for c in todo_canaries if (c.model_id, c.provider) in target_keys]
-        outside = [c for c in todo_canaries if (c.model_id, c.provider) not in target_keys]
-
-        async def canary_phase() -> list[ProbeResult]:
-            # Each probe_targets call opens its own connections: skip the empty ones.
-            results = await probe_targets(inside, settings, recorder) if inside else []
-            return results + (await probe_targets(outside, settings, recorder, kind="canary") if outside else [])
-
-        _run_phase(canary_phase, recorder, store, run_id, total)
-    probes = store.probes(run_id)
-    hit = _run_level_probe(probes)
-    if canaries and hit is None:
-        canary_strings = {c.model_string for c in canaries}
-        canary_results = _as_results(probes[probes["model_string"].isin(canary_strings) & (probes["kind"] != "route")])
-        verdict = canary_verdict(canary_results) if len(canary_results) == len(canary_strings) else None
-        if verdict is not None:
-            observer.probes_finished()
-            reason, how = verdict
-            names = ", ".join(sorted(canary_strings))
-            where = "the token" if reason == "auth_error" else f"the endpoint {config.router_url}"
-            check = "Check HF_TOKEN's permissions" if reason == "auth_error" else "Check --router-url"
-            exc = RunLevelError(reason, f"every canary ({names}) was {how}: {where} looks wrong, not the models. "
-                                f"{check}. Nothing was blocked.", "canaries: " + "; ".join(
-                                    f"{r.model_string} {r.http_status or r.outcome} {r.error_code or ''}".strip()
-                                    for r in canary_results))
-            return _fail_run_level(store, run_id, exc, diagnose(catalog, probes, run_ok=False))
-
-    # Phase 2: every other target.
-    if hit is None:
-        done = store.probed_keys(run_id)
-        remaining = [t for t in targets if (t.model_id, t.provider) not in done]
-        _run_phase(lambda: probe_targets(remaining, settings, recorder), recorder, store, run_id, total)
-        probes = store.probes(run_id)
-        hit = _run_level_probe(probes)
-
-    # Phase 3: route checks for refused targets.
-    if hit is None and config.route_checks > 0:
-        checks = _route_checks(config, catalog, probes)
-        if checks:
-            observer.route_checks_started(len(checks))
-            _run_phase(lambda: check_routes(checks, settings, recorder), recorder, store, run_id, total)
-            probes = store.probes(run_id)
-            hit = _run_level_probe(probes)
-    observer.probes_finished()
-
-    if hit is not None:
-        status = int(hit["http_status"])
-        exc = _run_level_error(status, config, f"router {status} for {hit['model_string']}: "
-                                               f"{hit['error_message'] or ''}")
-        return _fail_run_level(store, run_id, exc, diagnose(catalog, probes, run_ok=False))
-
-    findings = _with_history(store, run_id, diagnose(catalog, probes, run_ok=True), catalog,
-                             PersistencePolicy(config.persistent_after, config.persistent_min_hours))
-    return _finish_ok(config, store, run_id, findings, total)
+def _missing(value: Any) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and value != value)
 
 
-def _as_results(probes: pd.DataFrame) -> list[ProbeResult]:
-    return [ProbeResult(r["model_id"], r["provider"], r["model_string"], r["url"], r["kind"],
-                        None if pd.isna(r["http_status"]) else int(r["http_status"]), r["outcome"], r["error_code"],
-                        r["error_message"], r["latency_ms"], int(r["attempts"]), [], r["started_at"], r["finished_at"])
-            for r in probes.to_dict("records")]
+def _canary_faults(canaries: dict[str, list[Target]], answers: _Answers) -> dict[str, ProviderFault]:
+    faults = {}
+    for provider, group in canaries.items():
+        results = [r for r in (answers.latest(c, "canary_recheck") for c in group) if r is not None]
+        fault = judge_canaries(provider, results)
+        if fault is not None:
+            faults[provider] = fault
+    return faults
 
 
-def _route_checks(config: ScanConfig, catalog: pd.DataFrame, probes: pd.DataFrame) -> list[RouteCheck]:
-    """Route checks still to do: refused primaries without a working or exhausted check."""
+def _transient_canaries(canaries: dict[str, list[Target]], answers: _Answers) -> list[Target]:
+    """Canaries to re-probe once: transient answers in a provider where no canary answered yet."""
+    todo = []
+    for group in canaries.values():
+        results = [(c, answers.own.get((c.model_id, c.provider))) for c in group]
+        if any(r is not None and r.outcome == "chat" for _, r in results):
+            continue
+        todo += [c for c, r in results if r is not None and is_transient_answer(r)
+                 and ("canary_recheck", c.model_string, c.provider) not in answers.rechecked]
+    return todo
+
+
+def _majority_faults(config: ScanConfig, canaries: dict[str, list[Target]], answers: _Answers,
+                     faults: dict[str, ProviderFault], recheck: Callable[[list[Target]], _Answers]) -> dict[str,
+                                                                                                        ProviderFault]:
+    """Providers where one refusal covers most answered targets and the canaries, probed again, agree."""
+    by_provider: dict[str, list[Any]] = {}
+    for (_, provider), row in answers.own.items():
+        if provider not in faults:
+            by_provider.setdefault(provider, []).append(row)
+    found: dict[str, ProviderFault] = {}
+    suspects: dict[str, str] = {}
+    for provider, rows in by_provider.items():
+        majority = majority_fault(provider, rows)
+        if majority is None:
+            continue
+        signature, fault = majority
+        if fault is not None:
+            found[provider] = fault
+        elif canaries.get(provider):
+            suspects[provider] = signature
+    if suspects:
+        answers = recheck([c for p in suspects for c in canaries[p]])
+        for provider, signature in suspects.items():
+            results = [r for r in (answers.latest(c, "majority_recheck") for c in canaries[provider]) if r is not None]
+            fault = judge_canaries(provider, results)
+            if fault is not None and fault.signature == signature:
+                found[provider] = fault
+    return found
+
+
+def _experiments(config: ScanConfig, catalog: pd.DataFrame, targets: list[Target], answers: _Answers,
+                 faults: dict[str, ProviderFault]) -> list[Experiment]:
+    """One request experiment for each refusal that may be about our request (none for a non-chat model)."""
+    facts = {m: (tag, mapping) for m, tag, mapping in zip(catalog["model_id"], catalog["pipeline_tag"],
+                                                           catalog["mapping"])}
+    planned = []
+    for target in targets:
+        row = answers.own.get((target.model_id, target.provider))
+        if (row is None or target.provider in faults or row.outcome != "http_error"
+                or (target.model_id, target.provider) in answers.experiments):
+            continue
+        tag, mapping = facts.get(target.model_id, (None, None))
+        _, task = mapping_facts(mapping, target.provider)
+        if (isinstance(tag, str) and tag not in CHAT_PIPELINE_TAGS) or (task is not None and task != "conversational"):
+            continue  # the catalog says non-chat: a refusal of our chat fields is non_chat_task, not our fault
+        change = plan_change(row.http_status, row.error_code, row.error_message, max_tokens=config.max_tokens,
+                             max_tokens_retry=config.max_tokens_retry)
+        if change is not None:
+            planned.append(Experiment(target, change))
+    return planned
+
+
+def _route_checks(config: ScanConfig, catalog: pd.DataFrame, answers: _Answers,
+                  faults: dict[str, ProviderFault]) -> list[RouteCheck]:
+    """Route checks still to do: refused primaries without a working experiment or a working or exhausted check."""
     mappings = dict(zip(catalog["model_id"], catalog["mapping"]))
-    primary = probes[(probes["kind"] == "primary") & (probes["outcome"] == "http_error")
-                     & probes["http_status"].isin(REFUSALS)]
+    probes = answers.frame
     routes = probes[probes["kind"] == "route"]
     tried: dict[tuple[str, str], set[str]] = {}
     working: set[tuple[str, str]] = set()
@@ -555,16 +558,88 @@ def _route_checks(config: ScanConfig, catalog: pd.DataFrame, probes: pd.DataFram
         if outcome == "chat":
             working.add((model_id, route_for))
     checks = []
-    for model_id, provider, model_string in zip(primary["model_id"], primary["provider"], primary["model_string"]):
-        key = (model_id, provider)
-        if key in working:
+    for (model_id, provider), row in answers.own.items():
+        if row.kind != "primary" or provider in faults or row.outcome != "http_error":
             continue
-        target = Target(model_id, provider, model_string)
+        if row.http_status not in REFUSAL_STATUSES or answer_kind(row.http_status, row.error_code, row.error_message) in (
+                "temporary", "token", "payment", "retired"):
+            continue
+        experiment = answers.experiments.get((model_id, provider))
+        if (model_id, provider) in working or (experiment is not None and experiment.outcome == "chat"):
+            continue
+        target = Target(model_id, provider, row.model_string)
         alternatives = route_alternatives(target, mappings.get(model_id), config.route_checks)
-        alternatives = [a for a in alternatives if a.model_string not in tried.get(key, set())]
+        alternatives = [a for a in alternatives if a.model_string not in tried.get((model_id, provider), set())]
         if alternatives:
             checks.append(RouteCheck(target, tuple(alternatives)))
     return checks
+
+
+def _probe_and_finish(config: ScanConfig, store: Store, run_id: int, catalog: pd.DataFrame,
+                      targets: list[Target], canaries: dict[str, list[Target]],
+                      observer: ScanObserver) -> ScanOutcome:
+    """Canaries, the other targets, the majority rule, request experiments and route checks, then the verdicts.
+
+    Every phase stores its probes as they arrive; a resumed run skips what is stored.
+    """
+    settings = config.probe_settings()
+    answers = _Answers(store.probes(run_id))
+    target_keys = {(t.model_id, t.provider) for t in targets}
+    recorder = _Recorder(store, run_id, config.batch_size, observer)
+    recorder.probed = len(target_keys & set(answers.own))
+    total = len(targets)
+    observer.probes_started(total, recorder.probed)
+
+    def phase(factory: Callable[[], Coroutine[Any, Any, list[ProbeResult]]]) -> _Answers:
+        _run_phase(factory, recorder, store, run_id, total)
+        return _Answers(store.probes(run_id))
+
+    # Phase 1: canaries, per provider.  Canaries from the catalog are targets too: not probed twice.
+    todo = [c for group in canaries.values() for c in group if (c.model_id, c.provider) not in answers.own]
+    if todo:
+        inside = [c for c in todo if (c.model_id, c.provider) in target_keys]
+        outside = [c for c in todo if (c.model_id, c.provider) not in target_keys]
+
+        async def canary_phase() -> list[ProbeResult]:
+            # Each probe_targets call opens its own connections: skip the empty ones.
+            results = await probe_targets(inside, settings, recorder) if inside else []
+            return results + (await probe_targets(outside, settings, recorder, kind="canary") if outside else [])
+
+        answers = phase(canary_phase)
+    again = _transient_canaries(canaries, answers)
+    if again:
+        answers = phase(lambda: probe_targets(again, settings, recorder, kind="canary_recheck"))
+    faults = _canary_faults(canaries, answers)
+    for line in describe_faults(faults, config.router_url):
+        observer.warning(line)
+
+    # Phase 2: every other target of the providers whose canaries passed.
+    remaining = [t for t in targets if t.provider not in faults and (t.model_id, t.provider) not in answers.own]
+    if remaining:
+        answers = phase(lambda: probe_targets(remaining, settings, recorder))
+
+    # The majority rule: one refusal on most of a provider's answers is a run-level suspect.
+    def recheck(group: list[Target]) -> _Answers:
+        fresh = [c for c in group if ("majority_recheck", c.model_string, c.provider) not in answers.rechecked]
+        return phase(lambda: probe_targets(fresh, settings, recorder, kind="majority_recheck")) if fresh else answers
+
+    faults.update(_majority_faults(config, canaries, answers, faults, recheck))
+    answers = _Answers(store.probes(run_id)) if faults else answers
+
+    # Phase 3: request experiments, at most one per target.
+    experiments = _experiments(config, catalog, targets, answers, faults)
+    if experiments:
+        observer.experiments_started(len(experiments))
+        answers = phase(lambda: run_experiments(experiments, settings, recorder))
+
+    # Phase 4: route checks for targets still refused.
+    if config.route_checks > 0:
+        checks = _route_checks(config, catalog, answers, faults)
+        if checks:
+            observer.route_checks_started(len(checks))
+            answers = phase(lambda: check_routes(checks, settings, recorder))
+    observer.probes_finished()
+    return _finish_probed(config, store, run_id, catalog, targets, answers.frame, faults)
 
 
 # --------------------------------------------------------------------------- finishing
@@ -572,11 +647,16 @@ def _route_checks(config: ScanConfig, catalog: pd.DataFrame, probes: pd.DataFram
 
 def _with_history(store: Store, run_id: int, findings: pd.DataFrame, catalog: pd.DataFrame,
                   policy: PersistencePolicy) -> pd.DataFrame:
-    """Apply the persistent-failure policy, then add history columns and alternatives."""
+    """Apply the persistent-failure policy, then add history columns and alternatives.
+
+    Carried rows and the unjudged rows of a faulted provider are no evidence of this
+    run: they neither add to a failing streak nor end one.
+    """
     run = store.get_run(run_id)
     previous = store.scope_history(run["source"], run["provider"], before=run_id)
     findings = apply_persistence(findings, previous, run["started_at"], policy)
-    current = findings[["model_id", "provider", "reason"]].assign(run_id=run_id, run_started_at=run["started_at"])
+    judged = findings[~findings["carried"].astype(bool) & ~findings["reason"].isin(RUN_LEVEL)]
+    current = judged[["model_id", "provider", "reason"]].assign(run_id=run_id, run_started_at=run["started_at"])
     summary = summarise_history(pd.concat([previous, current], ignore_index=True), policy.flap_window)
     findings = findings.drop(columns=[c for c in HISTORY_COLUMNS if c in findings.columns])
     findings = findings.merge(summary.drop(columns=["runs_seen"]), on=["model_id", "provider"], how="left")
@@ -592,58 +672,120 @@ def _finish_predicted(config: ScanConfig, store: Store, run_id: int, catalog: pd
     return _finish_ok(config, store, run_id, findings, len(targets))
 
 
-def _finish_ok(config: ScanConfig, store: Store, run_id: int, findings: pd.DataFrame, total: int) -> ScanOutcome:
+def _fault_record(fault: ProviderFault, router_url: str) -> dict[str, str]:
+    return {"reason": fault.reason, "cause": fault.cause, "hint": fault.hint(router_url),
+            "signature": fault.signature, "evidence": fault.evidence}
+
+
+def _fault_message(faults: dict[str, ProviderFault], router_url: str, partial: bool) -> str:
+    tail = ("the other providers were judged; the faulted ones keep their blocklist rows from their last successful "
+            "run" if partial else "Nothing was blocked")
+    single = len({f.reason for f in faults.values()}) == 1 and not partial  # the reason is said beside it
+    return "; ".join(describe_faults(faults, router_url, with_reason=not single)) + f". {tail}."
+
+
+def _finish_probed(config: ScanConfig, store: Store, run_id: int, catalog: pd.DataFrame, targets: list[Target],
+                   probes: pd.DataFrame, faults: dict[str, ProviderFault]) -> ScanOutcome:
+    """Verdicts for a probed run: ok, partial (some providers faulted) or failed (all of them)."""
+    providers = {t.provider for t in targets}
+    faulted = {p: (f.reason, f"{f.reason}: {f.hint(config.router_url)}") for p, f in faults.items()}
+    all_faulted = bool(faults) and providers <= set(faults)
+    if faults:
+        store.set_faulted(run_id, {p: _fault_record(f, config.router_url) for p, f in faults.items()})
+    findings = diagnose(catalog, probes, run_ok=not all_faulted, targets=targets, faulted=faulted)
+    if all_faulted:
+        first = faults[sorted(faults)[0]]
+        return _fail_run_level(store, run_id, first.reason, _fault_message(faults, config.router_url, False),
+                               "; ".join(f.evidence for f in faults.values()), findings)
+    if faults:
+        findings = _carry_forward(store, run_id, findings, faults)
+    findings = _with_history(store, run_id, findings, catalog,
+                             PersistencePolicy(config.persistent_after, config.persistent_min_hours))
+    outcome = _finish_ok(config, store, run_id, findings, len(targets), partial=bool(faults))
+    if faults:
+        outcome.message = _fault_message(faults, config.router_url, True)
+        outcome.failure_reason = faults[sorted(faults)[0]].reason
+    return outcome
+
+
+def _carry_forward(store: Store, run_id: int, findings: pd.DataFrame, faults: dict[str, ProviderFault]) -> pd.DataFrame:
+    """A faulted provider keeps the blocked rows of its last successful run, marked carried: a fault never
+    unblocks anything."""
+    run = store.get_run(run_id)
+    carried = []
+    for provider, fault in faults.items():
+        source_run, rows = store.last_judged_blocklist(run["source"], run["provider"], provider, run_id)
+        if source_run is None or rows.empty:
+            continue
+        rows = rows.copy()
+        rows["carried"] = True
+        rows["note"] = [f"carried from run {source_run} (checked {c}): {provider or 'the bare route'} had a "
+                        f"run-level fault in this run ({fault.reason})" for c in rows["checked_at"]]
+        carried.append(rows)
+    if not carried:
+        return findings
+    rows = pd.concat(carried, ignore_index=True)
+    keys = set(zip(rows["model_id"], rows["provider"]))
+    keep = [(m, p) not in keys for m, p in zip(findings["model_id"], findings["provider"])]
+    rows = rows[[c for c in findings.columns if c in rows.columns]]
+    return pd.concat([findings[keep], rows], ignore_index=True)
+
+
+def _finish_ok(config: ScanConfig, store: Store, run_id: int, findings: pd.DataFrame, total: int,
+               partial: bool = False) -> ScanOutcome:
     store.save_findings(run_id, findings)
     counts = _outcome_counts(findings)
-    store.finish_run(run_id, "ok", counts=counts, n_targets=total, n_probed=len(findings),
+    status = "partial" if partial else "ok"
+    faulted = store.get_run(run_id)["faulted"]
+    store.finish_run(run_id, status, counts=counts, n_targets=total, n_probed=len(findings),
                      n_ok=counts.get("ok", 0), n_blocked=int(findings["blocked"].sum()),
-                     n_transient=sum(v for k, v in counts.items() if k in TRANSIENT))
+                     n_transient=sum(v for k, v in counts.items() if k in TRANSIENT),
+                     failure_reason=next(iter(faulted.values()))["reason"] if faulted else None,
+                     failure_message="; ".join(f"{p or 'bare route'}: {f['hint']} [{f['evidence']}]"
+                                               for p, f in sorted(faulted.items())) or None)
     run = store.get_run(run_id)
-    outcome = ScanOutcome(run_id, "ok", EXIT_OK, counts, findings, duration_s=run["duration_s"] or 0.0)
+    outcome = ScanOutcome(run_id, status, EXIT_RUN_LEVEL if partial else EXIT_OK, counts, findings,
+                          duration_s=run["duration_s"] or 0.0)
     if config.fail_on == "new-blocked" and config.probe:
         from .views import run_diff
 
-        previous = store.latest_run_id("ok", source=run["source"], provider=run["provider"], before=run_id,
+        previous = store.latest_run_id(SUCCESSFUL, source=run["source"], provider=run["provider"], before=run_id,
                                        mode="probe")
         if previous is None:
             newly = findings[findings["blocked"]][["model_id", "provider", "reason"]]
+        elif store.get_run(previous)["taxonomy_version"] != run["taxonomy_version"]:
+            # Verdicts of another taxonomy version are no baseline: every changed rule would "newly block".
+            newly = findings.iloc[0:0][["model_id", "provider", "reason"]]
+            outcome.taxonomy_changed = True
         else:
             diff = run_diff(store, previous, run_id)
             newly = diff[diff["change"] == "newly_blocked"][["model_id", "provider", "to_reason"]].rename(
                 columns={"to_reason": "reason"})
         outcome.newly_blocked = newly.reset_index(drop=True)
         outcome.previous_run_id = previous
-        if len(newly):
+        if len(newly) and not partial:
             outcome.exit_code = EXIT_FAIL_ON
     return outcome
 
 
-def _run_level_error(status: int, config: ScanConfig, evidence: str) -> RunLevelError:
-    if status == 401:
-        return auth_error("the router", bool(config.token), evidence)
-    if status == 402:
-        return payment_error("the router", evidence)
-    return retired_error(config.router_url, "--router-url", evidence)
-
-
-def _fail_run_level(store: Store, run_id: int, exc: RunLevelError, findings: pd.DataFrame) -> ScanOutcome:
+def _fail_run_level(store: Store, run_id: int, reason: str, message: str, evidence: str,
+                    findings: pd.DataFrame) -> ScanOutcome:
+    """Store a run-level failure: nothing from it is blocked, and no model in it is judged."""
     if len(findings):
-        # Nothing from a failed run is ever blocked, and no model in it is judged: a refusal
-        # there is evidence about the setup.  The per-model answer stays in `detail`.
+        # A refusal there is evidence about the setup; the per-model answer stays in `detail`.
         findings = findings.copy()
         findings["blocked"] = False
         judged = findings["reason"] == "ok"
-        info = reason_info(exc.reason)
-        findings.loc[~judged, "reason"] = exc.reason
+        info = reason_info(reason)
+        findings.loc[~judged, "reason"] = reason
         findings.loc[~judged, "action"] = info.action
-        findings.loc[~judged, "message"] = [user_message(exc.reason, m) for m in findings.loc[~judged, "model_id"]]
-        findings["note"] = [f"run failed ({exc.reason}): not judged" + (f"; {n}" if n else "") if not ok else n
+        findings.loc[~judged, "message"] = [user_message(reason, m) for m in findings.loc[~judged, "model_id"]]
+        findings["note"] = [f"run failed ({reason}): not judged" + (f"; {n}" if n else "") if not ok else n
                             for ok, n in zip(judged, findings["note"].fillna(""))]
         store.save_findings(run_id, findings)
-    message = scrub(str(exc))
+    message = scrub(message)
     counts = _outcome_counts(findings) if len(findings) else {}
-    store.finish_run(run_id, "failed", failure_reason=exc.reason, failure_message=f"{message} [{exc.evidence}]",
+    store.finish_run(run_id, "failed", failure_reason=reason, failure_message=f"{message} [{evidence}]",
                      counts=counts, n_probed=len(findings), n_blocked=0)
     run = store.get_run(run_id)
-    return ScanOutcome(run_id, "failed", EXIT_RUN_LEVEL, counts, findings, exc.reason, message,
-                       run["duration_s"] or 0.0)
+    return ScanOutcome(run_id, "failed", EXIT_RUN_LEVEL, counts, findings, reason, message, run["duration_s"] or 0.0)

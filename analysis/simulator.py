@@ -3,8 +3,13 @@
 Every test and the offline demo talk real HTTP to this server on loopback.  The
 behaviour follows the upstream facts in DESIGN.md: cursor pagination through
 ``Link`` headers with a page-size cap, ``RateLimit`` 429s, list- and dict-shaped
-provider mappings, OpenAI-style error bodies, ``Retry-After``, HTML 502s, bad
-JSON, connection resets, 401 for a wrong token and 410 for a retired API.
+provider mappings, error bodies in the providers' own shapes (OpenAI-style
+objects, plain strings, TGI, text), ``Retry-After``, HTML 502s, bad JSON,
+connection resets, SSE streams, 401 for a wrong token, 410 for a retired API,
+and the account-level answers: providers switched off in the account's settings
+and a token without the Inference Providers permission.  A behaviour can depend
+on the request (``accepts``), so that a re-probe with other settings can answer
+where the first probe was refused.
 
 The server is a small asyncio HTTP/1.1 implementation rather than an ASGI app
 under uvicorn: ASGI hides the transport, so faults such as a TCP reset with no
@@ -24,10 +29,18 @@ Mounts (path prefixes) on one server:
     chat completions answer 402.
 ``/wrongpath/v1/...``
     a wrong endpoint that answers 404 to every chat completion.
+``/noproviders/v1/...``
+    an account with every provider switched off: every chat completion answers
+    400 ``model_not_supported`` ("not supported by any provider you have enabled");
+    ``/models`` lists models as the router does.
+``/noperm/v1/...``
+    a token without the Inference Providers permission: every chat completion
+    answers 403 ("does not have sufficient permissions to call Inference Providers").
 ``/openai/v1/...``
     an OpenAI-compatible gateway: bare model ids, no provider suffixes.
 ``/_sim/stats``, ``/_sim/reset``, ``/_sim/phase``
-    counters for tests (peak concurrency, attempts per model) and scenario phases.
+    counters for tests (peak concurrency, attempts per model, the request
+    variants sent per model, SSE streams still being sent) and scenario phases.
 """
 
 from __future__ import annotations
@@ -78,12 +91,35 @@ class Scenario:
     ``"bare"``, a provider name or ``"*"``.  A behaviour is a dict with ``kind``
     (``chat``, ``error``, ``html``, ``reset``, ``close_mid_body``, ``stall``,
     ``slow``, ``bad_json``, ``not_chat``, ``empty_choices``, ``empty_reply``, ``echo_auth``,
-    ``oversized``, ``invalid_utf8``) and, by kind, ``status``, ``code``,
-    ``message``, ``type``, ``param``, ``retry_after``, ``latency_ms`` (``echo_auth``
-    echoes the Authorization header in an error body); ``times: N``
-    applies it to the first N attempts only, after which ``then`` (default: a
-    chat answer) applies.  ``phases`` maps a phase number to a partial model that
-    overrides the base from that phase on (``{"removed": true}`` drops it).
+    ``oversized``, ``invalid_utf8``, ``sse_body``, ``reasoning_reply``,
+    ``bad_encoding``) and, by kind, ``status``, ``code``, ``message``, ``type``,
+    ``param``, ``retry_after``, ``latency_ms`` (``echo_auth`` echoes the
+    Authorization header in an error body).  An ``error`` has a ``shape``:
+    ``object`` (default, OpenAI-style; ``param``/``code`` may be null), ``string``
+    (``{"error": message}``), ``tgi`` (``{"error": message, "error_type":
+    "validation"}``) or ``text`` (text/plain); ``extra`` fields are merged into the
+    top level of a JSON shape.  ``reasoning_reply`` answers empty ``content``
+    (``""``, or the behaviour's ``content``) with ``reasoning_content`` (or
+    ``reasoning`` when ``field: "reasoning"``) and ``finish_reason: "length"``;
+    ``sse_body`` streams chat chunks even for ``stream: false``; ``bad_encoding``
+    declares ``Content-Encoding: gzip`` over a body that is not gzip.
+
+    Which behaviour applies: ``times: N`` applies it to the first N attempts
+    only, after which ``then`` (default: a chat answer) applies; otherwise, when
+    the request meets every predicate of ``accepts`` (``min_budget``,
+    ``max_budget``, ``stream``, ``param``, ``content_parts``: see
+    :func:`_request_accepted`), ``then`` applies.  A chat answer to a request
+    with ``stream: true`` is an SSE stream of ``stream_chunks`` content chunks
+    (default 4) ``stream_chunk_delay_ms`` apart (default 0); both are read from
+    the behaviour, then from ``router``.  ``phases`` maps a phase number to a
+    partial model that overrides the base from that phase on (``{"removed":
+    true}`` drops it).
+
+    ``router`` settings: ``latency_scale``, ``max_latency_ms``, ``echo_auth``,
+    ``stream_chunks``, ``stream_chunk_delay_ms``, and the account's provider
+    settings ``enabled_providers`` / ``disabled_providers`` (lists): a call to a
+    provider the account has off, or to a model none of whose providers is on, is
+    refused with 400 ``model_not_supported`` before any per-model behaviour.
     """
 
     name: str = "custom"
@@ -195,7 +231,7 @@ _EXTRA_MODELS: list[dict[str, Any]] = [
         "providers": [{"provider": "hf-inference", "status": "live", "task": CHAT_TASK, "latency_ms": 300}],
         "routes": {"*": {"kind": "error", "status": 403, "code": "gated_repo",
                          "message": "Access to model meta-llama/Llama-Guard-3-1B is restricted. You must have access to it and be authenticated."}},
-        "note": "gated: the token has not accepted the licence",
+        "note": "gated on evidence: the 403 says access is restricted (the token has not accepted the licence)",
     },
     {
         "id": "HuggingFaceH4/zephyr-7b-beta",
@@ -232,8 +268,9 @@ _EXTRA_MODELS: list[dict[str, Any]] = [
         "tags": ["transformers", "qwen3", "text-generation", "conversational"],
         "providers": [{"provider": "hf-inference", "status": "live", "task": CHAT_TASK, "latency_ms": 800}],
         "routes": {"*": {"kind": "error", "status": 400, "code": "invalid_request_error", "param": "max_tokens",
-                         "message": "max_tokens is too small for a reasoning model: the budget is used up while thinking"}},
-        "note": "reasoning model refusing a tiny max_tokens budget: the probe's fault",
+                         "message": "max_tokens is too small for a reasoning model: the budget is used up while thinking",
+                         "accepts": {"min_budget": 256}}},
+        "note": "reasoning model refusing a tiny max_tokens budget, answering a large one: probe_error",
     },
     {
         "id": "google/gemma-3-1b-it",
@@ -316,7 +353,8 @@ _EXTRA_MODELS: list[dict[str, Any]] = [
         "providers": [{"provider": "hf-inference", "status": "live", "task": CHAT_TASK, "latency_ms": 900}],
         "routes": {"*": {"kind": "error", "status": 404, "code": "model_not_found",
                          "message": "Model mistralai/Mistral-Large-Instruct-2407 does not exist"}},
-        "note": "gated in the catalog and refused with 404: gated beats not_found",
+        "note": "gated in the catalog and refused with 404: catalog gated alone is not evidence "
+                "(repo gating does not apply to Inference Providers), so not_found",
     },
     {
         "id": "sentence-transformers/all-MiniLM-L6-v2",
@@ -362,6 +400,130 @@ _EXTRA_MODELS: list[dict[str, Any]] = [
         "providers": [{"provider": "hf-inference", "status": "live", "task": "text-ranking", "latency_ms": 100}],
         "routes": {"*": {"kind": "slow"}},
         "note": "non-chat model that times out: timeout, with a note",
+    },
+    # Version 2 of the taxonomy: refusals of our request that a changed re-probe answers,
+    # refusals no change fixes, temporary unavailability in any status, and odd 200s.
+    {
+        "id": "HuggingFaceTB/SmolLM2-360M-Instruct",
+        "pipeline_tag": "text-generation",
+        "library_name": "transformers",
+        "tags": ["transformers", "llama", "text-generation", "conversational"],
+        "providers": [{"provider": "hf-inference", "status": "live", "task": CHAT_TASK, "latency_ms": 200}],
+        "routes": {"*": {"kind": "error", "status": 422, "shape": "tgi",
+                         "message": "Input validation error: `inputs` tokens + `max_new_tokens` must be <= 12. "
+                                    "Given: 10 `inputs` tokens and 16 `max_new_tokens`",
+                         "accepts": {"max_budget": 2}}},
+        "note": "TGI budget refusal stating its limit; a budget inside it answers: probe_error",
+    },
+    {
+        "id": "Qwen/Qwen3-1.7B",
+        "pipeline_tag": "text-generation",
+        "library_name": "transformers",
+        "tags": ["transformers", "qwen3", "text-generation", "conversational"],
+        "providers": [{"provider": "hf-inference", "status": "live", "task": CHAT_TASK, "latency_ms": 500}],
+        "routes": {"*": {"kind": "error", "status": 400, "param": None, "code": None,
+                         "message": "This model only support stream mode, please enable the stream parameter.",
+                         "accepts": {"stream": True}}},
+        "note": "stream-only model: refuses stream=false, answers stream=true: probe_error",
+    },
+    {
+        "id": "openai/gpt-oss-20b",
+        "pipeline_tag": "text-generation",
+        "library_name": "transformers",
+        "tags": ["transformers", "gpt_oss", "text-generation", "conversational"],
+        "providers": [{"provider": "hf-inference", "status": "live", "task": CHAT_TASK, "latency_ms": 700}],
+        "routes": {"*": {"kind": "error", "status": 400, "param": "max_tokens", "code": "unsupported_parameter",
+                         "message": "Unsupported parameter: 'max_tokens' is not supported with this model. "
+                                    "Use 'max_completion_tokens' instead.",
+                         "accepts": {"param": "max_completion_tokens"}}},
+        "note": "wants max_completion_tokens instead of max_tokens: probe_error",
+    },
+    {
+        "id": "Qwen/QwQ-32B-AWQ",
+        "pipeline_tag": "text-generation",
+        "library_name": "transformers",
+        "tags": ["transformers", "qwen2", "text-generation", "conversational"],
+        "providers": [{"provider": "hf-inference", "status": "live", "task": CHAT_TASK, "latency_ms": 900}],
+        "routes": {"*": {"kind": "error", "status": 400, "param": "max_tokens", "code": None,
+                         "message": "max_tokens must be at least 1024 for this model"}},
+        "note": "names max_tokens, but every re-probe is refused too: falls through to not_supported",
+    },
+    {
+        "id": "HuggingFaceH4/starchat2-15b-v0.1",
+        "pipeline_tag": "text-generation",
+        "library_name": "transformers",
+        "tags": ["transformers", "mistral", "text-generation", "conversational"],
+        "providers": [{"provider": "hf-inference", "status": "live", "task": CHAT_TASK, "latency_ms": 800}],
+        "routes": {"*": {"kind": "error", "status": 400,
+                         "message": "The endpoint is paused, ask a maintainer to restart it"}},
+        "note": "paused endpoint, answered as a 400: temporary, upstream_error",
+    },
+    {
+        "id": "bigscience/bloom-1b1",
+        "pipeline_tag": "text-generation",
+        "library_name": "transformers",
+        "tags": ["transformers", "bloom", "text-generation", "conversational"],
+        "providers": [{"provider": "hf-inference", "status": "live", "task": CHAT_TASK, "latency_ms": 300}],
+        "routes": {"*": {"kind": "error", "status": 503, "shape": "string",
+                         "message": "Model bigscience/bloom-1b1 is currently loading",
+                         "extra": {"estimated_time": 20.0}}},
+        "note": "503 currently loading, with estimated_time: temporary, upstream_error",
+    },
+    {
+        "id": "NousResearch/Hermes-3-Llama-3.1-8B",
+        "pipeline_tag": "text-generation",
+        "library_name": "transformers",
+        "tags": ["transformers", "llama", "text-generation", "conversational"],
+        "providers": [{"provider": "hf-inference", "status": "live", "task": CHAT_TASK, "latency_ms": 600}],
+        "routes": {"*": {"kind": "sse_body"}},
+        "note": "answers an SSE stream of chat chunks although stream=false was sent: ok, with a note",
+    },
+    {
+        "id": "microsoft/Phi-4-mini-reasoning",
+        "pipeline_tag": "text-generation",
+        "library_name": "transformers",
+        "tags": ["transformers", "phi3", "text-generation", "conversational"],
+        "providers": [{"provider": "hf-inference", "status": "live", "task": CHAT_TASK, "latency_ms": 600}],
+        "routes": {"*": {"kind": "reasoning_reply"}},
+        "note": "empty content with reasoning_content and finish_reason length: ok (the budget went on thinking)",
+    },
+    {
+        "id": "01-ai/Yi-1.5-9B-Chat",
+        "pipeline_tag": "text-generation",
+        "library_name": "transformers",
+        "tags": ["transformers", "llama", "text-generation", "conversational"],
+        "providers": [{"provider": "hf-inference", "status": "live", "task": CHAT_TASK, "latency_ms": 500}],
+        "routes": {"*": {"kind": "error", "status": 429, "code": "rate_limit_exceeded", "message": "Rate limit reached",
+                         "retry_after": 86400}},
+        "note": "429 with Retry-After: 86400, far beyond any cap: stop at once, rate_limited",
+    },
+    {
+        "id": "upstage/SOLAR-10.7B-Instruct-v1.0",
+        "pipeline_tag": "text-generation",
+        "library_name": "transformers",
+        "tags": ["transformers", "llama", "text-generation", "conversational"],
+        "providers": [{"provider": "hf-inference", "status": "live", "task": CHAT_TASK, "latency_ms": 700}],
+        "routes": {"*": {"kind": "error", "status": 424, "type": "server_error", "message": "Failed Dependency"}},
+        "note": "424 from the provider: upstream_error",
+    },
+    {
+        "id": "lmsys/vicuna-7b-v1.5",
+        "pipeline_tag": "text-generation",
+        "library_name": "transformers",
+        "tags": ["transformers", "llama", "text-generation", "conversational"],
+        "providers": [{"provider": "hf-inference", "status": "live", "task": CHAT_TASK, "latency_ms": 600}],
+        "routes": {"*": {"kind": "error", "status": 408, "type": "timeout", "message": "Request Timeout"}},
+        "note": "408 from the provider: timeout",
+    },
+    {
+        "id": "Nexusflow/Starling-LM-7B-beta",
+        "pipeline_tag": "text-generation",
+        "library_name": "transformers",
+        "tags": ["transformers", "mistral", "text-generation", "conversational"],
+        "providers": [{"provider": "hf-inference", "status": "live", "task": CHAT_TASK, "latency_ms": 600}],
+        "routes": {"*": {"kind": "error", "status": 401, "shape": "string",
+                         "message": "Invalid credentials in Authorization header"}},
+        "note": "401 for this one model while the canaries answer: a provider credential bug, upstream_error",
     },
 ]
 
@@ -468,12 +630,17 @@ class Response:
     headers: list[tuple[str, str]] = field(default_factory=list)
     content_type: str = "application/json"
     fault: str | None = None  # "reset", "close_mid_body" or "stall"
+    # A streamed body (SSE): each event goes out as one HTTP chunk, ``event_delay`` seconds
+    # apart, so a client can read the first event long before the last one is sent.
+    events: list[bytes] | None = None
+    event_delay: float = 0.0
 
 
 _REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 402: "Payment Required",
-            403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 410: "Gone",
-            422: "Unprocessable Entity", 429: "Too Many Requests", 500: "Internal Server Error",
-            502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}
+            403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
+            410: "Gone", 422: "Unprocessable Entity", 424: "Failed Dependency", 429: "Too Many Requests",
+            500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable",
+            504: "Gateway Timeout"}
 
 
 def _json(status: int, payload: Any, headers: list[tuple[str, str]] | None = None) -> Response:
@@ -538,6 +705,11 @@ class _Protocol:
                     await asyncio.gather(watch, return_exceptions=True)
                 response = dispatch.result()
                 keep_alive = headers.get("connection", "").lower() != "close"
+                if response.events is not None:
+                    # A streamed body ends the connection: watching for the client going away
+                    # while streaming would otherwise swallow the start of a pipelined request.
+                    await self._write_events(reader, writer, response)
+                    return
                 if not await self._write(writer, response, keep_alive):
                     return
                 if not keep_alive:
@@ -582,6 +754,43 @@ class _Protocol:
         await writer.drain()
         return True
 
+    async def _write_events(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                            response: Response) -> None:
+        """Send a chunked SSE body, stopping as soon as the client closes its end.
+
+        A client that has what it needs (the first chunk) closes the connection; the
+        server must then stop at once, without waiting out the delays or writing into
+        a closed socket.
+        """
+        head = [f"HTTP/1.1 {response.status} {_REASONS.get(response.status, 'Status')}",
+                f"Content-Type: {response.content_type}",
+                "Transfer-Encoding: chunked",
+                "Cache-Control: no-cache"]
+        head += [f"{k}: {v}" for k, v in response.headers]
+        head.append("Connection: close")
+        writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
+        gone = asyncio.ensure_future(reader.read(1))  # EOF (b"") once the client closes
+        with self.app.lock:
+            self.app.open_streams += 1
+        try:
+            for index, event in enumerate(response.events or ()):
+                if index and response.event_delay > 0:
+                    if gone.done():  # bytes of a pipelined request: nothing left to watch
+                        await asyncio.sleep(response.event_delay)
+                    else:
+                        await asyncio.wait({gone}, timeout=response.event_delay)
+                if gone.done() and (gone.exception() is not None or gone.result() == b""):
+                    return
+                writer.write(b"%x\r\n%s\r\n" % (len(event), event))
+                await writer.drain()
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+        finally:
+            with self.app.lock:
+                self.app.open_streams -= 1
+            gone.cancel()
+            await asyncio.gather(gone, return_exceptions=True)
+
 
 # --------------------------------------------------------------------------- the app
 
@@ -601,6 +810,7 @@ class SimulatorApp:
     def reset_stats(self) -> None:
         self.in_flight = 0
         self.peak_in_flight = 0
+        self.open_streams = 0  # SSE bodies being sent right now (a client still reading)
         self.chat_requests = 0
         self.attempts: dict[str, int] = {}
         self.hub_requests = 0
@@ -609,6 +819,8 @@ class SimulatorApp:
         self.rate_limited_pages: set[int] = set()
         self.fault_once_done: set[str] = set()
         self.auth_headers_seen: set[str] = set()
+        # model string -> the request variants sent, so tests can check what a re-probe changed
+        self.requests: dict[str, list[dict[str, Any]]] = {}
 
     def _index(self) -> None:
         self.models: list[dict[str, Any]] = []
@@ -635,11 +847,13 @@ class SimulatorApp:
             "phase": self.phase,
             "peak_in_flight": self.peak_in_flight,
             "in_flight": self.in_flight,
+            "open_streams": self.open_streams,
             "chat_requests": self.chat_requests,
             "attempts": dict(self.attempts),
             "hub_requests": self.hub_requests,
             "hub_pages_served": self.hub_pages_served,
             "hub_429s": self.hub_429s,
+            "requests": {model: [dict(variant) for variant in sent] for model, sent in self.requests.items()},
         }
 
     # -- dispatch
@@ -650,7 +864,7 @@ class SimulatorApp:
             return self._admin(request)
         if path == "/api/models" or path.startswith("/api/models/"):
             return self._hub(request)
-        for mount in ("", "/retired", "/nocredits", "/wrongpath", "/openai"):
+        for mount in ("", "/retired", "/nocredits", "/wrongpath", "/noproviders", "/noperm", "/openai"):
             if path.startswith(mount + "/v1/"):
                 return await self._router(request, mount.strip("/"), path[len(mount) + 4:])
         if path.startswith("/retired/"):
@@ -805,7 +1019,7 @@ class SimulatorApp:
         return True
 
     def _hub_entry(self, model: dict[str, Any], expand: list[str], list_shape: bool) -> dict[str, Any]:
-        entry: dict[str, Any] = {"_id": hashlib.sha1(model["id"].encode()).hexdigest()[:24], "id": model["id"]}
+        entry: dict[str, Any] = {"_id": hashlib.sha1(model["id"].encode("utf-8", "surrogatepass")).hexdigest()[:24], "id": model["id"]}
         base_fields = ["likes", "downloads", "tags", "pipeline_tag", "library_name", "createdAt"]
         fields = expand if expand else base_fields
         for name in fields:
@@ -894,15 +1108,26 @@ class SimulatorApp:
         with self.lock:
             attempt = self.attempts.get(model_string, 0) + 1
             self.attempts[model_string] = attempt
+            self.requests.setdefault(model_string, []).append({
+                "max_tokens": payload.get("max_tokens"),
+                "max_completion_tokens": payload.get("max_completion_tokens"),
+                "stream": payload.get("stream"),
+                "content_parts": _has_content_parts(payload),
+            })
+        model_id, _, route = model_string.partition(":")
         if mount == "wrongpath":
             return _router_error(404, "Not Found", code="not_found")
-        model_id, _, route = model_string.partition(":")
+        if mount == "noproviders":
+            return self._render(_not_enabled(model_id), model_string, payload, request)
+        if mount == "noperm":
+            return _json(403, {"error": "This authentication method does not have sufficient permissions to call "
+                                        "Inference Providers on behalf of user sim-user"})
         model = self.by_id.get(model_id)
         if mount == "openai":
             route = "bare"
         if model is None:
             return _router_error(404, f"Model {model_id} does not exist", code="model_not_found", param="model")
-        behaviour, latency_ms = self._behaviour(model, route or "bare", attempt)
+        behaviour, latency_ms = self._behaviour(model, route or "bare", attempt, payload)
         scale = float(self.scenario.router.get("latency_scale", 1.0))
         cap = float(self.scenario.router.get("max_latency_ms", 1e9))
         delay = min(float(behaviour.get("latency_ms", latency_ms or 0)) * scale, cap) / 1000.0
@@ -911,9 +1136,10 @@ class SimulatorApp:
             behaviour = {"kind": "chat"}
         if delay > 0:
             await asyncio.sleep(delay)
-        return self._render(behaviour, model_string, request)
+        return self._render(behaviour, model_string, payload, request)
 
-    def _behaviour(self, model: dict[str, Any], route: str, attempt: int) -> tuple[dict[str, Any], float]:
+    def _behaviour(self, model: dict[str, Any], route: str, attempt: int,
+                   payload: dict[str, Any]) -> tuple[dict[str, Any], float]:
         providers = {m["provider"]: m for m in model.get("providers", [])}
         routes = model.get("routes", {})
         spec = routes.get(route) or routes.get("*")
@@ -922,25 +1148,43 @@ class SimulatorApp:
             latency = float(providers[route].get("latency_ms") or 0)
         elif providers:
             latency = float(next(iter(providers.values())).get("latency_ms") or 0)
+        # The account's provider settings act before the model is looked at: the real router
+        # refuses a switched-off provider even for a model it serves well.
+        if route in _POLICY_ROUTES:
+            refused = self._account_limited() and not any(self._provider_enabled(name) for name in providers)
+        else:
+            refused = not self._provider_enabled(route)
+        if refused:
+            return _not_enabled(model["id"]), latency
         if spec is not None:
             times = spec.get("times")
             if times is not None and attempt > int(times):
                 return spec.get("then", {"kind": "chat"}), latency
+            if "accepts" in spec and _request_accepted(spec["accepts"], payload):
+                return spec.get("then", {"kind": "chat"}), latency
             return spec, latency
         return self._derived_behaviour(model, route, providers), latency
 
+    def _account_limited(self) -> bool:
+        router = self.scenario.router
+        return router.get("enabled_providers") is not None or bool(router.get("disabled_providers"))
+
+    def _provider_enabled(self, provider: str) -> bool:
+        """Whether the account has ``provider`` switched on (everything is, unless the router says)."""
+        enabled = self.scenario.router.get("enabled_providers")
+        disabled = self.scenario.router.get("disabled_providers") or []
+        return (enabled is None or provider in enabled) and provider not in disabled
+
     def _derived_behaviour(self, model: dict[str, Any], route: str, providers: dict[str, Any]) -> dict[str, Any]:
         model_id = model["id"]
-        if route in ("fastest", "cheapest", "bare"):
-            enabled = self.scenario.router.get("enabled_providers")
+        if route in _POLICY_ROUTES:
             order = self.scenario.provider_order or sorted(providers)
             for name in order:
                 mapping = providers.get(name)
                 if mapping and mapping["status"] == "live" and mapping.get("task", CHAT_TASK) == CHAT_TASK \
-                        and (enabled is None or name in enabled):
+                        and self._provider_enabled(name):
                     return {"kind": "chat"}
-            return {"kind": "error", "status": 400, "code": "model_not_supported", "param": "model",
-                    "message": f"The requested model '{model_id}' is not supported by any provider you have enabled."}
+            return _not_enabled(model_id)
         mapping = providers.get(route)
         if mapping is None:
             return {"kind": "error", "status": 400, "code": "model_not_supported", "param": "model",
@@ -955,24 +1199,43 @@ class SimulatorApp:
                                f"(status: {mapping['status']})."}
         return {"kind": "chat"}
 
-    @staticmethod
-    def _render(behaviour: dict[str, Any], model_string: str, request: Request) -> Response:
+    def _render(self, behaviour: dict[str, Any], model_string: str, payload: dict[str, Any],
+                request: Request) -> Response:
         kind = behaviour.get("kind", "chat")
         headers: list[tuple[str, str]] = []
         if behaviour.get("retry_after") is not None:
             headers.append(("Retry-After", str(behaviour["retry_after"])))
-        if kind in ("chat", "empty_reply"):
-            content = "" if kind == "empty_reply" else "OK"
+        if kind in ("chat", "empty_reply", "reasoning_reply", "sse_body"):
+            field_name = "content"
+            finish_reason = "stop"
+            piece = "" if kind == "empty_reply" else "O"
+            message: dict[str, Any] = {"role": "assistant", "content": "OK" if kind == "chat" else ""}
+            if kind == "reasoning_reply":
+                # The budget went on thinking: no answer yet, only the reasoning, cut at the limit.
+                field_name = "reasoning" if behaviour.get("field") == "reasoning" else "reasoning_content"
+                finish_reason = "length"
+                piece = "think "
+                message = {"role": "assistant", "content": behaviour.get("content", ""),
+                           field_name: "Okay, the user says hello. I should answer briefly, but first"}
+            if kind == "sse_body" or payload.get("stream") is True:
+                count = int(self._stream_setting(behaviour, "stream_chunks", 4))
+                delay = float(self._stream_setting(behaviour, "stream_chunk_delay_ms", 0)) / 1000.0
+                return Response(200, headers=headers, content_type="text/event-stream",
+                                events=_chat_events(model_string, field_name, [piece] * count, finish_reason),
+                                event_delay=delay)
             return _json(200, {
                 "id": "chatcmpl-sim", "object": "chat.completion", "created": int(time.time()), "model": model_string,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+                "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}],
                 "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6},
             }, headers)
         if kind == "error":
-            status = int(behaviour.get("status", 500))
-            type_ = behaviour.get("type") or ("server_error" if status >= 500 else "invalid_request_error")
-            return _router_error(status, behaviour.get("message", _REASONS.get(status, "error")), type_,
-                                 behaviour.get("code"), behaviour.get("param"), headers)
+            return _error_response(behaviour, headers)
+        if kind == "bad_encoding":
+            # Declared gzip, sent plain: a client that trusts the header cannot decode it.
+            body = json.dumps({"id": "chatcmpl-sim", "object": "chat.completion", "model": model_string,
+                               "choices": [{"index": 0, "message": {"role": "assistant", "content": "OK"},
+                                            "finish_reason": "stop"}]}).encode()
+            return Response(int(behaviour.get("status", 200)), body, headers + [("Content-Encoding", "gzip")])
         if kind == "echo_auth":
             # A careless upstream that echoes the credentials back: the tool must scrub them.
             status = int(behaviour.get("status", 400))
@@ -1004,6 +1267,104 @@ class SimulatorApp:
             status = int(behaviour.get("status", 200))
             return Response(status, b'{"error": {"message": "bad \xff\xfe bytes \xc3\x28", "code": "x"}}')
         raise ValueError(f"unknown behaviour kind {kind!r}")
+
+    def _stream_setting(self, behaviour: dict[str, Any], name: str, default: float) -> Any:
+        return behaviour.get(name, self.scenario.router.get(name, default))
+
+
+# Model suffixes that let the router pick the provider, and a bare id, which picks the same way.
+_POLICY_ROUTES = ("bare", "fastest", "cheapest")
+
+
+def _not_enabled(model_id: str) -> dict[str, Any]:
+    """The router's refusal when no provider the account has switched on serves ``model_id``."""
+    return {"kind": "error", "status": 400, "code": "model_not_supported", "param": "model",
+            "message": f"The requested model '{model_id}' is not supported by any provider you have enabled."}
+
+
+def _error_response(behaviour: dict[str, Any], headers: list[tuple[str, str]]) -> Response:
+    """An ``error`` behaviour in the shape its provider would use: providers pass their own through."""
+    status = int(behaviour.get("status", 500))
+    message = behaviour.get("message", _REASONS.get(status, "error"))
+    shape = behaviour.get("shape", "object")
+    if shape == "text":
+        return Response(status, message.encode(), headers, content_type="text/plain")
+    body: dict[str, Any]
+    if shape == "object":
+        type_ = behaviour.get("type") or ("server_error" if status >= 500 else "invalid_request_error")
+        body = {"error": {"message": message, "type": type_, "param": behaviour.get("param"),
+                          "code": behaviour.get("code")}}
+    elif shape == "string":
+        body = {"error": message}
+    elif shape == "tgi":
+        body = {"error": message, "error_type": "validation"}
+    else:
+        raise ValueError(f"unknown error shape {shape!r}")
+    body.update(behaviour.get("extra", {}))
+    return _json(status, body, headers)
+
+
+def _chat_events(model_string: str, field_name: str, pieces: list[str], finish_reason: str) -> list[bytes]:
+    """SSE events of a streamed chat completion: one delta per piece, the finish, ``[DONE]``."""
+    created = int(time.time())
+
+    def chunk(delta: dict[str, Any], finish: str | None) -> bytes:
+        data = {"id": "chatcmpl-sim", "object": "chat.completion.chunk", "created": created, "model": model_string,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        return b"data: " + json.dumps(data).encode() + b"\n\n"
+
+    events = [chunk({"role": "assistant", field_name: piece} if not index else {field_name: piece}, None)
+              for index, piece in enumerate(pieces)]
+    events.append(chunk({}, finish_reason))
+    events.append(b"data: [DONE]\n\n")
+    return events
+
+
+def _budget(payload: dict[str, Any]) -> float | None:
+    """The token budget a chat request asks for, under whichever name it uses."""
+    for name in ("max_tokens", "max_completion_tokens", "max_new_tokens"):
+        value = payload.get(name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return value
+    return None
+
+
+def _has_content_parts(payload: dict[str, Any]) -> bool:
+    """Whether every message's ``content`` is a list of typed parts rather than a string."""
+    messages = payload.get("messages") or []
+    return bool(messages) and all(
+        isinstance(message, dict) and isinstance(message.get("content"), list)
+        and all(isinstance(part, dict) and "type" in part for part in message["content"])
+        for message in messages)
+
+
+def _request_accepted(accepts: dict[str, Any], payload: dict[str, Any]) -> bool:
+    """Whether a chat request meets every predicate of a behaviour's ``accepts``.
+
+    ``min_budget: N`` the budget (``max_tokens``, else ``max_completion_tokens``, else
+    ``max_new_tokens``) is at least N; ``max_budget: N`` it is at most N, or absent;
+    ``stream: b`` the request's ``stream`` is b; ``param: name`` the request carries
+    ``name`` and not ``max_tokens`` (a provider that wants ``max_completion_tokens``;
+    a null value counts as absent);
+    ``content_parts: b`` every message's content is (b true) or is not a list of parts.
+    """
+    budget = _budget(payload)
+    for name, wanted in accepts.items():
+        if name == "min_budget":
+            met = budget is not None and budget >= wanted
+        elif name == "max_budget":
+            met = budget is None or budget <= wanted
+        elif name == "stream":
+            met = bool(payload.get("stream")) == bool(wanted)
+        elif name == "param":
+            met = payload.get(wanted) is not None and (wanted == "max_tokens" or payload.get("max_tokens") is None)
+        elif name == "content_parts":
+            met = _has_content_parts(payload) == bool(wanted)
+        else:
+            raise ValueError(f"unknown accepts predicate {name!r}")
+        if not met:
+            return False
+    return True
 
 
 # --------------------------------------------------------------------------- servers

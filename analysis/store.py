@@ -19,12 +19,16 @@ from typing import Any, Callable, Iterable, Sequence
 import pandas as pd
 
 from .errors import StoreError, UsageError
+from .taxonomy import RUN_LEVEL, TAXONOMY_VERSION
 
-__all__ = ["Store", "open_store", "SCHEMA_VERSION", "RUN_STATUSES", "DEFAULT_STORE"]
+__all__ = ["Store", "open_store", "SCHEMA_VERSION", "RUN_STATUSES", "SUCCESSFUL", "DEFAULT_STORE"]
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 DEFAULT_STORE = "data/rca.sqlite"  # relative to the working directory, like every --store
-RUN_STATUSES = ("running", "ok", "failed", "incomplete")
+RUN_STATUSES = ("running", "ok", "partial", "failed", "incomplete")
+# The one definition of a successful run, used by export, diff, --fail-on and history: "ok", or "partial" (one
+# provider of several had a run-level fault; the others were judged, its blocklist rows were carried forward).
+SUCCESSFUL = ("ok", "partial")
 
 
 def _now() -> str:
@@ -159,10 +163,24 @@ def _m003_run_owner(db: sqlite3.Connection) -> None:
     """)
 
 
+def _m004_taxonomy_v2(db: sqlite3.Connection) -> None:
+    # Runs before this migration were judged by taxonomy version 1.
+    _script(db, """
+        ALTER TABLE runs ADD COLUMN taxonomy_version INTEGER NOT NULL DEFAULT 1;
+        ALTER TABLE runs ADD COLUMN faulted_json TEXT;
+        ALTER TABLE probes ADD COLUMN settings TEXT NOT NULL DEFAULT '';
+        ALTER TABLE findings ADD COLUMN working_settings TEXT;
+        ALTER TABLE findings ADD COLUMN error_signature TEXT;
+        ALTER TABLE findings ADD COLUMN carried INTEGER NOT NULL DEFAULT 0;
+        CREATE INDEX findings_signature ON findings (run_id, error_signature)
+    """)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
     (1, "initial schema", _m001_initial),
     (2, "history columns, alternatives, run mode and canaries", _m002_history_and_modes),
     (3, "process that owns a running run", _m003_run_owner),
+    (4, "taxonomy v2: partial runs, request experiments, error signatures, carried rows", _m004_taxonomy_v2),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -313,16 +331,22 @@ class Store:
     # -- writers
 
     def create_run(self, *, source: str, provider: str, hub_url: str | None, router_url: str | None,
-                   settings: dict[str, Any], tool_version: str = "", mode: str = "probe") -> int:
+                   settings: dict[str, Any], tool_version: str = "", mode: str = "probe",
+                   taxonomy_version: int = TAXONOMY_VERSION) -> int:
         """Insert a ``running`` run and return its id.  ``mode`` is ``probe`` or ``predict``."""
         cur = self.db.execute(
             "INSERT INTO runs (started_at, status, source, provider, hub_url, router_url, settings_json, tool_version,"
-            " mode, pid, host) VALUES (?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " mode, pid, host, taxonomy_version) VALUES (?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (_now(), source, provider, hub_url, router_url, _dumps(settings), tool_version, mode, os.getpid(),
-             socket.gethostname()))
+             socket.gethostname(), taxonomy_version))
         return int(cur.lastrowid)
 
-    def set_canaries(self, run_id: int, canaries: list[str]) -> None:
+    def set_faulted(self, run_id: int, faulted: dict[str, dict[str, str]]) -> None:
+        """Record the providers with a run-level fault in this run (provider -> reason, cause, hint)."""
+        self.db.execute("UPDATE runs SET faulted_json = ? WHERE id = ?", (_dumps(faulted), run_id))
+
+    def set_canaries(self, run_id: int, canaries: dict[str, list[str]]) -> None:
+        """The canaries used, per provider (``""``: the bare route), as model strings."""
         self.db.execute("UPDATE runs SET canaries_json = ? WHERE id = ?", (_dumps(canaries), run_id))
 
     def save_catalog(self, run_id: int, catalog: pd.DataFrame) -> None:
@@ -344,9 +368,13 @@ class Store:
         for r in results:
             rows.append((run_id, r.kind, r.model_id, r.provider, r.route_for or "", r.model_string,
                          r.url, r.http_status, r.outcome, r.error_code, r.error_message, r.latency_ms, r.attempts,
-                         _dumps([a.__dict__ for a in r.attempt_log]), r.started_at, r.finished_at, r.note))
+                         _dumps([a.__dict__ for a in r.attempt_log]), r.started_at, r.finished_at, r.note,
+                         getattr(r, "settings", "") or ""))
         if rows:
-            self._tx("INSERT INTO probes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            self._tx("INSERT INTO probes (run_id, kind, model_id, provider, route_for, model_string, url, http_status,"
+                     " outcome, error_code, error_message, latency_ms, attempts, attempt_log_json, started_at,"
+                     " finished_at, note, settings) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                     rows)
 
     def save_findings(self, run_id: int, findings: pd.DataFrame) -> None:
         self.db.execute("BEGIN IMMEDIATE")
@@ -371,7 +399,7 @@ class Store:
                    failure_message: str | None = None, counts: dict[str, int] | None = None,
                    n_targets: int | None = None, n_probed: int | None = None, n_ok: int | None = None,
                    n_blocked: int | None = None, n_transient: int | None = None) -> None:
-        """Record a run's end: ``ok``, ``failed`` or ``incomplete``."""
+        """Record a run's end: ``ok``, ``partial``, ``failed`` or ``incomplete``."""
         if status not in RUN_STATUSES:
             raise ValueError(f"bad run status {status!r}")
         started = self.db.execute("SELECT started_at FROM runs WHERE id = ?", (run_id,)).fetchone()[0]
@@ -422,8 +450,9 @@ class Store:
         frame = self._frame("SELECT * FROM runs ORDER BY id")
         frame["settings"] = [_loads(s, {}) for s in frame["settings_json"]]
         frame["counts"] = [_loads(s, {}) for s in frame["counts_json"]]
-        frame["canaries"] = [_loads(s, []) for s in frame["canaries_json"]]
-        return frame.drop(columns=["settings_json", "counts_json", "canaries_json"])
+        frame["canaries"] = [_canaries(_loads(s, {})) for s in frame["canaries_json"]]
+        frame["faulted"] = [_loads(s, {}) for s in frame["faulted_json"]]
+        return frame.drop(columns=["settings_json", "counts_json", "canaries_json", "faulted_json"])
 
     def get_run(self, run_id: int) -> dict[str, Any]:
         """One run as a dict; :class:`UsageError` if there is no such run."""
@@ -434,14 +463,20 @@ class Store:
         run = dict(zip([d[0] for d in cur.description], row))
         run["settings"] = _loads(run.pop("settings_json"), {})
         run["counts"] = _loads(run.pop("counts_json"), {})
-        run["canaries"] = _loads(run.pop("canaries_json"), [])
+        run["canaries"] = _canaries(_loads(run.pop("canaries_json"), {}))
+        run["faulted"] = _loads(run.pop("faulted_json"), {})
         return run
 
-    def latest_run_id(self, status: str | None = "ok", *, source: str | None = None,
+    def latest_run_id(self, status: str | tuple[str, ...] | None = SUCCESSFUL, *, source: str | None = None,
                       provider: str | None = None, before: int | None = None, mode: str | None = None) -> int | None:
-        """The newest run with ``status`` (any status if ``None``), optionally in one scope or mode."""
+        """The newest run with ``status`` (one, several, or any if ``None``; default: successful), optionally in one
+        scope or mode."""
         sql = "SELECT MAX(id) FROM runs WHERE 1 = 1"
         params: list[Any] = []
+        if isinstance(status, tuple):
+            sql += f" AND status IN ({', '.join('?' * len(status))})"
+            params.extend(status)
+            status = None
         for column, value in (("status", status), ("source", source), ("provider", provider), ("mode", mode)):
             if value is not None:
                 sql += f" AND {column} = ?"
@@ -455,8 +490,26 @@ class Store:
     def previous_ok_run(self, run_id: int) -> int | None:
         """The successful run before ``run_id`` with the same source, provider and mode."""
         run = self.get_run(run_id)
-        return self.latest_run_id("ok", source=run["source"], provider=run["provider"], before=run_id,
+        return self.latest_run_id(SUCCESSFUL, source=run["source"], provider=run["provider"], before=run_id,
                                   mode=run["mode"])
+
+    def last_judged_blocklist(self, source: str, scope: str, provider: str, before: int) -> tuple[int | None,
+                                                                                                 pd.DataFrame]:
+        """The blocked findings of ``provider`` from the newest successful run of the scope that judged it.
+
+        A run that judged a provider holds a finding of it with a reason that is not
+        run-level; its blocked rows (carried ones included) are what a fault of that
+        provider must carry forward.
+        """
+        marks = ", ".join("?" * len(RUN_LEVEL))
+        row = self.db.execute(
+            f"SELECT MAX(r.id) FROM runs r JOIN findings f ON f.run_id = r.id WHERE r.status IN ('ok', 'partial') "
+            f"AND r.mode = 'probe' AND r.source = ? AND r.provider = ? AND r.id < ? AND f.provider = ? "
+            f"AND f.reason NOT IN ({marks})", (source, scope, before, provider, *sorted(RUN_LEVEL))).fetchone()
+        if row[0] is None:
+            return None, self.findings(-1)
+        findings = self.findings(int(row[0]))
+        return int(row[0]), findings[(findings["provider"] == provider) & findings["blocked"]].reset_index(drop=True)
 
     def prune(self, keep: int) -> list[int]:
         """Delete all but the ``keep`` newest runs (and their rows); return the deleted ids."""
@@ -510,7 +563,7 @@ class Store:
     def findings(self, run_id: int) -> pd.DataFrame:
         """Findings of a run; ``blocked``/``predicted`` as bools."""
         frame = self._frame("SELECT * FROM findings WHERE run_id = ? ORDER BY model_id, provider", (run_id,))
-        for col in ("blocked", "predicted"):
+        for col in ("blocked", "predicted", "carried"):
             frame[col] = frame[col].astype(bool)
         frame["in_router_list"] = [_opt_bool(v) for v in frame["in_router_list"]]
         frame["in_router_list"] = frame["in_router_list"].astype(object)
@@ -525,10 +578,14 @@ class Store:
         ``reason``, ``blocked``.  ``before``/``upto`` bound the run ids
         (exclusive/inclusive).
         """
+        # Carried rows and the unjudged rows of a faulted provider are no evidence of this run: they neither
+        # add to a failing streak nor end one.
+        marks = ", ".join("?" * len(RUN_LEVEL))
         sql = ("SELECT f.run_id, r.started_at AS run_started_at, f.model_id, f.provider, f.reason, f.blocked "
-               "FROM findings f JOIN runs r ON r.id = f.run_id WHERE r.status = 'ok' AND r.mode = 'probe' "
-               "AND r.source = ? AND r.provider = ?")
-        params: list[Any] = [source, provider]
+               "FROM findings f JOIN runs r ON r.id = f.run_id WHERE r.status IN ('ok', 'partial') "
+               f"AND r.mode = 'probe' AND r.source = ? AND r.provider = ? AND f.carried = 0 "
+               f"AND f.reason NOT IN ({marks})")
+        params: list[Any] = [source, provider, *sorted(RUN_LEVEL)]
         if before is not None:
             sql += " AND r.id < ?"
             params.append(before)
@@ -551,6 +608,13 @@ class Store:
         frame["blocked"] = frame["blocked"].astype(bool)
         frame["alternatives"] = [_loads(s, []) for s in frame["alternatives_json"]]
         return frame.drop(columns=["alternatives_json"])
+
+
+def _canaries(value: Any) -> dict[str, list[str]]:
+    """Canaries per provider; runs before taxonomy v2 stored a plain list (one provider, or the bare route)."""
+    if isinstance(value, list):
+        return {"": [str(v) for v in value]} if value else {}
+    return {str(k): [str(v) for v in vs] for k, vs in value.items()} if isinstance(value, dict) else {}
 
 
 def _cell(value: Any) -> Any:

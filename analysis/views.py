@@ -62,7 +62,7 @@ class RunView:
 
 def default_run_id(store: Store) -> int | None:
     """The latest successful run, else the latest run of any status, else ``None``."""
-    run_id = store.latest_run_id("ok")
+    run_id = store.latest_run_id()
     return run_id if run_id is not None else store.latest_run_id(None)
 
 

@@ -30,6 +30,7 @@ def _findings() -> pd.DataFrame:
         if col not in frame:
             frame[col] = None
     frame["predicted"] = False
+    frame["carried"] = False
     return frame
 
 
@@ -44,7 +45,8 @@ def test_findings_csv_columns_in_contract_order():
 def test_blocklist_csv_has_only_blocked_rows_and_contract_columns():
     data = blocklist_bytes(_findings(), "csv").decode()
     rows = list(csv.DictReader(io.StringIO(data)))
-    assert list(rows[0].keys()) == BLOCKLIST_COLUMNS
+    assert list(rows[0].keys()) == BLOCKLIST_COLUMNS + ["carried"]
+    assert {r["carried"] for r in rows} == {"false"}
     assert {r["reason"] for r in rows} == {"not_found", "gated"}
 
 
@@ -63,7 +65,7 @@ def test_formula_cells_are_neutralised():
 def test_json_round_trips():
     data = json.loads(blocklist_bytes(_findings(), "json"))
     assert sorted(d["reason"] for d in data) == ["gated", "not_found"]
-    assert all(set(d) == set(BLOCKLIST_COLUMNS) for d in data)
+    assert all(set(d) == set(BLOCKLIST_COLUMNS) | {"carried"} for d in data)
 
 
 def test_python_set_is_valid_and_exact():
@@ -85,7 +87,7 @@ def test_python_set_lists_routes_when_the_run_spans_providers():
 
 def test_empty_blocklist():
     empty = pd.DataFrame(columns=FINDING_COLUMNS)
-    assert blocklist_bytes(empty, "csv").decode() == ",".join(BLOCKLIST_COLUMNS) + "\n"
+    assert blocklist_bytes(empty, "csv").decode() == ",".join(BLOCKLIST_COLUMNS + ["carried"]) + "\n"
     assert json.loads(blocklist_bytes(empty, "json")) == []
     namespace: dict = {}
     exec(blocklist_bytes(empty, "python").decode(), namespace)  # noqa: S102 - our own generated code

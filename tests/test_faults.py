@@ -24,7 +24,7 @@ ROUTER_FAULTS = {
     "ok": ({"kind": "chat"}, {}, "ok"),
     "empty-reply": ({"kind": "empty_reply"}, {}, "ok"),
     "gated-403": ({"kind": "error", "status": 403, "code": "gated_repo"}, {}, "gated"),
-    "gated-catalog-404": ({"kind": "error", "status": 404}, {"gated": "manual"}, "gated"),
+    "gated-catalog-404": ({"kind": "error", "status": 404}, {"gated": "manual"}, "not_found"),  # catalog alone
     "non-chat-tag": ({"kind": "error", "status": 400, "code": "model_not_supported", "param": "model"},
                      {"pipeline_tag": "text-classification"}, "non_chat_task"),
     "non-chat-task": ({"kind": "error", "status": 422}, {"task": "feature-extraction"}, "non_chat_task"),
@@ -35,8 +35,52 @@ ROUTER_FAULTS = {
     "not-supported-400": ({"kind": "error", "status": 400, "code": "model_not_supported", "param": "model"}, {},
                           "not_supported"),
     "not-supported-422": ({"kind": "error", "status": 422}, {}, "not_supported"),
+    # a refusal of our request that no change fixes: judged by the model rows
     "probe-param": ({"kind": "error", "status": 400, "param": "max_tokens", "message": "max_tokens too small"}, {},
+                    "not_supported"),
+    # request experiments that answer: the probe's fault, not the model's
+    "budget-too-small": ({"kind": "error", "status": 400, "param": "max_tokens", "message": "max_tokens too small",
+                          "accepts": {"min_budget": 1000}}, {}, "probe_error"),
+    "tgi-budget-limit": ({"kind": "error", "status": 422, "shape": "tgi", "accepts": {"max_budget": 2},
+                          "message": "Input validation error: `inputs` tokens + `max_new_tokens` must be <= 12. "
+                                     "Given: 10 `inputs` tokens and 16 `max_new_tokens`"}, {}, "probe_error"),
+    "stream-only": ({"kind": "error", "status": 400, "param": None, "accepts": {"stream": True},
+                     "message": "This model only support stream mode, please enable the stream parameter."}, {},
                     "probe_error"),
+    "wants-max-completion-tokens": ({"kind": "error", "status": 400, "param": "max_tokens",
+                                     "code": "unsupported_parameter", "accepts": {"param": "max_completion_tokens"},
+                                     "message": "Unsupported parameter: 'max_tokens' is not supported with this "
+                                                "model. Use 'max_completion_tokens' instead."}, {}, "probe_error"),
+    "messages-shape": ({"kind": "error", "status": 422, "accepts": {"content_parts": True},
+                        "message": "Failed to deserialize the JSON body into the target type: messages[0].content: "
+                                   "invalid type: string, expected a sequence"}, {}, "probe_error"),
+    "non-chat-refuses-chat-fields": ({"kind": "error", "status": 422, "message": "messages: unknown field",
+                                      "accepts": {"content_parts": True}}, {"pipeline_tag": "text-classification"},
+                                     "non_chat_task"),
+    "no-chat-template": ({"kind": "error", "status": 422, "shape": "tgi",
+                          "message": "Template error: the model has no chat template"}, {}, "non_chat_task"),
+    # temporary in any status, and one model's 401/402/403/410 after the canaries passed
+    "paused-400": ({"kind": "error", "status": 400, "message": "The endpoint is paused, ask a maintainer to "
+                                                              "restart it"}, {}, "upstream_error"),
+    "loading-503": ({"kind": "error", "status": 503, "shape": "string", "extra": {"estimated_time": 20.0},
+                     "message": "Model fault/loading-503 is currently loading"}, {}, "upstream_error"),
+    "failed-dependency-424": ({"kind": "error", "status": 424}, {}, "upstream_error"),
+    "request-timeout-408": ({"kind": "error", "status": 408}, {}, "timeout"),
+    "one-model-401": ({"kind": "error", "status": 401, "shape": "string",
+                       "message": "Invalid credentials in Authorization header"}, {}, "upstream_error"),
+    "one-model-402": ({"kind": "error", "status": 402}, {}, "upstream_error"),
+    "one-model-410": ({"kind": "error", "status": 410}, {}, "upstream_error"),
+    "one-model-403-token": ({"kind": "error", "status": 403, "shape": "string", "message": "This authentication "
+                             "method does not have sufficient permissions to call Inference Providers on behalf of "
+                             "user x"}, {}, "upstream_error"),
+    "403-waf": ({"kind": "error", "status": 403, "shape": "text", "message": "Request blocked by WAF"}, {},
+                "upstream_error"),
+    "string-shape-404": ({"kind": "error", "status": 404, "shape": "string", "message": "Not found"}, {},
+                         "not_found"),
+    "sse-body": ({"kind": "sse_body"}, {}, "ok"),
+    "reasoning-reply": ({"kind": "reasoning_reply"}, {}, "ok"),
+    "reasoning-field": ({"kind": "reasoning_reply", "field": "reasoning"}, {}, "ok"),
+    "bad-content-encoding": ({"kind": "bad_encoding"}, {}, "invalid_response"),
     "rate-limited-no-retry-after": ({"kind": "error", "status": 429}, {}, "rate_limited"),
     "rate-limited-huge-retry-after": ({"kind": "error", "status": 429, "retry_after": 86400}, {}, "rate_limited"),
     "rate-limited-once": ({"kind": "error", "status": 429, "times": 1}, {}, "ok"),
@@ -82,43 +126,72 @@ def router_fault_findings(tmp_path_factory):
                              concurrency=12)
         outcome = run_scan(config, store)
         findings = store.findings(outcome.run_id).set_index("model_id")
-    return outcome, findings
+        requests = httpx.get(f"{server.url}/_sim/stats").json()["requests"]
+    return outcome, findings, requests
 
 
 def test_router_fault_run_completes(router_fault_findings):
-    outcome, findings = router_fault_findings
+    outcome, findings, _ = router_fault_findings
     assert outcome.status == "ok" and outcome.exit_code == 0
     assert len(findings) == len(ROUTER_FAULTS) + 3
 
 
 @pytest.mark.parametrize("name", list(ROUTER_FAULTS))
 def test_router_fault_verdict(router_fault_findings, name):
-    _, findings = router_fault_findings
+    _, findings, _ = router_fault_findings
     assert findings.loc[f"fault/{name}", "reason"] == ROUTER_FAULTS[name][2]
 
 
 def test_fault_details_are_evidence(router_fault_findings):
-    _, findings = router_fault_findings
+    _, findings, _ = router_fault_findings
     assert findings.loc["fault/oversized-body", "error_code"] == "oversized_body"
     assert findings.loc["fault/html-502", "error_code"] == "html_error_page"
-    assert findings.loc["fault/rate-limited-huge-retry-after", "attempts"] == 3
-    assert "exceeds the cap" in findings.loc["fault/rate-limited-huge-retry-after", "note"]
+    assert findings.loc["fault/rate-limited-huge-retry-after", "attempts"] == 1  # not waited out 0.2 s at a time
+    assert "Retry-After 86400s advertised" in findings.loc["fault/rate-limited-huge-retry-after", "note"]
+    assert findings.loc["fault/bad-content-encoding", "error_code"] == "undecodable_body"
+    assert "SSE stream" in findings.loc["fault/sse-body", "note"]
+    assert "reasoning only" in findings.loc["fault/reasoning-reply", "note"]
+    assert "for this model alone" in findings.loc["fault/one-model-401", "note"]
+    working = findings["working_settings"].dropna().to_dict()
+    assert working == {"fault/budget-too-small": "max_tokens=4096; stream=true", "fault/tgi-budget-limit": "max_tokens=2",
+                       "fault/stream-only": "stream=true", "fault/wants-max-completion-tokens": "max_completion_tokens=16",
+                       "fault/messages-shape": "content as text parts"}
+    assert "retried with max_tokens=4096; stream=true: 400" in findings.loc["fault/probe-param", "detail"]
     assert findings.loc["fault/503-retry-after-once", "attempts"] == 2
     assert "not a chat model" in findings.loc["fault/non-chat-times-out", "note"]
     # the error body had invalid UTF-8, and was still parsed (bad bytes replaced)
     assert findings.loc["fault/invalid-utf8-400", "error_code"] == "x"
 
 
-@pytest.mark.parametrize("status, reason", [(401, "auth_error"), (402, "payment_required"), (410, "endpoint_error")])
-def test_run_level_statuses_from_a_model_fail_the_run(make_sim, store_path, status, reason):
+@pytest.mark.parametrize("status", [401, 402, 410])
+def test_one_models_run_level_status_after_the_canaries_passed_is_that_models(make_sim, store_path, status):
     scenario = synthetic_scenario(30, 0, provider="p")
     scenario.models[10]["routes"] = {"*": {"kind": "error", "status": status}}
     server = make_sim(scenario)
     with open_store(store_path) as store:
         outcome = run_scan(fast_config(server, provider="p"), store)
-        findings = store.findings(outcome.run_id)
-    assert outcome.exit_code == 3 and outcome.failure_reason == reason
-    assert not findings["blocked"].any()
+        findings = store.findings(outcome.run_id).set_index("model_id")
+    assert outcome.exit_code == 0 and outcome.status == "ok"
+    assert findings.loc[scenario.models[10]["id"], "reason"] == "upstream_error"
+    assert (findings["reason"] == "ok").sum() == 29 and not findings["blocked"].any()
+
+
+def test_experiments_re_probe_each_target_once_with_what_the_refusal_names(router_fault_findings):
+    requests = router_fault_findings[2]
+    first = {"max_tokens": 16, "max_completion_tokens": None, "stream": False, "content_parts": False}
+    expected = {
+        "budget-too-small": {**first, "max_tokens": 4096, "stream": True},
+        "tgi-budget-limit": {**first, "max_tokens": 2},
+        "stream-only": {**first, "stream": True},
+        "wants-max-completion-tokens": {**first, "max_tokens": None, "max_completion_tokens": 16},
+        "messages-shape": {**first, "content_parts": True},
+        "probe-param": {**first, "max_tokens": 4096, "stream": True},
+    }
+    for name, experiment in expected.items():
+        assert requests[f"fault/{name}:p"] == [first, experiment], name
+    # no experiment for a model the catalog calls non-chat, nor for refusals that are not about our request
+    for name in ("non-chat-refuses-chat-fields", "not-supported-400", "not-found", "paused-400"):
+        assert len(requests[f"fault/{name}:p"]) == 1, name
 
 
 HUB_FAULTS = {

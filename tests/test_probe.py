@@ -81,8 +81,9 @@ def test_retry_after_is_honoured_and_capped(make_sim):
     assert short.outcome == "chat" and short.attempts == 2
     assert short.attempt_log[0].retry_after == 0.2 and short.attempt_log[0].waited_s == 0.2
     huge = results["huge"]
-    assert huge.http_status == 429 and huge.attempt_log[0].waited_s == 0.3
-    assert "exceeds the cap" in huge.note
+    # A Retry-After beyond the cap is not waited out 0.3 s at a time: the model's retries stop at once.
+    assert huge.http_status == 429 and huge.attempts == 1 and huge.attempt_log[0].waited_s is None
+    assert "Retry-After 3600s advertised, beyond the cap" in huge.note
 
 
 def test_429_without_retry_after_backs_off(make_sim):
@@ -149,15 +150,15 @@ def test_request_shape_and_token(make_sim):
     assert wrong.http_status == 401
 
 
-def test_run_level_status_stops_the_scan(make_sim):
-    server = make_sim(synthetic_scenario(200, 20))
+def test_no_single_answer_stops_the_other_probes(make_sim):
+    # Whether a 401 is run-level is decided from the run (canaries, majority), never by the probe layer.
+    server = make_sim(synthetic_scenario(12, 0))
     server.app.scenario.token = "right"
     targets = [Target(f"bench-org/model-{i:06d}", "hf-inference", f"bench-org/model-{i:06d}:hf-inference")
-               for i in range(200)]
+               for i in range(12)]
     results = asyncio.run(probe_targets(targets, ProbeSettings(router_url=server.router_url, token="wrong",
                                                                concurrency=4)))
-    assert 1 <= len(results) <= 4
-    assert sim_stats(server)["chat_requests"] < 20
+    assert len(results) == 12 and {r.http_status for r in results} == {401}
 
 
 def test_a_configured_proxy_falls_back_to_httpx_pooled_clients(make_sim, monkeypatch):

@@ -74,7 +74,7 @@ def test_canaries_default_to_most_downloaded_live_models_and_are_probed_once(mak
     with open_store(store_path) as store:
         outcome = run_scan(fast_config(server, provider="together", route_checks=0), store)
         run = store.get_run(outcome.run_id)
-    assert run["canaries"][:2] == ["org/healthy:together", "org/healthy-2:together"]
+    assert run["canaries"]["together"][:2] == ["org/healthy:together", "org/healthy-2:together"]
     attempts = sim_stats(server)["attempts"]
     assert attempts["org/healthy:together"] == 1 and attempts["org/healthy-2:together"] == 1
 
@@ -90,10 +90,10 @@ def test_all_canaries_refused_is_endpoint_error(sim, tmp_path):
         findings = s.findings(1)
         probes = s.probes(1)
     assert run["status"] == "failed" and run["failure_reason"] == "endpoint_error"
-    assert len(probes) == len(run["canaries"]) == 3  # stopped after the canaries
+    assert len(probes) == len(run["canaries"]["hf-inference"]) == 3  # stopped after the canaries
     assert not findings["blocked"].any()
     blocklist = run_cli("export", "blocklist", "--store", str(store))
-    assert blocklist.stdout.count("\n") == 1  # header only
+    assert blocklist.returncode == 3 and blocklist.stdout == ""  # no successful run: nothing published
 
 
 def test_explicit_canary_outside_the_catalog(make_sim, store_path):
@@ -130,10 +130,12 @@ def test_unreachable_router_is_run_level_not_a_streak_of_failures(sim, tmp_path)
         runs = s.runs()
         assert list(runs["status"]) == ["failed", "failed"]
         assert s.scope_history("hub", "hf-inference").empty  # nothing enters history
-    assert run_cli("export", "blocklist", "--store", str(store)).stdout.count("\n") == 1
+    assert run_cli("export", "blocklist", "--store", str(store)).returncode == 3
 
 
-def test_model_level_404s_on_every_canary_are_verdicts_not_an_endpoint_error(make_sim, store_path):
+def test_the_same_404_on_every_canary_is_run_level(make_sim, store_path):
+    # Taxonomy v2 inverts v1's rule: known-good canaries refused alike (one signature, ids aside) say the setup
+    # is wrong, not the models.
     scenario = Scenario(name="small", provider_order=["p"], router={"latency_scale": 1}, models=[
         _model("org/a", [("p", "live")], {"*": {"kind": "error", "status": 404, "code": "model_not_found",
                                                  "message": "Model org/a does not exist"}}),
@@ -144,8 +146,9 @@ def test_model_level_404s_on_every_canary_are_verdicts_not_an_endpoint_error(mak
     with open_store(store_path) as store:
         outcome = run_scan(fast_config(server, provider="p", route_checks=0), store)
         findings = store.findings(outcome.run_id)
-    assert outcome.exit_code == 0
-    assert list(findings["reason"]) == ["not_found", "not_found"] and findings["blocked"].all()
+    assert outcome.exit_code == 3 and outcome.failure_reason == "endpoint_error"
+    assert "refused the same way (404 model_not_found Model <model> does not exist)" in outcome.message
+    assert set(findings["reason"]) == {"endpoint_error"} and not findings["blocked"].any()
 
 
 def test_every_canary_forbidden_is_an_auth_error(make_sim, store_path):

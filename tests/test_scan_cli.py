@@ -27,7 +27,7 @@ EXPECTED_HF_INFERENCE = {
     "openai-community/gpt2": "non_chat_task",
     "sentence-transformers/all-MiniLM-L6-v2": "non_chat_task",
     "meta-llama/Llama-Guard-3-1B": "gated",
-    "mistralai/Mistral-Large-Instruct-2407": "gated",
+    "mistralai/Mistral-Large-Instruct-2407": "not_found",  # catalog gated alone is no evidence
     "HuggingFaceH4/zephyr-7b-beta": "not_found",
     "ibm-granite/granite-3.3-2b-instruct": "not_found",
     "Qwen/Qwen2.5-1.5B-Instruct": "not_supported",
@@ -44,6 +44,19 @@ EXPECTED_HF_INFERENCE = {
     "TinyLlama/TinyLlama-1.1B-Chat-v1.0": "invalid_response",
     "HuggingFaceTB/SmolLM2-1.7B-Instruct": "ok",
     "deepset/roberta-base-squad2": "ok",
+    # taxonomy v2: real router answers
+    "HuggingFaceTB/SmolLM2-360M-Instruct": "probe_error",  # TGI budget limit: works with a budget inside it
+    "Qwen/Qwen3-1.7B": "probe_error",  # stream-only
+    "openai/gpt-oss-20b": "probe_error",  # wants max_completion_tokens
+    "Qwen/QwQ-32B-AWQ": "not_supported",  # refuses the adjusted request too
+    "HuggingFaceH4/starchat2-15b-v0.1": "upstream_error",  # endpoint paused (a 400)
+    "bigscience/bloom-1b1": "upstream_error",  # currently loading
+    "NousResearch/Hermes-3-Llama-3.1-8B": "ok",  # an SSE body despite stream=false
+    "microsoft/Phi-4-mini-reasoning": "ok",  # reasoning only, finish_reason length
+    "01-ai/Yi-1.5-9B-Chat": "rate_limited",  # Retry-After: 86400
+    "upstage/SOLAR-10.7B-Instruct-v1.0": "upstream_error",  # 424
+    "lmsys/vicuna-7b-v1.5": "timeout",  # 408
+    "Nexusflow/Starling-LM-7B-beta": "upstream_error",  # a 401 for this one model
 }
 
 
@@ -60,7 +73,7 @@ def test_scan_gives_the_expected_reason_for_every_model(make_sim, store_path):
     # complete, no duplicates, despite a page cap far below the limit and a 429
     assert len(catalog) == len(set(catalog["model_id"])) == len(EXPECTED_HF_INFERENCE)
     stats = sim_stats(server)
-    assert stats["hub_429s"] == 1 and stats["hub_pages_served"] == 4
+    assert stats["hub_429s"] == 1 and stats["hub_pages_served"] == -(-len(EXPECTED_HF_INFERENCE) // 7)
     assert stats["peak_in_flight"] <= 6
     assert max(stats["attempts"].values()) <= 3  # retries + 1
     # blocked follows the taxonomy; the SmolLM2 503 was retried into an ok
@@ -114,8 +127,8 @@ def test_wrong_token_exits_3_names_the_token_and_blocks_nothing(make_sim, tmp_pa
     assert "HF_TOKEN" in result.stderr and "auth_error" in result.stderr
     assert "Traceback" not in result.stderr
     blocklist = run_cli("export", "blocklist", "--store", str(store))
-    assert blocklist.returncode == 0
-    assert list(csv.DictReader(io.StringIO(blocklist.stdout))) == []
+    assert blocklist.returncode == 3 and blocklist.stdout == ""  # no successful run: nothing published
+    assert sim_stats(server)["chat_requests"] == 0  # the Hub refused the token first: nothing was probed
     with open_store(store) as s:
         runs = s.runs()
     assert list(runs["status"]) == ["failed"] and list(runs["failure_reason"]) == ["auth_error"]
@@ -149,8 +162,8 @@ def test_run_level_endpoints_exit_3_and_block_nothing(sim, tmp_path, mount, reas
     assert run["status"] == "failed" and run["failure_reason"] == reason
     assert not findings["blocked"].any()  # (empty when the run stopped before any probe)
     explicit = run_cli("export", "blocklist", "--store", str(store), "--run", "1")
-    assert explicit.returncode == 0 and "never feeds a blocklist" in explicit.stderr
-    assert explicit.stdout.strip() == ",".join(BLOCKLIST_COLUMNS)
+    assert explicit.returncode == 3 and "only a successful probing run feeds a blocklist" in explicit.stderr
+    assert explicit.stdout == ""
 
 
 @pytest.mark.parametrize("args, words", [
@@ -225,8 +238,11 @@ def test_demo_writes_sample_store_and_blocklist(tmp_path):
     assert "endpoint_error" in result.stdout  # the retired endpoint run
     with open_store(tmp_path / "sample.sqlite", create=False) as store:
         runs = store.runs()
-        assert list(runs["status"]) == ["failed", "ok", "ok", "ok"]
-        assert list(runs["failure_reason"])[0] == "endpoint_error"
+        # the retired endpoint, then the router, then an account with every provider switched off: none blocks
+        assert list(runs["status"]) == ["failed", "ok", "ok", "ok", "failed"]
+        assert list(runs["failure_reason"])[0] == list(runs["failure_reason"])[4] == "endpoint_error"
+        assert "switched off in your Hugging Face settings" in runs["failure_message"].iloc[4]
+        assert not store.findings(5)["blocked"].any()
         bare = store.findings(2).set_index("model_id")
         latest = store.findings(store.latest_run_id())
     # the seed incident: refused as a bare id, working as id:hf-inference, never blocked
@@ -235,6 +251,9 @@ def test_demo_writes_sample_store_and_blocklist(tmp_path):
     assert not bare["blocked"].loc["katanemo/Arch-Router-1.5B"]
     arch = latest[latest["model_id"] == "katanemo/Arch-Router-1.5B"].iloc[0]
     assert arch["reason"] == "ok"
+    # a reasoning model refusing the probe's budget works with a large one: not blocked, and says how
+    qwen3 = latest[latest["model_id"] == "Qwen/Qwen3-0.6B"].iloc[0]
+    assert qwen3["reason"] == "probe_error" and qwen3["working_settings"] == "max_tokens=4096; stream=true"
     blocked = list(csv.DictReader(io.StringIO((tmp_path / "sample-blocklist.csv").read_text())))
     assert len(blocked) == int(latest["blocked"].sum()) > 0
     assert not any(name.startswith(".sample-") for name in map(lambda p: p.name, Path(tmp_path).iterdir()))
