@@ -224,9 +224,12 @@ def verdict(finding: dict[str, Any]) -> Verdict:
                                     "nothing.")
     if reason == "ok":
         return Verdict("works", "Works: the router answered a chat completion.")
+    if finding.get("carried") and finding.get("blocked"):
+        return Verdict("blocked", f"Blocked (carried forward): {reason} in the provider's last successful run; this "
+                                  "run had a run-level fault for the provider and did not judge it.")
     if reason in RUN_LEVEL:
-        return Verdict("not_judged", f"Not judged: the run failed at run level ({reason}); the setup is wrong, not "
-                                     "this model. Nothing was blocked.")
+        return Verdict("not_judged", f"Not judged: a run-level fault ({reason}) of the token, credits, endpoint or "
+                                     "account settings, not of this model. Nothing was blocked.")
     if reason not in REASON_NAMES:
         return Verdict("fix", f"{reason}: not a reason this tool knows. Not blocked by it.")
     when = reason_info(reason).when
@@ -237,7 +240,8 @@ def verdict(finding: dict[str, Any]) -> Verdict:
     if reason == "route_mismatch":
         return Verdict("fix", "Not blocked: the model works through another route. Fix the gateway's routing.")
     if reason == "probe_error":
-        return Verdict("fix", "Not judged: the health-check request itself was refused. Fix the probe settings.")
+        return Verdict("fix", "Not blocked: it works with adjusted request settings. Send it those settings, or fix "
+                              "the probe's.")
     return Verdict("fix", f"{reason}, not blocked in this run.")
 
 
@@ -254,6 +258,11 @@ def run_problem(run: dict[str, Any], store_path: str | os.PathLike[str] | None =
                 "confirm them.")
     if status == "ok":
         return None
+    if status == "partial":
+        faulted = ", ".join(sorted(p or "the bare route" for p in (run.get("faulted") or {})))
+        return (f"Run #{int(run['id'])} is partial: {faulted} had a run-level fault and were not judged; their "
+                "blocklist rows are carried from their last successful run.",
+                str(run.get("failure_message") or "no message"))
     if status == "failed":
         return (f"Run #{int(run['id'])} failed ({word(run.get('failure_reason'))}). A failed run never feeds a "
                 "blocklist: nothing from it was blocked.", str(run.get("failure_message") or "no message"))
@@ -353,11 +362,15 @@ def scan_time(timestamp: str | None, now: datetime) -> tuple[str, str]:
 def scan_result(outcome: ScanOutcome) -> tuple[str, str, str]:
     """``(kind, title, detail)`` summing up a finished scan; ``kind`` is ``ok`` or ``failed``."""
     targets = sum(outcome.counts.values())
-    if outcome.status == "ok":
+    if outcome.status in ("ok", "partial"):
         blocked = int(outcome.findings["blocked"].sum()) if len(outcome.findings) else 0
         transient = sum(v for k, v in outcome.counts.items() if k in TRANSIENT)
-        return "ok", (f"Run #{outcome.run_id} finished in {outcome.duration_s:.1f} s: {targets} targets, "
-                      f"{outcome.counts.get('ok', 0)} working, {blocked} blocked, {transient} transient."), ""
+        title = (f"Run #{outcome.run_id} finished in {outcome.duration_s:.1f} s: {targets} targets, "
+                 f"{outcome.counts.get('ok', 0)} working, {blocked} blocked, {transient} transient.")
+        if outcome.status == "partial":
+            return "failed", title + " Partial: some providers had a run-level fault and were not judged.", \
+                outcome.message
+        return "ok", title, ""
     return "failed", (f"Run #{outcome.run_id} failed at run level ({word(outcome.failure_reason)}). Nothing from "
                       "this run was blocked."), outcome.message
 

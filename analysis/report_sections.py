@@ -22,8 +22,8 @@ from .errors import UsageError
 from .export import BLOCKLIST_COLUMNS, blocklist_frame
 from .report_render import (Block, BulletList, Code, CodeBlock, FigureBlock, Paragraph, Stack, Strong, Table,
                             cell_text)
-from .store import DEFAULT_STORE, Store, open_store
-from .taxonomy import BLOCKING, CHAT_PIPELINE_TAGS, RUN_LEVEL, reason_info
+from .store import DEFAULT_STORE, SUCCESSFUL, Store, open_store
+from .taxonomy import BLOCKING, CHAT_PIPELINE_TAGS, RUN_LEVEL, TRANSIENT, reason_info
 
 __all__ = [
     "DEFAULT_STORE",
@@ -57,6 +57,8 @@ __all__ = [
     "changes",
     "blocklist_table",
     "conflicts_table",
+    "top_causes_table",
+    "recommendations",
 ]
 
 ERROR_EXCERPT = 200  # characters of an error body shown per attempt
@@ -287,7 +289,8 @@ def _history_sentences(rca: ModelRca) -> list[str]:
         message = messages.get(row["run_id"]) or ""
         sentences.append(f"Run {int(row['run_id'])} failed at run level ({row['reason']}: {message}). That run "
                          f"judged no model and blocked nothing, so it says nothing about {rca.model_id}.")
-    judged = rca.judged[(rca.judged["run_status"] == "ok") & ~rca.judged["predicted"].astype(bool)]
+    judged = rca.judged[rca.judged["run_status"].isin(SUCCESSFUL) & ~rca.judged["predicted"].astype(bool)
+                        & ~rca.judged["reason"].isin(RUN_LEVEL)]
     for provider, rows in judged.sort_values("run_id").groupby("provider", sort=True):
         runs = ", ".join(f"run {int(r['run_id'])}: {r['reason']} as {_route(r)}" for r in rows.to_dict("records"))
         if rows["reason"].nunique() == 1:
@@ -400,6 +403,15 @@ def model_recommendations(rca: ModelRca) -> Block:
         action = _action(f["reason"])
         items: list[Any] = [["Action: ", Strong(action), f" ({ACTION_TEXT[action]})."],
                             ["User-facing message to return: ", Code(f.get("message") or "")]]
+        settings = f.get("working_settings")
+        if f["reason"] == "probe_error" and not _missing(settings) and settings:
+            items.append(["Request settings that work: ", Code(str(settings)),
+                          " (send them for this model, or set the probe to them)."])
+        if f["reason"] == "provider_mapping_error":
+            items.append("Hugging Face retests a failed mapping every hour (a live one every 6 hours): scan again "
+                         "and the block lifts once the mapping is live and the model answers.")
+        if f.get("carried"):
+            items.append(["Carried forward: ", str(f.get("note") or "")])
         alternatives = list(f.get("alternatives") or [])[:3]
         tag = f.get("pipeline_tag") or "(none)"
         if f["reason"] == "ok":
@@ -457,14 +469,21 @@ def fleet_rca(store: str | os.PathLike[str] | None, run_id: Any, compare_run_id:
 def fleet_verdict(fleet: FleetRca) -> str:
     """The state of the fleet in one sentence."""
     k = views.kpis(fleet.view)
-    if k["status"] != "ok":
+    if k["status"] not in SUCCESSFUL:
         state = (f"failed at run level ({k['failure_reason']})" if k["status"] == "failed" and k["failure_reason"]
                  else f"is {k['status']}")
         return f"Run {k['run_id']} {state}: nothing from it is blocked or exported."
+    partial = ""
+    if k["status"] == "partial":
+        faulted = ", ".join(f"{p or 'the bare route'} ({f.get('reason')})" for p, f in
+                            sorted((fleet.run.get("faulted") or {}).items()))
+        partial = (f" The run is partial: {faulted} had a run-level fault, were not judged, and keep their "
+                   "blocklist rows from their last successful run.")
     n_conflicts = len(views.conflicts(fleet.findings))
     return (f"Run {k['run_id']}: {k['working']} of {k['targets']} targets ({k['models']} models) work, "
             f"{k['blocked']} are blocked, {k['transient']} failed transiently, {k['route_mismatch']} need a route "
-            f"fix, and {n_conflicts} show conflicting evidence.")
+            f"fix, {k['probe_error']} need other request settings, and {n_conflicts} show conflicting "
+            f"evidence.{partial}")
 
 
 def fleet_header(fleet: FleetRca) -> Block:
@@ -544,13 +563,41 @@ def changes(fleet: FleetRca) -> Block:
 
 def blocklist_table(fleet: FleetRca) -> Block:
     """The full blocklist of the run (empty for a run that did not succeed)."""
-    if fleet.run["status"] != "ok":
+    if fleet.run["status"] not in SUCCESSFUL:
         return Paragraph(f"Run {fleet.run['id']} is {fleet.run['status']}: a run that did not succeed never "
                          "feeds a blocklist.")
     frame = blocklist_frame(fleet.findings)
     # The same columns as `python -m analysis export blocklist`.
     frame = frame[[c for c in BLOCKLIST_COLUMNS if c in frame.columns]]
     return Stack([Paragraph(f"{len(frame)} blocked targets."), Table(frame, empty="Nothing is blocked.")])
+
+
+def top_causes_table(fleet: FleetRca) -> Block:
+    """The failure causes ranked by error signature: how many models each hit, and an example."""
+    return Table(views.top_causes(fleet.findings), empty="No failures in this run.")
+
+
+def recommendations(fleet: FleetRca) -> Block:
+    """What to do with this run, by action: block, fix routes, fix probe settings, wait."""
+    f = fleet.findings
+    if fleet.run["status"] not in SUCCESSFUL or f.empty:
+        return Paragraph("Nothing to act on from this run: fix the run-level fault it names and scan again.")
+    items: list[Any] = []
+    blocked = int(f["blocked"].sum())
+    if blocked:
+        items.append(f"Block the {blocked} blocked targets: python -m analysis export blocklist --out FILE.")
+    routes = f[f["reason"] == "route_mismatch"]
+    if len(routes):
+        items.append(f"Fix the route of {len(routes)} targets: each answers on its working route "
+                     f"(e.g. {routes.iloc[0]['model_string']} -> {routes.iloc[0]['working_route']}).")
+    probes = f[f["reason"] == "probe_error"]
+    if len(probes):
+        items.append(f"Send {len(probes)} targets the request settings that worked "
+                     f"(e.g. {probes.iloc[0]['model_id']}: {probes.iloc[0]['working_settings']}).")
+    transient = int(f["reason"].isin(TRANSIENT).sum())
+    if transient:
+        items.append(f"Wait for the {transient} transient failures and scan again: alone they never block.")
+    return BulletList(items) if items else Paragraph("Every target works: nothing to do.")
 
 
 def conflicts_table(fleet: FleetRca) -> Block:

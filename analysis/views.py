@@ -19,7 +19,7 @@ import pandas as pd
 from .catalog import HUB_URL
 from .errors import UsageError
 from .export import blocklist_frame
-from .store import Store
+from .store import SUCCESSFUL, Store
 from .taxonomy import BLOCKING, REASON_NAMES, RUN_LEVEL, TRANSIENT, reason_info
 
 __all__ = [
@@ -43,6 +43,8 @@ __all__ = [
     "blocklist_changes",
     "failing_authors",
     "conflicts",
+    "top_causes",
+    "same_signature",
 ]
 
 
@@ -107,6 +109,7 @@ def kpis(view: RunView) -> dict[str, Any]:
         "blocked": int(f["blocked"].sum()) if len(f) else 0,
         "transient": int(f["reason"].isin(TRANSIENT).sum()) if len(f) else 0,
         "route_mismatch": int((f["reason"] == "route_mismatch").sum()) if len(f) else 0,
+        "probe_error": int((f["reason"] == "probe_error").sum()) if len(f) else 0,
         "last_scan_at": view.run.get("finished_at") or view.run.get("started_at"),
         "duration_s": view.run.get("duration_s"),
     }
@@ -144,7 +147,7 @@ def run_trend(store: Store, source: str | None = None, provider: str | None = No
     runs = store.runs()
     if runs.empty:
         return pd.DataFrame(columns=["run_id", "started_at", "total", "working", "blocked", "transient"])
-    runs = runs[(runs["status"] == "ok") & (runs["mode"] == "probe")]
+    runs = runs[runs["status"].isin(SUCCESSFUL) & (runs["mode"] == "probe")]
     if source is not None:
         runs = runs[runs["source"] == source]
     if provider is not None:
@@ -268,7 +271,7 @@ def model_evidence(store: Store, run_id: int, model_id: str, provider: str | Non
     attempts_frame = pd.DataFrame(attempts, columns=["kind", "model_string", "url", "n", "started_at", "http_status",
                                                      "outcome", "latency_ms", "error_code", "error_message",
                                                      "retry_after", "waited_s"])
-    primary = _first(probes[probes["kind"] != "route"])
+    primary = _first(probes[probes["kind"].isin(["primary", "canary"])])
     settings = run.get("settings") or {}
     url = (primary or {}).get("url") or f"{str(run.get('router_url') or '').rstrip('/')}/chat/completions"
     history = model_history(store, model_id, finding["provider"])
@@ -327,17 +330,19 @@ def explain(evidence: dict[str, Any]) -> str:
                 f"chat completion. The model works; fix the gateway's routing instead of blocking it. "
                 f"Catalog: {catalog_text}.")
     elif reason == "probe_error":
-        text = (f"The refusal ({_status_text(f)}) names a parameter of our health-check request, so the probe was at "
-                f"fault, not the model. Raise --max-tokens (reasoning models need room) and scan again.")
+        text = (f"The refusal ({_status_text(f)}) was about our health-check request, not the model: the same request "
+                f"with {f.get('working_settings') or 'adjusted settings'} answered with a chat completion. Keep it "
+                "listed and send it those settings (or change the probe's); do not block it.")
     elif reason == "gated":
-        text = (f"Access is refused ({_status_text(f)}) and the catalog marks the repository gated "
-                f"({f.get('gated') or 'gated'}): the token has not been granted access. Block it, or request access.")
+        text = (f"The answer ({_status_text(f)}) says access to the repository is restricted (gated): the token's "
+                "account has not been granted access. Block it, or request access on its Hugging Face page.")
     elif reason == "non_chat_task":
         text = (f"The router refused the chat completion ({_status_text(f)}) and the catalog explains why: pipeline "
                 f"tag {tag}, {provider} mapping task {mtask}. It is not a chat model; block it.")
     elif reason == "provider_mapping_error":
         text = (f"The router refused '{route}' ({_status_text(f)}) and the catalog maps {provider} with status "
-                f"{mstatus}: the provider is not serving it. Block it, and re-check when the mapping is live.")
+                f"{mstatus}: the provider is not serving it. Block it; Hugging Face retests a failed mapping every "
+                "hour, so the next scan after it turns live unblocks it.")
     elif reason == "not_found":
         text = (f"The router answered 404 for '{route}' and nothing in the catalog explains it ({catalog_text}). "
                 "Block it.")
@@ -351,19 +356,25 @@ def explain(evidence: dict[str, Any]) -> str:
         text = (f"A transient failure ({reason}: {_status_text(f)} after {f.get('attempts')} attempts). This alone "
                 "never blocks a model: wait and scan again.")
     elif reason in RUN_LEVEL:
-        text = (f"The run failed at run level ({reason}): the token, the credits or the endpoint is wrong, not "
-                "this model. Nothing was blocked.")
+        text = (f"Not judged: a run-level fault ({reason}) of the token, the credits, the endpoint or the account's "
+                f"provider settings, seen on the canaries (or most of the run), not a fault of this model. Nothing "
+                f"of it was blocked. {f.get('detail') or ''}".rstrip())
     else:
         text = f"{reason}: {f.get('detail')}"
+    if f.get("carried"):
+        text = (f"Carried forward: {f.get('note') or 'from the last successful run'}. The provider's part of this run "
+                f"had a run-level fault, so its last verdict stands ({reason}) until a run judges it again. " + text)
     history = evidence.get("history")
     if history is not None and len(history):
-        run_level = history[history["reason"].isin(RUN_LEVEL) & (history["run_status"] == "failed")]
+        run_id = evidence["run"]["id"]
+        run_level = history[history["reason"].isin(RUN_LEVEL) & (history["run_status"] == "failed")
+                            & (history["run_id"] < run_id)]
         if len(run_level) and reason not in RUN_LEVEL and reason not in BLOCKING:
             ids = ", ".join(f"#{int(r)}" for r in run_level["run_id"])
             reasons = ", ".join(sorted(set(run_level["reason"])))
             text += (f" Earlier run-level failures ({reasons} in run {ids}) were about the endpoint or setup, "
                      "not this model, and blocked nothing.")
-    if f.get("note"):
+    if f.get("note") and not f.get("carried"):
         text += f" Note: {f['note']}."
     return text
 
@@ -377,7 +388,7 @@ def run_diff(store: Store, from_run: int, to_run: int) -> pd.DataFrame:
     columns = ["change", "model_id", "provider", "from_reason", "to_reason", "from_blocked", "to_blocked"]
     before = store.findings(from_run)[["model_id", "provider", "reason", "blocked"]]
     after = store.findings(to_run)[["model_id", "provider", "reason", "blocked"]]
-    if store.get_run(from_run)["status"] != "ok":
+    if store.get_run(from_run)["status"] not in SUCCESSFUL:
         before = before.assign(blocked=False)
     merged = after.merge(before, on=["model_id", "provider"], how="left", suffixes=("_to", "_from"))
     rows = []
@@ -454,3 +465,39 @@ def conflicts(findings: pd.DataFrame) -> pd.DataFrame:
             rows.append((r["model_id"], r["provider"], r["reason"],
                          "the catalog says it is not a chat model, yet it answered a chat completion", r["detail"]))
     return pd.DataFrame(rows, columns=columns)
+
+
+def top_causes(findings: pd.DataFrame, top: int = 10) -> pd.DataFrame:
+    """The failure causes of a run ranked by how many models they hit: ``error_signature, models, targets,
+    reasons, example``.  One cause seen on 40 models is one row; a signature shared by most of a run is a
+    run-level suspect."""
+    columns = ["error_signature", "models", "targets", "reasons", "example"]
+    if findings.empty or "error_signature" not in findings:
+        return pd.DataFrame(columns=columns)
+    failing = findings[findings["error_signature"].notna() & (findings["error_signature"] != "")]
+    if failing.empty:
+        return pd.DataFrame(columns=columns)
+    rows = []
+    for signature, group in failing.groupby("error_signature", sort=False):
+        reasons = ", ".join(r for r in REASON_NAMES if r in set(group["reason"]))
+        example = group.sort_values(["model_id", "provider"]).iloc[0]
+        rows.append({"error_signature": signature, "models": int(group["model_id"].nunique()),
+                     "targets": int(len(group)), "reasons": reasons,
+                     "example": example["model_string"] or example["model_id"]})
+    frame = pd.DataFrame(rows, columns=columns)
+    return frame.sort_values(["models", "targets", "error_signature"], ascending=[False, False, True]).head(
+        top).reset_index(drop=True)
+
+
+def same_signature(findings: pd.DataFrame, model_id: str, provider: str) -> pd.DataFrame:
+    """The other targets of the run that failed with the same error signature as this one
+    (``model_id, provider, reason``)."""
+    columns = ["model_id", "provider", "reason"]
+    if findings.empty or "error_signature" not in findings:
+        return pd.DataFrame(columns=columns)
+    mine = findings[(findings["model_id"] == model_id) & (findings["provider"] == provider)]["error_signature"]
+    if mine.empty or pd.isna(mine.iloc[0]) or not mine.iloc[0]:
+        return pd.DataFrame(columns=columns)
+    same = findings[(findings["error_signature"] == mine.iloc[0])
+                    & ~((findings["model_id"] == model_id) & (findings["provider"] == provider))]
+    return same[columns].sort_values(["model_id", "provider"]).reset_index(drop=True)

@@ -8,6 +8,7 @@ import streamlit as st
 
 from analysis import dashboard
 from analysis.export import BLOCKLIST_COLUMNS, blocklist_bytes, blocklist_frame
+from analysis.store import SUCCESSFUL
 from analysis.taxonomy import REASON_NAMES, RUN_LEVEL
 from app_pages import shared
 
@@ -29,7 +30,7 @@ ctx = shared.require_run()
 findings = shared.view(ctx).findings
 
 st.title("Blocklist")
-if ctx.run["status"] != "ok":
+if ctx.run["status"] not in SUCCESSFUL:
     shared.say("error", f"Run #{ctx.run_id} is {ctx.run['status']}: a run that did not succeed never feeds a "
                         "blocklist. Pick a successful run in the sidebar.")
     st.stop()

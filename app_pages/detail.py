@@ -10,7 +10,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from analysis import dashboard
+from analysis import dashboard, views
 from app_pages import shared
 
 _BOX = {"works": "success", "blocked": "error", "wait": "warning", "fix": "warning", "not_judged": "warning",
@@ -71,6 +71,9 @@ with request:
     st.code(evidence["request"]["url"], language=None, wrap_lines=True)
     st.caption("Model string")
     st.code(evidence["request"]["model_string"], language=None, wrap_lines=True)
+    if finding.get("working_settings"):
+        st.caption("Request settings that worked (request experiment)")
+        st.code(finding["working_settings"], language=None, wrap_lines=True)
     st.caption("What the gateway tells its users")
     st.code(evidence["message"] or "", language=None, wrap_lines=True)
 with reproduce:
@@ -81,6 +84,21 @@ with reproduce:
 
 st.subheader("Probe attempts")
 st.dataframe(evidence["attempts"], key="detail_attempts", hide_index=True, width="stretch")
+
+if finding.get("error_signature"):
+    st.subheader("Same cause elsewhere")
+    st.caption("Error signature (ids, numbers and quoted values replaced)")
+    st.code(finding["error_signature"], language=None, wrap_lines=True)
+    same = views.same_signature(findings, model_id, provider)
+    if same.empty:
+        st.caption("No other target of this run failed with this signature.")
+    else:
+        st.caption(f"{len(same)} other targets of this run failed the same way. Pick one to open it.")
+        picked = st.dataframe(same, key="detail_same_cause", hide_index=True, width="stretch", on_select="rerun",
+                              selection_mode="single-row")
+        rows = picked.selection.rows if picked else []
+        if rows:
+            shared.show_detail(str(same.iloc[rows[0]]["model_id"]), str(same.iloc[rows[0]]["provider"]))
 
 facts, mappings = st.columns(2)
 with facts:

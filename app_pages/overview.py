@@ -84,6 +84,19 @@ with right:
            "Click a segment to list the models with that pipeline tag and reason.")
     _chart(charts.trend_lines(trend), "trend", "Successful runs of this scope. Click a point to open that run.")
 
+st.subheader("Top causes")
+causes = views.top_causes(run_view.findings)
+if causes.empty:
+    st.caption("No failures in this run.")
+else:
+    st.caption("Failures grouped by error signature (status, code and message with ids and numbers replaced): "
+               "one cause seen on many models is one row. A cause shared by most of a run is a run-level suspect.")
+    st.dataframe(causes, key="overview_causes", hide_index=True, width="stretch",
+                 column_config={"error_signature": st.column_config.TextColumn("Cause (error signature)",
+                                                                               width="large"),
+                                "models": "Models", "targets": "Targets", "reasons": "Reasons",
+                                "example": "Example"})
+
 previous, diff = shared.load_diff(ctx.store_path, ctx.version, ctx.run_id)
 st.subheader("What changed since the previous run")
 if previous is None:

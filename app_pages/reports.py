@@ -10,6 +10,7 @@ import streamlit.components.v1 as components
 from analysis.errors import RcaError
 from analysis.config import reports_dir
 from analysis.report import render_fleet_report, render_model_report
+from analysis.store import SUCCESSFUL
 from app_pages import shared
 
 RESULT_KEY = "report_result"
@@ -34,7 +35,7 @@ if kind == "Model RCA":
     model_id = st.selectbox("Model", models, index=default, key="report_model")
 else:
     runs = shared.load_runs(ctx.store_path, ctx.version)[0]
-    earlier = [int(r) for r in runs[(runs["status"] == "ok") & (runs["id"] < ctx.run_id)]["id"]]
+    earlier = [int(r) for r in runs[runs["status"].isin(SUCCESSFUL) & (runs["id"] < ctx.run_id)]["id"]]
     options = [None, *earlier]
     compare = st.selectbox("Compare with", options, key="report_compare",
                            format_func=lambda r: "the previous successful run" if r is None else f"run #{r}")

@@ -119,6 +119,32 @@ def test_overview_tiles_and_charts(open_app, sample_store):
     assert len(charts) == 4
 
 
+def test_overview_ranks_top_causes_by_signature(open_app, sample_store):
+    at = open_app(sample_store)
+    shown = frame(at, "error_signature", "models", "targets")
+    expected = views.top_causes(latest(sample_store).findings)
+    assert len(shown) == len(expected) > 0
+    assert list(shown["error_signature"]) == list(expected["error_signature"])
+    assert list(shown["models"]) == sorted(shown["models"], reverse=True)
+
+
+def test_a_probe_error_shows_the_settings_that_worked(open_app, sample_store):
+    at = open_app(sample_store, "app_pages/detail.py", model="Qwen/Qwen3-0.6B", provider="hf-inference")
+    assert "Not blocked: it works with adjusted request settings" in texts(at, "warning")
+    assert "max_tokens=4096; stream=true" in texts(at, "code")
+
+
+def test_the_detail_lists_the_other_targets_with_the_same_cause(open_app, sample_store):
+    findings = latest(sample_store).findings
+    shared = findings[findings["reason"] == "provider_mapping_error"].iloc[0]
+    at = open_app(sample_store, "app_pages/detail.py", model=shared["model_id"], provider=shared["provider"])
+    assert shared["error_signature"] in texts(at, "code")
+    same = [df.value for df in at.dataframe if df.key == "detail_same_cause"]
+    expected = views.same_signature(findings, shared["model_id"], shared["provider"])
+    assert len(same) == 1 and len(same[0]) == len(expected) > 0
+    assert list(same[0]["model_id"]) == list(expected["model_id"])
+
+
 def test_overview_link_opens_the_filtered_model_list(open_app, sample_store):
     at = open_app(sample_store)
     at.button(key="overview_show_blocked").click().run()
@@ -220,7 +246,9 @@ def test_arch_router_detail_shows_the_real_cause(open_app, sample_store):
         expected = views.model_history(store, ARCH, "hf-inference")
     assert list(history["run_id"]) == list(expected["run_id"])
     assert list(history["reason"]) == list(expected["reason"])
-    assert history.iloc[0]["reason"] == "ok"
+    # newest first: the account-level failure after the judged run, the judged run, ..., the retired endpoint
+    assert history.iloc[0][["run_status", "reason"]].tolist() == ["failed", "endpoint_error"]
+    assert history.iloc[1]["reason"] == "ok"
     assert history.iloc[-1][["run_id", "run_status", "reason"]].tolist() == [failed, "failed", "endpoint_error"]
     attempts = frame(at, "kind", "model_string", "url")
     assert list(attempts["http_status"]) == [200]

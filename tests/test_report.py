@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from analysis import report_sections as rs
+from analysis import views
 from analysis.errors import UsageError
 from analysis.report import ReportFiles, render_fleet_report, render_model_report, safe_stem
 from analysis.report_render import BulletList, Code, CodeBlock, Paragraph, Stack, Strong, Table, md_escape
@@ -178,7 +179,10 @@ def test_fleet_html_sections(fleet_report):
     latest, previous, _ = _runs(store)
     findings = _latest_findings(store)
     blocked = int((findings["blocked"] & ~findings["predicted"]).sum())
-    for text in ("Totals per reason", "Totals per pipeline tag", "Most-failing authors",
+    causes = views.top_causes(findings)
+    assert len(causes) and html.escape(causes.iloc[0]["error_signature"]) in page  # ranked by signature
+    for text in ("Recommendations", "Block the ", "Fix the route of ", "request settings that worked",
+                 "Top causes", "Totals per reason", "Totals per pipeline tag", "Most-failing authors",
                  "Changes against the compared run", f"From run {previous} to run {latest}.", "Newly blocked: ",
                  "Recovered: ", "Reason changed: ", f"{blocked} blocked targets.", "Conflicting evidence"):
         assert text in page, text
@@ -533,3 +537,19 @@ def test_table_cells():
     table = Table(pd.DataFrame({"v": [True, 3.0, 2.5, None, ["a", "b"], "x" * 400]}))
     assert [row[0] for row in table.rows][:5] == ["yes", "3", "2.5", "", "a, b"]
     assert table.rows[5][0].endswith("…") and len(table.rows[5][0]) == 300
+
+
+def test_probe_error_recommends_the_settings_that_worked(sample_store):
+    rca = rs.model_rca(sample_store, "", "Qwen/Qwen3-0.6B")
+    assert "so keep it listed and send it the request settings that worked" in rs.verdict(rca)
+    text = rs.model_recommendations(rca).markdown()
+    assert "Action: **fix probe**" in text
+    assert "Request settings that work: `max_tokens=4096; stream=true`" in text
+    assert "answered with a chat completion" in rca.evidences[0]["why"]
+
+
+def test_provider_mapping_error_says_hf_retests_hourly(sample_store):
+    findings = _latest_findings(sample_store)
+    model_id = findings[findings["reason"] == "provider_mapping_error"].iloc[0]["model_id"]
+    rca = rs.model_rca(sample_store, "", model_id)
+    assert "retests a failed mapping every hour" in rs.model_recommendations(rca).markdown()
