@@ -25,7 +25,7 @@ import pandas as pd
 from huggingface_hub.utils import parse_ratelimit_headers
 
 from .errors import CatalogError, CatalogUnavailable, UsageError, auth_error, payment_error, retired_error, scrub
-from .untrusted import clean_id, clean_text
+from .untrusted import clean_id, clean_text, valid_id
 
 __all__ = [
     "HUB_URL",
@@ -296,12 +296,15 @@ def _optional_field(value: Any, secrets: tuple[str | None, ...]) -> str | None:
     return clean_text(value, *secrets, limit=FIELD_LIMIT) if isinstance(value, str) else None
 
 
-def normalise_hub_models(entries: Iterable[dict[str, Any]], token: str | None = None) -> pd.DataFrame:
+def normalise_hub_models(entries: Iterable[dict[str, Any]], token: str | None = None, *,
+                         repo_ids: bool = True) -> pd.DataFrame:
     """Turn raw ``/api/models`` entries into the catalog frame (``CATALOG_COLUMNS``).
 
     Every string passes the untrusted-text boundary.  An id that the boundary
     would change (a control character, a lone surrogate, the token) is skipped,
-    never probed or stored; the skipped count is in ``frame.attrs["skipped_ids"]``.
+    never probed or stored, and so is one that is not a Hub repo id (``repo_ids=False``
+    accepts a gateway's own ids, suffixes included); the skipped count is in
+    ``frame.attrs["skipped_ids"]``.
     """
     rows = []
     seen: set[str] = set()
@@ -309,7 +312,7 @@ def normalise_hub_models(entries: Iterable[dict[str, Any]], token: str | None = 
     secrets = (token,)
     for entry in entries:
         raw_id = entry.get("id") if isinstance(entry, dict) else None
-        model_id = clean_id(raw_id, token)
+        model_id = valid_id(raw_id, token, repo_id=repo_ids)
         if model_id is None:
             skipped += isinstance(raw_id, str)
             continue
@@ -337,7 +340,7 @@ def normalise_hub_models(entries: Iterable[dict[str, Any]], token: str | None = 
     return _catalog_frame(rows, skipped)
 
 
-def normalise_router_models(data: dict[str, Any], token: str | None = None) -> pd.DataFrame:
+def normalise_router_models(data: dict[str, Any], token: str | None = None, *, repo_ids: bool = True) -> pd.DataFrame:
     """Turn an OpenAI-style ``/models`` answer into a catalog frame (ids, providers, listed).
 
     Strings pass the untrusted-text boundary; an id it would change is skipped.
@@ -346,7 +349,7 @@ def normalise_router_models(data: dict[str, Any], token: str | None = None) -> p
     skipped = 0
     seen: set[str] = set()
     for item in data.get("data", []):
-        model_id = clean_id(item.get("id"), token) if isinstance(item, dict) else None
+        model_id = valid_id(item.get("id"), token, repo_id=repo_ids) if isinstance(item, dict) else None
         if model_id is None:
             skipped += isinstance(item, dict) and isinstance(item.get("id"), str)
             continue
@@ -516,10 +519,17 @@ def read_catalog_file(path: str) -> pd.DataFrame:
     import csv
 
     try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
+        with open(path, "rb") as fh:
+            raw = fh.read()
     except OSError as exc:
         raise UsageError(f"cannot read catalog file {path}: {exc.strerror}") from None
+    try:
+        text = raw.decode("utf-8-sig")  # a BOM (spreadsheet exports add one) is not part of the first id
+    except UnicodeDecodeError:
+        raise UsageError(f"catalog file {path} is not UTF-8 JSON/CSV (binary, or another encoding such as "
+                         "Latin-1): save it as UTF-8") from None
+    if "\x00" in text:
+        raise UsageError(f"catalog file {path} is not UTF-8 JSON/CSV (it holds NUL bytes)")
     entries: list[dict[str, Any]] = []
     stripped = text.lstrip()
     if stripped.startswith(("[", "{")):
@@ -527,6 +537,8 @@ def read_catalog_file(path: str) -> pd.DataFrame:
             data = json.loads(text)
         except ValueError as exc:
             raise UsageError(f"catalog file {path} is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise UsageError(f"catalog file {path} is nested too deeply to be a list of model ids") from None
         if isinstance(data, dict) and isinstance(data.get("data"), list):
             data = data["data"]
         if not isinstance(data, list):
@@ -544,7 +556,7 @@ def read_catalog_file(path: str) -> pd.DataFrame:
             body = rows[1:] if column is not None else rows
             column = column or 0
             entries = [{"id": r[column].strip()} for r in body if len(r) > column and r[column].strip()]
-    catalog = normalise_hub_models(entries)
+    catalog = normalise_hub_models(entries, repo_ids=False)
     if catalog.empty:
         raise UsageError(f"catalog file {path} lists no model ids")
     return catalog

@@ -11,7 +11,9 @@ error; 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import sqlite3
 import sys
 import tempfile
 import time
@@ -21,7 +23,8 @@ from typing import Sequence
 
 from . import __version__
 from .catalog import HUB_URL, ROUTER_URL
-from .errors import EXIT_OK, RcaError, UsageError, scrub
+from .errors import EXIT_OK, EXIT_USAGE, RcaError, UsageError, scrub
+from .untrusted import show_controls, terminal_line
 from .scan import ScanObserver
 from .store import DEFAULT_STORE
 from .taxonomy import BLOCKING, REASON_NAMES, RUN_LEVEL, TRANSIENT
@@ -38,7 +41,13 @@ def _token() -> str | None:
 
 
 def _err(text: str) -> None:
-    print(scrub(text, _token()), file=sys.stderr)
+    """One line on stderr; upstream text in it is shown with control characters escaped (:func:`terminal_line`)."""
+    print(terminal_line(scrub(text, _token())), file=sys.stderr)
+
+
+def _out(text: str) -> None:
+    """One line on stdout, through the same terminal boundary as :func:`_err`."""
+    print(terminal_line(text))
 
 
 # --------------------------------------------------------------------------- progress
@@ -54,10 +63,14 @@ class CliObserver(ScanObserver):
 
     def _say(self, text: str) -> None:
         if not self.quiet:
-            print(text, file=sys.stderr, flush=True)
+            print(terminal_line(text), file=sys.stderr, flush=True)
 
     def run_started(self, run_id: int) -> None:
         self._say(f"run {run_id}: reading the catalog")
+
+    def canaries_chosen(self, canaries: dict[str, list[str]]) -> None:
+        for provider, strings in sorted(canaries.items()):
+            self._say(f"  canaries{f' for {provider}' if provider else ''}: {', '.join(strings) or 'none found'}")
 
     def catalog_page(self, pages: int, models: int) -> None:
         if self.tty and not self.quiet:
@@ -84,7 +97,8 @@ class CliObserver(ScanObserver):
 
     def probe_done(self, result, counts) -> None:  # noqa: ANN001 - see ScanObserver
         if self.bar is not None:
-            self.bar.update(1)
+            if result.kind == "primary":  # rechecks, experiments and route checks are extra evidence, not targets
+                self.bar.update(1)
             self.bar.set_postfix_str(", ".join(f"{k}={v}" for k, v in sorted(counts.items())), refresh=False)
 
     def probes_finished(self) -> None:
@@ -242,7 +256,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         if run_level:
             raise UsageError(f"--reasons cannot block run-level reasons ({', '.join(sorted(run_level))}): they are "
                              "faults of the setup, never of a model")
-    with open_store(args.store, create=False) as store:
+    with open_store(args.store, readonly=True) as store:
         if args.what == "blocklist":
             run_id = _blocklist_run(store, args.run, args.max_age)
         else:
@@ -318,7 +332,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
     from .store import open_store
     from .views import run_diff
 
-    with open_store(args.store, create=False) as store:
+    with open_store(args.store, readonly=True) as store:
         if args.to is None:
             to_run = store.latest_run_id(mode="probe")
             if to_run is None:
@@ -341,11 +355,11 @@ def cmd_diff(args: argparse.Namespace) -> int:
     elif args.format == "csv":
         sys.stdout.buffer.write(csv_bytes(diff, list(diff.columns)))
     else:
-        print(f"run {from_run} -> run {to_run}: " + ", ".join(
+        _out(f"run {from_run} -> run {to_run}: " + ", ".join(
             f"{(diff['change'] == c).sum()} {c.replace('_', ' ')}" for c in ("newly_blocked", "recovered",
                                                                              "reason_changed")))
         for row in diff.itertuples(index=False):
-            print(f"  {row.change:15} {row.model_id} {row.provider or '-'}: {row.from_reason or '(new)'} -> "
+            _out(f"  {row.change:15} {row.model_id} {row.provider or '-'}: {row.from_reason or '(new)'} -> "
                   f"{row.to_reason}")
     return EXIT_OK
 
@@ -356,7 +370,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     with open_store(args.store, create=False) as store:
         deleted = store.prune(args.keep)
         if deleted and args.vacuum:
-            store.db.execute("VACUUM")
+            store.vacuum()
     print(f"deleted {len(deleted)} run(s)" + (f": {', '.join(map(str, deleted))}" if deleted else "")
           + f"; kept the {args.keep} newest")
     return EXIT_OK
@@ -422,7 +436,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"== {label}")
         print(_summary(outcome, str(result.store_path)))
         if outcome.status != "ok":
-            print(f"  -> {outcome.failure_reason}: {outcome.message}")
+            _out(f"  -> {outcome.failure_reason}: {outcome.message}")
     print(f"\nwrote {result.store_path} and {result.blocklist_path} in {time.perf_counter() - started:.1f} s "
           "(offline, against the built-in simulator)")
     return EXIT_OK
@@ -440,11 +454,25 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
         return super()._get_help_string(action)
 
 
-def _positive_float(text: str) -> float:
+def _finite_float(text: str) -> float:
+    """A finite, non-negative number (``inf`` would wait forever, ``nan`` would remove every cap)."""
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0 to 65535 (0 picks a free one), got {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -469,14 +497,14 @@ def build_parser() -> argparse.ArgumentParser:
                            "('all,-novita' leaves one out)")
     scan.add_argument("--store", default=DEFAULT_STORE, help="SQLite store file")
     scan.add_argument("--concurrency", type=int, default=8, help="probes in flight at most")
-    scan.add_argument("--timeout", type=_positive_float, default=30.0, help="seconds per request")
+    scan.add_argument("--timeout", type=_finite_float, default=30.0, help="seconds per request")
     scan.add_argument("--retries", type=int, default=2, help="retries on 429, 5xx, timeouts, connection errors")
     scan.add_argument("--max-tokens", type=int, default=16, help="max_tokens of the probe; reasoning models need room")
     scan.add_argument("--max-tokens-retry", type=int, default=4096, metavar="N",
                       help="budget of the one re-probe of a model that refused our budget (sent streamed and closed "
                            "at the first chunk, so it costs almost nothing)")
-    scan.add_argument("--backoff", type=_positive_float, default=1.0, help="base seconds of exponential backoff")
-    scan.add_argument("--retry-after-cap", type=_positive_float, default=30.0,
+    scan.add_argument("--backoff", type=_finite_float, default=1.0, help="base seconds of exponential backoff")
+    scan.add_argument("--retry-after-cap", type=_finite_float, default=30.0,
                       help="never wait longer than this for a Retry-After")
     scan.add_argument("--hub-limit", type=int, default=1000, help="page size asked of the Hub (it may cap it)")
     scan.add_argument("--batch-size", type=int, default=50, help="probe results committed per transaction")
@@ -498,7 +526,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "nothing blocked")
     scan.add_argument("--persistent-after", type=int, default=3, metavar="N",
                       help="a transient failure blocks (persistent_failure) after N consecutive failing runs...")
-    scan.add_argument("--persistent-min-hours", type=_positive_float, default=12.0, metavar="H",
+    scan.add_argument("--persistent-min-hours", type=_finite_float, default=12.0, metavar="H",
                       help="...spanning at least H hours")
     scan.add_argument("--fail-on", choices=["new-blocked"],
                       help="exit 1 when this run blocks a model the previous successful run of the same source "
@@ -553,13 +581,13 @@ def build_parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("simulate", formatter_class=_Formatter, help="serve the offline Hub + router simulator",
                          description="Serve a local stand-in for the Hub API and the HF router on loopback.")
     sim.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    sim.add_argument("--port", type=int, default=8765, help="0 picks a free port")
+    sim.add_argument("--port", type=_port, default=8765, help="0 picks a free port")
     sim.add_argument("--scenario", help="scenario JSON file (default: the built-in scenario)")
     sim.add_argument("--write-scenario", metavar="PATH", help="write the scenario as JSON and exit")
-    sim.add_argument("--latency-scale", type=float, help="multiply every simulated latency")
+    sim.add_argument("--latency-scale", type=_finite_float, help="multiply every simulated latency")
     sim.add_argument("--page-cap", type=int, help="largest Hub page the simulator serves")
     sim.add_argument("--synthetic", type=int, metavar="N", help="serve N healthy models instead (benchmarks)")
-    sim.add_argument("--latency-ms", type=float, help="with --synthetic: latency of every answer")
+    sim.add_argument("--latency-ms", type=_finite_float, help="with --synthetic: latency of every answer")
     sim.add_argument("--require-token", action="store_true", help="accept only the token in HF_TOKEN")
     sim.set_defaults(func=cmd_simulate)
 
@@ -589,8 +617,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return EXIT_OK
+    except (sqlite3.OperationalError, sqlite3.DatabaseError) as exc:
+        if isinstance(exc, (sqlite3.IntegrityError, sqlite3.ProgrammingError)):
+            return _internal_error(exc)  # our bug, not the store's
+        # a corrupt row read lazily, past the store's own translation: the store is bad input
+        _err(f"error: the store cannot be read: {exc}")
+        return EXIT_USAGE
     except Exception as exc:  # noqa: BLE001 - last line of defence: a scrubbed one-liner, not a traceback
-        _err(f"internal error: {type(exc).__name__}: {exc}")
-        if os.environ.get("RCA_DEBUG"):
-            _err(traceback.format_exc())
-        return EXIT_INTERNAL
+        return _internal_error(exc)
+
+
+def _internal_error(exc: BaseException) -> int:
+    _err(f"internal error: {type(exc).__name__}: {exc}")
+    if os.environ.get("RCA_DEBUG"):
+        print(show_controls(scrub(traceback.format_exc(), _token())), file=sys.stderr)
+    return EXIT_INTERNAL

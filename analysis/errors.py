@@ -8,8 +8,10 @@ __all__ = [
     "CatalogError",
     "CatalogUnavailable",
     "NoBlocklistError",
+    "RunBusyError",
     "RunLevelError",
     "StoreError",
+    "StoreFullError",
     "EXIT_OK",
     "EXIT_FAIL_ON",
     "EXIT_USAGE",
@@ -42,6 +44,12 @@ class StoreError(RcaError):
     """The store file cannot be used (not SQLite, newer schema, unwritable): exit 2."""
 
 
+class StoreFullError(StoreError):
+    """The store's disk (or page limit) is full mid-run: exit 3; the run is left incomplete and resumable."""
+
+    exit_code = EXIT_RUN_LEVEL
+
+
 class CatalogError(RcaError):
     """The catalog request was refused (a 4xx that is not about the token, an empty catalog): exit 2."""
 
@@ -49,6 +57,12 @@ class CatalogError(RcaError):
 class CatalogUnavailable(CatalogError):
     """The Hub or the router could not deliver the catalog (unreachable, 5xx or 429 after retries, malformed
     pages, a pagination loop): an outage, not bad usage, so exit 3 and nothing is blocked."""
+
+    exit_code = EXIT_RUN_LEVEL
+
+
+class RunBusyError(RcaError):
+    """Another process holds the run (a scan or a resume of it is running): exit 3, nothing touched."""
 
     exit_code = EXIT_RUN_LEVEL
 

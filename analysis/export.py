@@ -13,6 +13,8 @@ from typing import Any
 
 import pandas as pd
 
+from .untrusted import show_controls
+
 __all__ = [
     "FINDINGS_COLUMNS",
     "BLOCKLIST_COLUMNS",
@@ -71,7 +73,9 @@ def csv_bytes(frame: pd.DataFrame, columns: list[str]) -> bytes:
                 value = "true" if value else "false"
             elif isinstance(value, (list, tuple)):
                 value = "; ".join(str(v) for v in value)
-            row.append("" if value is None else neutralise(value if isinstance(value, str) else str(value)))
+            text = value if isinstance(value, str) else str(value)
+            # NUL and escape sequences never go raw into a file a spreadsheet or a terminal opens.
+            row.append("" if value is None else neutralise(show_controls(text)))
         writer.writerow(row)
     return buf.getvalue().encode("utf-8")
 

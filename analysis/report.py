@@ -169,6 +169,16 @@ def cmd_report_fleet(args: argparse.Namespace) -> int:
     return _done(files, started)
 
 
+def _timeout(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds > 0, got {text!r}")
+    return value
+
+
 def add_report_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     """Register ``report model`` and ``report fleet`` on the CLI's subparsers."""
     formatter = argparse.ArgumentDefaultsHelpFormatter
@@ -185,7 +195,7 @@ def add_report_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]"
                                             "else the bundled sample, built on first use)")
         parser.add_argument("--run", help="run id (default: the latest successful run)")
         parser.add_argument("--out", default=DEFAULT_OUT, help="folder to write the report files into")
-        parser.add_argument("--timeout", type=float, default=600, help="seconds a notebook cell may run")
+        parser.add_argument("--timeout", type=_timeout, default=600, help="seconds a notebook cell may run")
 
     model = kinds.add_parser("model", formatter_class=formatter, help="root cause of one model's verdict",
                              description="Summary, evidence (catalog entry, router list, every probe attempt, "

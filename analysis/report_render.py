@@ -17,6 +17,8 @@ from typing import Any, Iterable, Sequence, Union
 
 import pandas as pd
 
+from .untrusted import show_controls
+
 __all__ = [
     "Code",
     "Strong",
@@ -64,8 +66,9 @@ _MD_ORDERED_ITEM = re.compile(r"^(\d+)(?=[.)](?:\s|$))")
 
 
 def _one_line(text: Any) -> str:
-    # Newlines would end a table row or start a new block; inner spacing between parts is kept.
-    return re.sub(r"\s+", " ", str(text))
+    # Newlines would end a table row or start a new block; inner spacing between parts is kept.  Control
+    # characters (an ESC from an old store, a forged line) are shown escaped, never written raw.
+    return re.sub(r"\s+", " ", show_controls(str(text)))
 
 
 def md_escape(text: Any) -> str:
@@ -222,7 +225,7 @@ class CodeBlock(Block):
     """Preformatted text (a curl command), kept verbatim but inert."""
 
     def __init__(self, text: str, language: str = "") -> None:
-        self.text = str(text)
+        self.text = show_controls(str(text))  # line breaks kept; escape sequences shown, never sent raw
         self.language = language
 
     def markdown(self) -> str:

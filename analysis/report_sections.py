@@ -216,7 +216,7 @@ class ModelRca:
 def model_rca(store: str | os.PathLike[str] | None, run_id: Any, model_id: str) -> ModelRca:
     """Read everything a model report needs; :class:`UsageError` for an unknown run or model."""
     path = resolve_store(store)
-    with open_store(path, create=False) as db:
+    with open_store(path, readonly=True) as db:
         number = resolve_run(db, run_id)
         findings = db.findings(number)
         providers = findings.loc[findings["model_id"] == model_id, "provider"].tolist()
@@ -458,7 +458,7 @@ class FleetRca:
 def fleet_rca(store: str | os.PathLike[str] | None, run_id: Any, compare_run_id: Any = None) -> FleetRca:
     """Read everything a fleet report needs; :class:`UsageError` for an unknown run."""
     path = resolve_store(store)
-    with open_store(path, create=False) as db:
+    with open_store(path, readonly=True) as db:
         number = resolve_run(db, run_id)
         compare = resolve_compare_run(db, number, compare_run_id)
         view = views.load_run(db, number)

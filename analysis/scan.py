@@ -27,6 +27,7 @@ The run is ``ok``; ``partial`` when some providers of several were faulted
 from __future__ import annotations
 
 import asyncio
+import math
 import shlex
 import time
 from dataclasses import asdict, dataclass, field
@@ -71,7 +72,9 @@ from .errors import (
     EXIT_RUN_LEVEL,
     CatalogError,
     RcaError,
+    RunBusyError,
     RunLevelError,
+    StoreError,
     UsageError,
     scrub,
 )
@@ -178,10 +181,12 @@ class ScanConfig:
                 raise UsageError(f"{name} must be at least {low} (got {value})")
         if self.concurrency > 1024:
             raise UsageError(f"--concurrency must be at most 1024 (got {self.concurrency})")
-        if not self.timeout > 0:
-            raise UsageError(f"--timeout must be positive (got {self.timeout})")
-        if self.backoff < 0 or self.retry_after_cap < 0 or self.persistent_min_hours < 0:
-            raise UsageError("--backoff, --retry-after-cap and --persistent-min-hours cannot be negative")
+        if not 0 < self.timeout < math.inf:
+            raise UsageError(f"--timeout must be a finite number of seconds > 0 (got {self.timeout})")
+        for name, value in (("--backoff", self.backoff), ("--retry-after-cap", self.retry_after_cap),
+                            ("--persistent-min-hours", self.persistent_min_hours)):
+            if not 0 <= value < math.inf:  # nan fails both comparisons: it would remove the cap
+                raise UsageError(f"{name} must be a finite number >= 0 (got {value})")
 
 
 def validate_url(url: str, flag: str) -> str:
@@ -208,6 +213,8 @@ class ScanObserver:
     def catalog_done(self, models: int, targets: int, router_listed: int | None) -> None: ...
 
     def warning(self, text: str) -> None: ...
+
+    def canaries_chosen(self, canaries: dict[str, list[str]]) -> None: ...
 
     def probes_started(self, total: int, already_done: int) -> None: ...
 
@@ -259,7 +266,7 @@ def _load_catalog(config: ScanConfig, observer: ScanObserver) -> pd.DataFrame:
         return attach_router_list(catalog, _router_list(config, observer))
     if config.source in ("router", "openai"):
         data = fetch_router_models(config.router_url, config.token, timeout=config.timeout)
-        catalog = normalise_router_models(data, config.token)
+        catalog = normalise_router_models(data, config.token, repo_ids=config.source == "router")
         if config.source == "router":
             providers = parse_provider_spec(config.provider)
             if providers is not None:
@@ -335,14 +342,24 @@ def run_scan(config: ScanConfig, store: Store, observer: ScanObserver | None = N
                    "check the provider name (e.g. hf-inference, together, novita)")
         store.finish_run(run_id, "failed", failure_reason="empty_catalog", failure_message=message, n_targets=0)
         raise CatalogError(message)
-    store.save_catalog(run_id, catalog)
-    store.save_targets(run_id, targets)
+    try:
+        store.save_catalog(run_id, catalog)
+        store.save_targets(run_id, targets)
+    except StoreError as exc:
+        try:  # without its catalog the run cannot be resumed: say so, if the store still takes a write
+            store.finish_run(run_id, "failed", failure_reason="store_error", failure_message=f"{exc}; start a "
+                             "new scan")
+        except StoreError:
+            pass
+        raise
     listed = int(catalog["in_router_list"].eq(True).sum()) if catalog["in_router_list"].notna().any() else None
     observer.catalog_done(len(catalog), len(targets), listed)
     if not config.probe:
         return _finish_predicted(config, store, run_id, catalog, targets)
     canaries = choose_canaries(catalog, targets, config.canaries, config.canary_count, config.uses_suffix)
-    store.set_canaries(run_id, {p: [c.model_string for c in group] for p, group in canaries.items()})
+    chosen = {p: [c.model_string for c in group] for p, group in canaries.items()}
+    store.set_canaries(run_id, chosen)
+    observer.canaries_chosen(chosen)
     return _probe_and_finish(config, store, run_id, catalog, targets, canaries, observer)
 
 
@@ -363,7 +380,7 @@ def resume_scan(store: Store, run_id: int | None, token: str | None,
         run_id = int(candidates["id"].max())
     run = store.get_run(run_id)
     if run["status"] == "running":
-        raise UsageError(f"run {run_id} is still running (process {run.get('pid')}); resume it once it has stopped")
+        raise _busy(run)
     if run["status"] != "incomplete":
         raise UsageError(f"run {run_id} is {run['status']}, not incomplete: nothing to resume")
     known = {k: v for k, v in run["settings"].items() if k in ScanConfig.__dataclass_fields__ and k != "token"}
@@ -372,15 +389,20 @@ def resume_scan(store: Store, run_id: int | None, token: str | None,
     targets = [Target(m, p, s) for m, p, s in store.targets(run_id).itertuples(index=False, name=None)]
     if not targets:
         raise UsageError(f"run {run_id} stopped before its catalog was stored: start a new scan instead")
+    if not store.claim_run(run_id):  # another resume took it between our read and now
+        raise _busy(store.get_run(run_id))
     if not config.probe:
-        store.set_run_status(run_id, "running")
         return _finish_predicted(config, store, run_id, catalog, targets)
     by_key = {(t.model_string, t.provider): t for t in targets}
     canaries = {provider: [by_key.get((s, provider)) or _extra_canary(s, provider) for s in strings]
                 for provider, strings in run["canaries"].items()}
-    store.set_run_status(run_id, "running")
     observer.run_started(run_id)
     return _probe_and_finish(config, store, run_id, catalog, targets, canaries, observer)
+
+
+def _busy(run: dict[str, Any]) -> RunBusyError:
+    return RunBusyError(f"run {run['id']} is running in process {run.get('pid')} on {run.get('host') or 'this host'} "
+                        f"(started {run.get('started_at')}): resume it once that process has stopped")
 
 
 def _extra_canary(model_string: str, provider: str) -> Target:
@@ -413,7 +435,7 @@ class _Recorder:
 
     def __call__(self, result: ProbeResult) -> None:
         self.buffer.append(result)
-        if result.kind != "route":
+        if result.kind == "primary":
             self.probed += 1
         key = result.outcome if result.outcome != "http_error" else f"HTTP {result.http_status}"
         self.counts[key] = self.counts.get(key, 0) + 1
@@ -426,16 +448,30 @@ def _run_phase(coro_factory: Callable[[], Coroutine[Any, Any, list[ProbeResult]]
                store: Store, run_id: int, total: int) -> None:
     try:
         asyncio.run(coro_factory())
-    except KeyboardInterrupt:
         recorder.flush()
-        store.set_run_status(run_id, "incomplete")
+    except KeyboardInterrupt:
+        _leave_incomplete(recorder, store, run_id)
         recorder.observer.probes_finished()
         raise ScanInterrupted(run_id, str(store.path), recorder.probed, total) from None
     except BaseException:
-        recorder.flush()
-        store.set_run_status(run_id, "incomplete")
+        _leave_incomplete(recorder, store, run_id)
         raise
-    recorder.flush()
+
+
+def _leave_incomplete(recorder: _Recorder, store: Store, run_id: int) -> None:
+    """Keep what can be kept and mark the run resumable, without masking the error that stopped it.
+
+    On a full disk both writes may fail too: the run then stays ``running`` until the
+    next command that opens the store sees its process gone and marks it incomplete.
+    """
+    try:
+        recorder.flush()
+    except StoreError:
+        recorder.buffer.clear()
+    try:
+        store.set_run_status(run_id, "incomplete")
+    except StoreError:
+        pass
 
 
 class _Answers:
@@ -639,7 +675,11 @@ def _probe_and_finish(config: ScanConfig, store: Store, run_id: int, catalog: pd
             observer.route_checks_started(len(checks))
             answers = phase(lambda: check_routes(checks, settings, recorder))
     observer.probes_finished()
-    return _finish_probed(config, store, run_id, catalog, targets, answers.frame, faults)
+    try:
+        return _finish_probed(config, store, run_id, catalog, targets, answers.frame, faults)
+    except StoreError:
+        _leave_incomplete(recorder, store, run_id)  # every probe is stored: a resume only judges
+        raise
 
 
 # --------------------------------------------------------------------------- finishing

@@ -12,13 +12,15 @@ import json
 import os
 import socket
 import sqlite3
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from urllib.parse import quote
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import pandas as pd
 
-from .errors import StoreError, UsageError
+from .errors import StoreError, StoreFullError, UsageError
 from .taxonomy import RUN_LEVEL, TAXONOMY_VERSION
 
 __all__ = ["Store", "open_store", "SCHEMA_VERSION", "RUN_STATUSES", "SUCCESSFUL", "DEFAULT_STORE"]
@@ -237,16 +239,66 @@ def _check_is_sqlite(path: Path) -> None:
         raise StoreError(f"{path} is not an SQLite store (refusing to touch it)")
 
 
-class Store:
-    """One SQLite store file.  Use :func:`open_store`, ideally as a context manager."""
+def _store_error(path: Path, exc: sqlite3.Error) -> StoreError:
+    """The one translation of SQLite's errors into ours, with an exit code and a true message."""
+    text = str(exc).lower()
+    if "full" in text:
+        return StoreFullError(f"the store {path} is full (no disk space left, or its page limit reached): free "
+                              "space, then resume the run (python -m analysis scan --resume)")
+    if "readonly" in text or "read-only" in text:
+        return StoreError(f"the store {path} is read-only: a command that writes needs a writable store")
+    if "malformed" in text or "not a database" in text or "encrypted" in text:
+        return StoreError(f"the store {path} is corrupt ({exc}): restore it from a backup or start a new one "
+                          "(it was left as it is)")
+    return StoreError(f"cannot use store {path}: {exc}")
 
-    def __init__(self, path: str | os.PathLike[str], *, create: bool = True) -> None:
+
+class _Connection(sqlite3.Connection):
+    """A connection whose statements raise our :class:`StoreError` (with its exit code and a true message)
+    instead of SQLite's errors: the one place where they are translated."""
+
+    store_path: Path = Path()
+
+    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:  # type: ignore[override]
+        try:
+            return super().execute(sql, parameters)
+        except (sqlite3.IntegrityError, sqlite3.ProgrammingError):
+            raise  # our own bug (a duplicate row, a bad statement): exit 4, as it should
+        except sqlite3.Error as exc:
+            raise _store_error(self.store_path, exc) from None
+
+    def executemany(self, sql: str, parameters: Any, /) -> sqlite3.Cursor:  # type: ignore[override]
+        try:
+            return super().executemany(sql, parameters)
+        except (sqlite3.IntegrityError, sqlite3.ProgrammingError):
+            raise
+        except sqlite3.Error as exc:
+            raise _store_error(self.store_path, exc) from None
+
+
+def _connect(target: str | Path, path: Path, uri: bool = False) -> sqlite3.Connection:
+    db = sqlite3.connect(target, uri=uri, timeout=30, isolation_level=None, check_same_thread=False,
+                         factory=_Connection)
+    db.store_path = path  # type: ignore[attr-defined]
+    return db
+
+
+class Store:
+    """One SQLite store file.  Use :func:`open_store`, ideally as a context manager.
+
+    ``readonly=True`` is for readers (exports, diff, reports, the dashboard): the file is
+    opened read-only and never migrated or written, so a read-only or shared file can be
+    read.  A store of an older schema is migrated first when the file is writable.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, create: bool = True, readonly: bool = False) -> None:
         self.path = Path(path)
+        self.readonly = readonly
         if self.path.exists():
             if self.path.is_dir():
                 raise StoreError(f"store path {self.path} is a directory")
             _check_is_sqlite(self.path)
-        elif not create:
+        elif not create or readonly:
             raise StoreError(f"no store at {self.path}: run a scan (or the demo) first")
         else:
             try:
@@ -255,8 +307,11 @@ class Store:
                 raise StoreError(f"cannot create the store's folder {self.path.parent}: {exc.strerror}") from None
             if not os.access(self.path.parent, os.W_OK):
                 raise StoreError(f"cannot write a store in {self.path.parent}: permission denied")
+        if readonly:
+            self.db = self._open_readonly()
+            return
         try:
-            self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            self.db = _connect(self.path, self.path)
             self.db.execute("PRAGMA busy_timeout = 30000")
             self.db.execute("PRAGMA foreign_keys = ON")
             self._check_ours()  # before anything writes: a foreign or newer file is left as it is
@@ -266,8 +321,75 @@ class Store:
             self.db.execute("PRAGMA synchronous = NORMAL")
             self._migrate()
             self.mark_stale_runs()
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"cannot use store {self.path}: {exc}") from None
+        except sqlite3.Error as exc:
+            raise _store_error(self.path, exc) from None
+        except StoreError:
+            self.db.close()
+            raise
+
+    def _open_readonly(self) -> sqlite3.Connection:
+        uri = f"file:{quote(str(self.path.resolve()))}"
+        try:
+            db = self._connect_ro(f"{uri}?mode=ro")
+            pending = max((v for v, _, _ in MIGRATIONS), default=0) > max(self._applied_of(db), default=0)
+            if pending and os.access(self.path, os.W_OK):
+                db.close()
+                Store(self.path, create=False).close()  # migrate once, as a writer, then read
+                db = self._connect_ro(f"{uri}?mode=ro")
+            elif pending:
+                raise StoreError(f"store {self.path} was written by an older version and is not writable, so it "
+                                 "cannot be upgraded: open it once with a command that writes")
+            return db
+        except sqlite3.OperationalError as exc:
+            if "unable to open" not in str(exc).lower():
+                raise _store_error(self.path, exc) from None
+        except StoreError as exc:
+            if "unable to open" not in str(exc).lower():
+                raise
+        # A WAL store in a folder this process cannot write has no -shm to share: read the file as it is.
+        try:
+            return self._connect_ro(f"{uri}?immutable=1")
+        except sqlite3.Error as exc:
+            raise _store_error(self.path, exc) from None
+
+    def _connect_ro(self, uri: str) -> sqlite3.Connection:
+        db = _connect(uri, self.path, uri=True)
+        try:
+            db.execute("PRAGMA busy_timeout = 30000")
+            self.db = db
+            self._check_ours()
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    @staticmethod
+    def _applied_of(db: sqlite3.Connection) -> set[int]:
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "schema_migrations" not in tables:
+            return set()
+        return {int(row[0]) for row in db.execute("SELECT version FROM schema_migrations")}
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction: committed on success, rolled back on any error, SQLite's errors translated.
+
+        SQLite may have rolled back already (a full disk does), so the rollback is only
+        attempted while a transaction is open: the true error is never masked by "cannot
+        rollback - no transaction is active".
+        """
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+            self.db.execute("COMMIT")
+        except BaseException:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            raise
+
+    def _write(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+        """One writing statement, in its own transaction."""
+        return self.db.execute(sql, params)
 
     # -- lifecycle
 
@@ -304,29 +426,19 @@ class Store:
         for version, name, migrate in MIGRATIONS:
             if version in applied:
                 continue
-            self.db.execute("BEGIN IMMEDIATE")
-            try:
-                self.db.execute("""CREATE TABLE IF NOT EXISTS schema_migrations (
+            with self.transaction() as db:
+                db.execute("""CREATE TABLE IF NOT EXISTS schema_migrations (
                     version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)""")
-                migrate(self.db)
-                self.db.execute("INSERT INTO schema_migrations VALUES (?, ?, ?)", (version, name, _now()))
-                self.db.execute(f"PRAGMA user_version = {version}")
-                self.db.execute("COMMIT")
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
+                migrate(db)
+                db.execute("INSERT INTO schema_migrations VALUES (?, ?, ?)", (version, name, _now()))
+                db.execute(f"PRAGMA user_version = {version}")
 
     def schema_version(self) -> int:
         return int(self.db.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations").fetchone()[0])
 
     def _tx(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            self.db.executemany(sql, rows)
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
+        with self.transaction() as db:
+            db.executemany(sql, rows)
 
     # -- writers
 
@@ -334,7 +446,7 @@ class Store:
                    settings: dict[str, Any], tool_version: str = "", mode: str = "probe",
                    taxonomy_version: int = TAXONOMY_VERSION) -> int:
         """Insert a ``running`` run and return its id.  ``mode`` is ``probe`` or ``predict``."""
-        cur = self.db.execute(
+        cur = self._write(
             "INSERT INTO runs (started_at, status, source, provider, hub_url, router_url, settings_json, tool_version,"
             " mode, pid, host, taxonomy_version) VALUES (?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (_now(), source, provider, hub_url, router_url, _dumps(settings), tool_version, mode, os.getpid(),
@@ -343,11 +455,11 @@ class Store:
 
     def set_faulted(self, run_id: int, faulted: dict[str, dict[str, str]]) -> None:
         """Record the providers with a run-level fault in this run (provider -> reason, cause, hint)."""
-        self.db.execute("UPDATE runs SET faulted_json = ? WHERE id = ?", (_dumps(faulted), run_id))
+        self._write("UPDATE runs SET faulted_json = ? WHERE id = ?", (_dumps(faulted), run_id))
 
     def set_canaries(self, run_id: int, canaries: dict[str, list[str]]) -> None:
         """The canaries used, per provider (``""``: the bare route), as model strings."""
-        self.db.execute("UPDATE runs SET canaries_json = ? WHERE id = ?", (_dumps(canaries), run_id))
+        self._write("UPDATE runs SET canaries_json = ? WHERE id = ?", (_dumps(canaries), run_id))
 
     def save_catalog(self, run_id: int, catalog: pd.DataFrame) -> None:
         rows = [(run_id, r["model_id"], r["author"], _opt(r["pipeline_tag"]), _dumps(list(r["tags"])),
@@ -377,8 +489,7 @@ class Store:
                      rows)
 
     def save_findings(self, run_id: int, findings: pd.DataFrame) -> None:
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        with self.transaction():
             self.db.execute("DELETE FROM findings WHERE run_id = ?", (run_id,))
             findings = findings.copy()
             if "alternatives" in findings.columns:
@@ -390,10 +501,6 @@ class Store:
             for rec in findings[cols].itertuples(index=False, name=None):
                 values.append((run_id, *[_cell(v) for v in rec]))
             self.db.executemany(sql, values)
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
 
     def finish_run(self, run_id: int, status: str, *, failure_reason: str | None = None,
                    failure_message: str | None = None, counts: dict[str, int] | None = None,
@@ -406,7 +513,7 @@ class Store:
         finished = _now()
         duration = (datetime.fromisoformat(finished.replace("Z", "+00:00"))
                     - datetime.fromisoformat(started.replace("Z", "+00:00"))).total_seconds()
-        self.db.execute(
+        self._write(
             "UPDATE runs SET status = ?, finished_at = ?, failure_reason = ?, failure_message = ?, counts_json = ?,"
             " n_targets = COALESCE(?, n_targets), n_probed = ?, n_ok = ?, n_blocked = ?, n_transient = ?,"
             " duration_s = ? WHERE id = ?",
@@ -416,10 +523,20 @@ class Store:
     def set_run_status(self, run_id: int, status: str) -> None:
         """Set a run's status; a run set back to ``running`` is owned by this process."""
         if status == "running":
-            self.db.execute("UPDATE runs SET status = ?, pid = ?, host = ? WHERE id = ?",
+            self._write("UPDATE runs SET status = ?, pid = ?, host = ? WHERE id = ?",
                             (status, os.getpid(), socket.gethostname(), run_id))
         else:
-            self.db.execute("UPDATE runs SET status = ? WHERE id = ?", (status, run_id))
+            self._write("UPDATE runs SET status = ? WHERE id = ?", (status, run_id))
+
+    def claim_run(self, run_id: int) -> bool:
+        """Take an ``incomplete`` run for this process, atomically: ``False`` when another process got there first.
+
+        Two resumes of one run must never probe the same targets: only the one whose
+        update changed the row goes on.
+        """
+        cur = self._write("UPDATE runs SET status = 'running', pid = ?, host = ? WHERE id = ? AND status = "
+                              "'incomplete'", (os.getpid(), socket.gethostname(), run_id))
+        return cur.rowcount == 1
 
     def mark_stale_runs(self) -> list[int]:
         """Mark ``incomplete`` every ``running`` run whose process on this host is gone (killed).
@@ -432,7 +549,7 @@ class Store:
             if run_host == host and pid is not None and not _process_alive(int(pid)):
                 stale.append(int(run_id))
         for run_id in stale:
-            self.db.execute("UPDATE runs SET status = 'incomplete' WHERE id = ? AND status = 'running'", (run_id,))
+            self._write("UPDATE runs SET status = 'incomplete' WHERE id = ? AND status = 'running'", (run_id,))
         return stale
 
     def _columns(self, table: str) -> list[str]:
@@ -443,7 +560,14 @@ class Store:
     def _frame(self, sql: str, params: Sequence[Any] = ()) -> pd.DataFrame:
         cur = self.db.execute(sql, params)
         cols = [d[0] for d in cur.description]
-        return pd.DataFrame(cur.fetchall(), columns=cols)
+        try:
+            return pd.DataFrame(cur.fetchall(), columns=cols)
+        except sqlite3.Error as exc:  # a corrupt page may show only when its rows are read
+            raise _store_error(self.path, exc) from None
+
+    def vacuum(self) -> None:
+        """Compact the file (after a prune)."""
+        self._write("VACUUM")
 
     def runs(self) -> pd.DataFrame:
         """Every run, oldest first."""
@@ -519,15 +643,10 @@ class Store:
         doomed = ids[keep:]
         if doomed:
             marks = ", ".join("?" * len(doomed))
-            self.db.execute("BEGIN IMMEDIATE")
-            try:
+            with self.transaction() as db:
                 for table in ("findings", "probes", "targets", "catalog"):
-                    self.db.execute(f"DELETE FROM {table} WHERE run_id IN ({marks})", doomed)
-                self.db.execute(f"DELETE FROM runs WHERE id IN ({marks})", doomed)
-                self.db.execute("COMMIT")
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
+                    db.execute(f"DELETE FROM {table} WHERE run_id IN ({marks})", doomed)
+                db.execute(f"DELETE FROM runs WHERE id IN ({marks})", doomed)
         return sorted(doomed)
 
     def catalog(self, run_id: int) -> pd.DataFrame:
@@ -626,6 +745,7 @@ def _cell(value: Any) -> Any:
     return value
 
 
-def open_store(path: str | os.PathLike[str], *, create: bool = True) -> Store:
-    """Open (and migrate) the store at ``path``; ``create=False`` requires it to exist."""
-    return Store(path, create=create)
+def open_store(path: str | os.PathLike[str], *, create: bool = True, readonly: bool = False) -> Store:
+    """Open (and migrate) the store at ``path``; ``create=False`` requires it to exist; ``readonly=True`` opens
+    an existing store for reading only (it never writes)."""
+    return Store(path, create=create, readonly=readonly)

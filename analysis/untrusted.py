@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-__all__ = ["TEXT_LIMIT", "clean_text", "clean_id", "scrub_secrets"]
+__all__ = ["TEXT_LIMIT", "clean_text", "clean_id", "scrub_secrets", "show_controls", "terminal_line", "valid_id"]
 
 TEXT_LIMIT = 2000  # characters of one upstream text kept (messages, body excerpts)
 FRAGMENT = 8  # an hf_ token fragment this long is treated as the token
@@ -31,6 +31,7 @@ FRAGMENT = 8  # an hf_ token fragment this long is treated as the token
 # that reorder or hide text (U+200E/F, U+202A-E, U+2066-9, U+FEFF mid-text).
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
+_LINE_BREAKS = re.compile("[\t\n]")
 _BEARER = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{4,}")
 
 
@@ -100,3 +101,37 @@ def clean_id(value: Any, *secrets: str | None) -> str | None:
         return None
     return value if clean_text(value, *secrets, limit=None) == value and "\n" not in value and "\t" not in value \
         else None
+
+
+def show_controls(text: str, *, line_breaks: bool = False) -> str:
+    """``text`` with control and bidi characters shown as escapes (``\\x1b``); with ``line_breaks``, tab and
+    newline too, so the text stays on one line."""
+    text = _SURROGATE.sub("\ufffd", text) if not text.isascii() else text
+    text = _CONTROL.sub(_visible, text)
+    return _LINE_BREAKS.sub(_visible, text) if line_breaks else text
+
+
+def terminal_line(value: Any) -> str:
+    """The one boundary for the terminal: anything printed that may hold upstream text goes through here.
+
+    Every control character is shown escaped (escape sequences cannot retitle the
+    terminal or clear it, and ``\\n``/``\\r`` cannot forge a line), so one item
+    prints as one line.
+    """
+    return show_controls(value if isinstance(value, str) else str(value), line_breaks=True)
+
+
+# A Hub repository id: ``name`` or ``org/name`` of letters, digits, ``-``, ``_`` and ``.`` (96 characters each).
+_REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}(?:/[A-Za-z0-9._-]{1,96})?")
+# A gateway's own id (``--source file|openai``): printable, no white space, at most 256 characters; suffixes
+# like ``:together`` or ``:fastest`` and extra slashes are fine.
+_GATEWAY_ID = re.compile(r"[^\s]{1,256}")
+
+
+def valid_id(value: Any, *secrets: str | None, repo_id: bool = True) -> str | None:
+    """``value`` when it is an id of its source (a Hub repo id, or a gateway's own) that the untrusted-text
+    boundary leaves unchanged; else ``None`` (the caller skips it with a warning)."""
+    cleaned = clean_id(value, *secrets)
+    if cleaned is None:
+        return None
+    return cleaned if (_REPO_ID if repo_id else _GATEWAY_ID).fullmatch(cleaned) else None

@@ -53,7 +53,8 @@ class StreamlitObserver(ScanObserver):
         self.bar = self.status.progress(0.0, text=f"0/{total} probed")
 
     def probe_done(self, result: Any, counts: dict[str, int]) -> None:
-        self.done += 1
+        if result.kind == "primary":  # rechecks, experiments and route checks are extra evidence, not targets
+            self.done += 1
         now = time.monotonic()
         if self.bar is not None and (now - self.drawn_at > _REDRAW_SECONDS or self.done >= self.total):
             self.drawn_at = now

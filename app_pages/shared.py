@@ -63,7 +63,7 @@ def say(kind: str, title: str, detail: str | None = None) -> None:
 
 
 def _open(path: str):  # noqa: ANN202 - a Store
-    return open_store(path, create=False)
+    return open_store(path, readonly=True)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)

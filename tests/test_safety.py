@@ -170,3 +170,109 @@ def test_unreachable_hub_is_run_level_not_bad_usage(tmp_path, capsys):
                        "--store", str(tmp_path / "s.sqlite"), "--retries", "0", *FAST_FLAGS)
     assert code == 3, err
     assert "Could not read page 1 of the Hub catalog" in err
+
+
+# --------------------------------------------------------------------------- every failure has its exit code
+
+
+def test_a_full_disk_mid_scan_is_exit_3_and_the_run_resumes(make_sim, store_path):
+    from analysis.errors import StoreFullError
+    from analysis.scan import resume_scan
+
+    server = make_sim(synthetic_scenario(400, 0))
+
+    class FillUpAfterTheCatalog:
+        """Once the catalog is stored, let the store grow by a few pages only (this connection only)."""
+
+        def __getattr__(self, name):
+            if name == "catalog_done":
+                return lambda *args: store.db.execute(f"PRAGMA max_page_count = "
+                                                      f"{store.db.execute('PRAGMA page_count').fetchone()[0] + 3}")
+            return lambda *args: None
+
+    with open_store(store_path) as store:
+        with pytest.raises(StoreFullError) as caught:
+            run_scan(fast_config(server, batch_size=10), store, FillUpAfterTheCatalog())
+        assert caught.value.exit_code == 3 and "full" in str(caught.value)
+        assert store.get_run(1)["status"] == "incomplete"
+    with open_store(store_path) as store:  # space again
+        outcome = resume_scan(store, 1, None)
+        assert outcome.status == "ok" and len(store.findings(1)) == 400
+
+
+def test_a_read_only_store_refuses_writers_with_exit_2_and_serves_readers(healthy_store, capsys):
+    from analysis.errors import StoreError
+
+    with open_store(healthy_store, readonly=True) as store:
+        with pytest.raises(StoreError, match="read-only") as caught:
+            store.create_run(source="hub", provider="p", hub_url=None, router_url=None, settings={})
+        assert caught.value.exit_code == 2
+    code, out, _ = run(capsys, "export", "findings", "--store", str(healthy_store))
+    assert code == 0 and out.startswith("model_id,")
+
+
+def test_a_corrupt_store_is_exit_2_and_left_as_it_is(healthy_store, capsys):
+    data = bytearray(healthy_store.read_bytes())
+    data[4096:8192] = b"\xde\xad" * 2048  # overwrite a page past the header
+    healthy_store.write_bytes(bytes(data))
+    for argv in (["export", "findings"], ["diff"], ["scan", "--resume"]):
+        code, _, err = run(capsys, *argv, "--store", str(healthy_store))
+        assert code == 2, (argv, err)
+        assert "corrupt" in err or "malformed" in err or "cannot use store" in err, err
+    assert healthy_store.read_bytes() == bytes(data)
+
+
+@pytest.mark.parametrize("content, words", [
+    (b"\x89PNG\r\n\x1a\n\x00\x00binary", "not UTF-8 JSON/CSV"),
+    ("caf\xe9,model".encode("latin-1"), "not UTF-8 JSON/CSV"),
+    (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+])
+def test_bad_catalog_files_are_exit_2(tmp_path, capsys, content, words):
+    path = tmp_path / "catalog.bin"
+    path.write_bytes(content)
+    code, _, err = run(capsys, "scan", "--source", "file", "--catalog-file", str(path), "--store",
+                       str(tmp_path / "s.sqlite"), "--router-url", "http://127.0.0.1:9/v1")
+    assert code == 2 and words in err, err
+
+
+def test_a_bom_does_not_become_part_of_the_first_id(tmp_path):
+    from analysis.catalog import read_catalog_file
+
+    path = tmp_path / "ids.csv"
+    path.write_bytes("\ufeffmodel_id\norg/a\norg/b\n".encode("utf-8"))
+    assert list(read_catalog_file(str(path))["model_id"]) == ["org/a", "org/b"]
+
+
+@pytest.mark.parametrize("argv", [["scan", "--timeout", "inf"], ["scan", "--retry-after-cap", "nan"],
+                                  ["scan", "--backoff", "-1"], ["simulate", "--port", "-1"],
+                                  ["report", "fleet", "--timeout", "inf"]])
+def test_non_finite_or_negative_numbers_are_refused_at_parse(tmp_path, capsys, argv):
+    with pytest.raises(SystemExit) as caught:
+        cli.main([*argv, "--store", str(tmp_path / "s.sqlite")] if argv[0] != "simulate" else argv)
+    assert caught.value.code == 2
+    assert not (tmp_path / "s.sqlite").exists()
+
+
+def test_a_second_resume_of_a_running_run_exits_3_and_names_the_holder(healthy_store, capsys):
+    import os
+    import sqlite3
+
+    db = sqlite3.connect(healthy_store)
+    db.execute("UPDATE runs SET status = 'running', pid = ? WHERE id = 1", (os.getpid(),))  # a live holder
+    db.commit()
+    db.close()
+    code, _, err = run(capsys, "scan", "--resume", "1", "--store", str(healthy_store))
+    assert code == 3 and f"is running in process {os.getpid()}" in err
+
+
+def test_only_one_resume_claims_an_incomplete_run(healthy_store):
+    import sqlite3
+
+    db = sqlite3.connect(healthy_store)
+    db.execute("UPDATE runs SET status = 'incomplete' WHERE id = 1")
+    db.commit()
+    db.close()
+    with open_store(healthy_store) as first, open_store(healthy_store) as second:
+        assert first.claim_run(1) is True
+        assert second.claim_run(1) is False
+        assert second.get_run(1)["status"] == "running"
