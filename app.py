@@ -12,16 +12,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent
-if str(ROOT) not in sys.path:  # `streamlit run` from another folder, or AppTest
-    sys.path.insert(0, str(ROOT))
+import streamlit as st
 
-import streamlit as st  # noqa: E402
-
-from analysis import dashboard  # noqa: E402
-from app_pages import shared  # noqa: E402
+from analysis.outputs import dashboard
+from app_pages import shared  # Streamlit puts this file's folder on the path, so app_pages imports from anywhere
 
 
 def explicit_store() -> str | None:

@@ -21,13 +21,13 @@ import traceback
 from pathlib import Path
 from typing import Sequence
 
-from . import __version__
-from .catalog import HUB_URL, ROUTER_URL
-from .errors import EXIT_OK, EXIT_USAGE, RcaError, UsageError, scrub
-from .untrusted import show_controls, terminal_line
-from .scan import ScanObserver
-from .store import DEFAULT_STORE
-from .taxonomy import BLOCKING, REASON_NAMES, RUN_LEVEL, TRANSIENT
+from analysis import __version__
+from analysis.config import HUB_URL, ROUTER_URL
+from analysis.errors import EXIT_OK, EXIT_USAGE, RcaError, UsageError, scrub
+from analysis.untrusted import show_controls, terminal_line
+from analysis.pipeline.scan import ScanObserver
+from analysis.store import DEFAULT_STORE
+from analysis.taxonomy import BLOCKING, REASON_NAMES, RUN_LEVEL, TRANSIENT
 
 __all__ = ["main", "build_parser"]
 
@@ -149,8 +149,8 @@ def _summary(outcome, store_path: str) -> str:  # noqa: ANN001 - ScanOutcome
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
-    from .scan import ScanConfig, resume_scan, run_scan
-    from .store import open_store
+    from analysis.pipeline.scan import ScanConfig, resume_scan, run_scan
+    from analysis.store import open_store
 
     observer = CliObserver(args.quiet)
     config = None
@@ -243,8 +243,8 @@ def _write_output(data: bytes, out: str | None) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export import export_bytes
-    from .store import open_store
+    from analysis.outputs.export import export_bytes
+    from analysis.store import open_store
 
     reasons = None
     if args.reasons:
@@ -278,8 +278,8 @@ def _blocklist_run(store, run: str | None, max_age: float | None) -> int:  # noq
     """
     from datetime import datetime, timezone
 
-    from .errors import NoBlocklistError
-    from .store import SUCCESSFUL
+    from analysis.errors import NoBlocklistError
+    from analysis.store import SUCCESSFUL
 
     if run is None:
         run_id = store.latest_run_id(mode="probe")
@@ -328,9 +328,9 @@ def _duration(text: str) -> float:
 def cmd_diff(args: argparse.Namespace) -> int:
     import json
 
-    from .export import csv_bytes
-    from .store import open_store
-    from .views import run_diff
+    from analysis.outputs.export import csv_bytes
+    from analysis.store import open_store
+    from analysis.outputs.views import run_diff
 
     with open_store(args.store, readonly=True) as store:
         if args.to is None:
@@ -365,7 +365,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    from .store import open_store
+    from analysis.store import open_store
 
     with open_store(args.store, create=False) as store:
         deleted = store.prune(args.keep)
@@ -379,7 +379,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
 def cmd_simulate(args: argparse.Namespace) -> int:
     import json
 
-    from .simulator import default_scenario, load_scenario, serve, synthetic_scenario
+    from analysis.devtools.simulator import default_scenario, load_scenario, serve, synthetic_scenario
 
     if args.synthetic:
         scenario = synthetic_scenario(args.synthetic, args.latency_ms if args.latency_ms is not None else 50.0,
@@ -425,7 +425,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .sample import build_sample_store
+    from analysis.devtools.sample import build_sample_store
 
     out = Path(args.out_dir)
     started = time.perf_counter()
@@ -598,7 +598,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("-v", "--verbose", action="store_true", help="show probe progress")
     demo.set_defaults(func=cmd_demo)
 
-    from .report import add_report_parser
+    from analysis.reports.generate import add_report_parser
 
     add_report_parser(sub)
     return parser

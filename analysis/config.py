@@ -10,9 +10,18 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["PROJECT_ROOT", "home", "reports_dir"]
+__all__ = ["PROJECT_ROOT", "NOTEBOOKS", "SAMPLE_STORE", "SAMPLE_BLOCKLIST", "HUB_URL", "ROUTER_URL", "USER_AGENT",
+           "home", "reports_dir"]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = PROJECT_ROOT / "notebooks"  # the design card keeps them at the top level
+# The built-in offline sample (built by `demo`, or by the app's first start).
+SAMPLE_STORE = PROJECT_ROOT / "data" / "sample.sqlite"
+SAMPLE_BLOCKLIST = PROJECT_ROOT / "data" / "sample-blocklist.csv"
+# The real endpoints stay the defaults: a user with a network and a token scans Hugging Face itself.
+HUB_URL = "https://huggingface.co"
+ROUTER_URL = "https://router.huggingface.co/v1"
+USER_AGENT = "catalog-rca/0.1"
 
 
 def home() -> Path | None:

@@ -116,6 +116,6 @@ def scrub(text: str, *secrets: str | None) -> str:
     Also hides any ``Bearer <value>`` so an echoed Authorization header never
     survives, whoever echoed it.
     """
-    from .untrusted import scrub_secrets
+    from analysis.untrusted import scrub_secrets
 
     return scrub_secrets(text, *secrets)

@@ -6,8 +6,8 @@ import shlex
 
 import streamlit as st
 
-from analysis import dashboard
-from analysis.export import BLOCKLIST_COLUMNS, blocklist_bytes, blocklist_frame
+from analysis.outputs import dashboard
+from analysis.outputs.export import BLOCKLIST_COLUMNS, blocklist_bytes, blocklist_frame
 from analysis.store import SUCCESSFUL
 from analysis.taxonomy import REASON_NAMES, RUN_LEVEL
 from app_pages import shared

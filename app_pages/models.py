@@ -7,8 +7,10 @@ from typing import Any
 
 import streamlit as st
 
-from analysis import dashboard, views
-from analysis.export import findings_bytes
+from analysis.outputs import dashboard
+
+from analysis.outputs import views
+from analysis.outputs.export import findings_bytes
 from app_pages import shared
 
 COLUMNS = {

@@ -12,9 +12,9 @@ from typing import Any
 
 import streamlit as st
 
-from analysis import dashboard
+from analysis.outputs import dashboard
 from analysis.errors import RcaError, scrub
-from analysis.scan import ScanConfig, ScanObserver, run_scan
+from analysis.pipeline.scan import ScanConfig, ScanObserver, run_scan
 from analysis.store import open_store
 from app_pages import shared
 

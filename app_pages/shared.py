@@ -14,9 +14,11 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from analysis import dashboard, views
+from analysis.outputs import dashboard
+
+from analysis.outputs import views
 from analysis.errors import RcaError
-from analysis.sample import build_sample_store
+from analysis.devtools.sample import build_sample_store
 from analysis.store import open_store
 
 CONTEXT_KEY = "rca_context"

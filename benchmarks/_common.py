@@ -30,9 +30,6 @@ BENCH_DIR = ROOT / "benchmarks"
 # so all of them see the same packages (the project's .venv when run as documented).
 PYTHON = sys.executable
 
-if str(ROOT) not in sys.path:  # lets `python benchmarks/bench_x.py` import the package
-    sys.path.insert(0, str(ROOT))
-
 _URL_LINE = re.compile(r"on (http://\S+)")
 
 

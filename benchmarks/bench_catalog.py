@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import time
 
-import _common as c  # first: it puts the project root on sys.path for `analysis`
+import _common as c
 
 import httpx
 
-from analysis.catalog import CATALOG_COLUMNS, fetch_hub_models, normalise_hub_models
+from analysis.pipeline.catalog import CATALOG_COLUMNS, fetch_hub_models, normalise_hub_models
 
 PROVIDER = "hf-inference"
 PAGE = 1000
@@ -68,7 +68,7 @@ def run_reference(sim: c.Simulator, n: int) -> dict:
 
 def _first_page_params() -> list[tuple[str, str]]:
     # The parameters fetch_hub_models sends, so both sides ask the server for the same pages.
-    from analysis.catalog import EXPAND_FIELDS
+    from analysis.pipeline.catalog import EXPAND_FIELDS
 
     return [("limit", str(PAGE)), ("inference_provider", PROVIDER)] + [("expand[]", f) for f in EXPAND_FIELDS]
 

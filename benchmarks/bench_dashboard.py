@@ -23,14 +23,14 @@ import random
 import tempfile
 from pathlib import Path
 
-import _common as c  # first: it puts the project root on sys.path for `analysis`
+import _common as c
 
 import pandas as pd
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from analysis.catalog import CATALOG_COLUMNS
-from analysis.diagnose import FINDING_COLUMNS
+from analysis.pipeline.catalog import CATALOG_COLUMNS
+from analysis.pipeline.diagnose import FINDING_COLUMNS
 from analysis.store import open_store
 from analysis.taxonomy import BLOCKING, reason_info
 

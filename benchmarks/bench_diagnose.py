@@ -23,12 +23,12 @@ import random
 import resource
 import tracemalloc
 
-import _common as c  # first: it puts the project root on sys.path for `analysis`
+import _common as c
 
 import pandas as pd
 
-from analysis.catalog import CATALOG_COLUMNS
-from analysis.diagnose import diagnose
+from analysis.pipeline.catalog import CATALOG_COLUMNS
+from analysis.pipeline.diagnose import diagnose
 
 TIME_TARGET_S = 2.0
 MEMORY_TARGET_BYTES = 1024 ** 3

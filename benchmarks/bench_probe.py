@@ -34,14 +34,15 @@ from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import _common as c  # first: it puts the project root on sys.path for `analysis`
+import _common as c
 
 import httpx
 
-from analysis.catalog import build_targets, fetch_hub_models, normalise_hub_models
-from analysis.probe import ProbeSettings, probe_targets
-from analysis.scan import ScanConfig
-from analysis.scan import run_scan as scan_in_process
+from analysis.pipeline.catalog import fetch_hub_models, normalise_hub_models
+from analysis.pipeline.targets import build_targets
+from analysis.pipeline.probe import ProbeSettings, probe_targets
+from analysis.pipeline.scan import ScanConfig
+from analysis.pipeline.scan import run_scan as scan_in_process
 from analysis.store import open_store
 
 PROVIDER = "hf-inference"

@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from analysis.scan import ScanConfig
-from analysis.simulator import Scenario, SimulatorServer, default_scenario
+from analysis.pipeline.scan import ScanConfig
+from analysis.devtools.simulator import Scenario, SimulatorServer, default_scenario
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # A recognisable fake token: tests search every output for it.
@@ -81,7 +81,6 @@ def cli_home(tmp_path_factory) -> Path:
 def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
     """Run ``python -m analysis`` as a real subprocess, in the session's CLI home unless ``cwd`` is given."""
     full_env = {k: v for k, v in os.environ.items() if k != "HF_TOKEN"}
-    full_env["PYTHONPATH"] = str(PROJECT_ROOT)
     full_env["RCA_HOME"] = str(_CLI_HOME[0])
     full_env.update(env or {})
     return subprocess.run([sys.executable, "-m", "analysis", *args], capture_output=True, text=True,
@@ -94,7 +93,7 @@ def sample_store(tmp_path_factory) -> Path:
 
     Read-only for tests: copy it (``shutil.copy``) before writing to it.
     """
-    from analysis.sample import build_sample_store
+    from analysis.devtools.sample import build_sample_store
 
     folder = tmp_path_factory.mktemp("sample")
     result = build_sample_store(folder / "sample.sqlite", folder / "sample-blocklist.csv")

@@ -17,9 +17,11 @@ import streamlit.testing.v1.app_test as app_test_module
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
-from analysis import dashboard, views
-from analysis.export import blocklist_bytes
-from analysis.simulator import synthetic_scenario
+from analysis.outputs import dashboard
+
+from analysis.outputs import views
+from analysis.outputs.export import blocklist_bytes
+from analysis.devtools.simulator import synthetic_scenario
 from analysis.store import open_store
 from analysis.taxonomy import BLOCKING, REASON_NAMES
 from .conftest import PROJECT_ROOT, SECRET_TOKEN, run_cli

@@ -6,16 +6,10 @@ import httpx
 import pandas as pd
 import pytest
 
-from analysis.catalog import (
-    attach_router_list,
-    build_targets,
-    fetch_hub_models,
-    fetch_router_models,
-    normalise_hub_models,
-    parse_provider_spec,
-)
+from analysis.pipeline.catalog import attach_router_list, fetch_hub_models, fetch_router_models, normalise_hub_models
+from analysis.pipeline.targets import build_targets, parse_provider_spec
 from analysis.errors import CatalogError, RunLevelError, UsageError
-from analysis.simulator import default_scenario, synthetic_scenario
+from analysis.devtools.simulator import default_scenario, synthetic_scenario
 
 from .conftest import sim_stats
 

@@ -12,17 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from analysis.simulator import synthetic_scenario
+from analysis.devtools.simulator import synthetic_scenario
 from analysis.store import open_store
 
-from .conftest import PROJECT_ROOT, run_cli, sim_stats
+from .conftest import run_cli, sim_stats
 
 N_MODELS = 240
 
 
 def _start_scan(server, store, *extra):
     env = {k: v for k, v in os.environ.items() if k != "HF_TOKEN"}
-    env["PYTHONPATH"] = str(PROJECT_ROOT)
     return subprocess.Popen(
         [sys.executable, "-m", "analysis", "scan", "--hub-url", server.url, "--router-url", server.router_url,
          "--store", str(store), "--concurrency", "4", "--batch-size", "10", "--route-checks", "0", *extra],

@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from analysis.errors import CatalogError
-from analysis.scan import run_scan
-from analysis.simulator import Scenario, synthetic_scenario
+from analysis.pipeline.scan import run_scan
+from analysis.devtools.simulator import Scenario, synthetic_scenario
 from analysis.store import open_store
 
 from .conftest import fast_config
@@ -116,7 +116,7 @@ def _healthy(i):
 
 @pytest.fixture(scope="module")
 def router_fault_findings(tmp_path_factory):
-    from analysis.simulator import SimulatorServer
+    from analysis.devtools.simulator import SimulatorServer
 
     models = [_model(name, b, e) for name, (b, e, _) in ROUTER_FAULTS.items()] + [_healthy(i) for i in range(3)]
     scenario = Scenario(name="router-faults", provider_order=["p"], router={"latency_scale": 1}, models=models)

@@ -10,10 +10,10 @@ import httpx
 import pandas as pd
 import pytest
 
-from analysis.alternatives import family, parameter_count, suggest_alternatives
-from analysis.history import PersistencePolicy, apply_persistence, summarise_history
-from analysis.scan import run_scan
-from analysis.simulator import Scenario
+from analysis.pipeline.alternatives import family, parameter_count, suggest_alternatives
+from analysis.pipeline.history import PersistencePolicy, apply_persistence, summarise_history
+from analysis.pipeline.scan import run_scan
+from analysis.devtools.simulator import Scenario
 from analysis.store import open_store
 
 from .conftest import FAST_FLAGS, fast_config, run_cli

@@ -19,8 +19,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from analysis import cli
-from analysis.report import render_fleet_report, render_model_report
-from analysis.simulator import Scenario
+from analysis.reports.generate import render_fleet_report, render_model_report
+from analysis.devtools.simulator import Scenario
 from analysis.store import open_store
 
 from .conftest import FAST_FLAGS, PROJECT_ROOT
@@ -80,7 +80,7 @@ def _no_leak(text: str, where: str) -> None:
 
 @pytest.fixture(scope="module")
 def hostile_run(tmp_path_factory):
-    from analysis.simulator import SimulatorServer
+    from analysis.devtools.simulator import SimulatorServer
 
     folder = tmp_path_factory.mktemp("hostile")
     store = folder / "rca.sqlite"

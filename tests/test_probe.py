@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from analysis.catalog import Target
-from analysis.probe import ProbeSettings, classify_body, parse_error_body, probe_targets
-from analysis.simulator import Scenario, synthetic_scenario
+from analysis.pipeline.targets import Target
+from analysis.pipeline.probe import ProbeSettings, classify_body, parse_error_body, probe_targets
+from analysis.devtools.simulator import Scenario, synthetic_scenario
 
 from .conftest import sim_stats
 
@@ -162,7 +162,7 @@ def test_no_single_answer_stops_the_other_probes(make_sim):
 
 
 def test_a_configured_proxy_falls_back_to_httpx_pooled_clients(make_sim, monkeypatch):
-    from analysis.transport import KeepAliveTransport, lean_transport
+    from analysis.pipeline.transport import KeepAliveTransport, lean_transport
 
     server = make_sim(behaviour_scenario({"x": {"kind": "chat"}}))
     assert isinstance(lean_transport(server.router_url), KeepAliveTransport)

@@ -15,12 +15,12 @@ import nbformat
 import pandas as pd
 import pytest
 
-from analysis import report_sections as rs
-from analysis import views
+from analysis.reports import sections as rs
+from analysis.outputs import views
 from analysis.errors import UsageError
-from analysis.report import ReportFiles, render_fleet_report, render_model_report, safe_stem
-from analysis.report_render import BulletList, Code, CodeBlock, Paragraph, Stack, Strong, Table, md_escape
-from analysis.report_runner import (KERNEL_NAME, NotebookFailed, _pinned_manager_class, _write_kernel_spec,
+from analysis.reports.generate import ReportFiles, render_fleet_report, render_model_report, safe_stem
+from analysis.reports.render import BulletList, Code, CodeBlock, Paragraph, Stack, Strong, Table, md_escape
+from analysis.reports.runner import (KERNEL_NAME, NotebookFailed, _pinned_manager_class, _write_kernel_spec,
                                     kernel_spec_overrides, run_notebook)
 from analysis.store import open_store
 from analysis.taxonomy import BLOCKING
@@ -349,7 +349,7 @@ def test_kernel_spec_is_this_interpreter_without_token(tmp_path):
     spec = json.loads((tmp_path / KERNEL_NAME / "kernel.json").read_text())
     assert spec["argv"][0] == sys.executable
     assert spec["env"]["HF_TOKEN"] == "" and kernel_spec_overrides()["env"]["HF_TOKEN"] == ""
-    assert str(Path(rs.__file__).resolve().parent.parent) in spec["env"]["PYTHONPATH"].split(os.pathsep)
+    assert "PYTHONPATH" not in spec["env"]  # the package is installed: no path tweak reaches the kernel
 
 
 def test_kernel_manager_ignores_kernel_specs_on_jupyter_path(tmp_path, monkeypatch):
@@ -383,7 +383,7 @@ def test_kernel_runs_this_interpreter_and_never_sees_the_token(tmp_path, monkeyp
                        "import analysis\nprint(analysis.__file__)")
     nb = run_notebook(source, tmp_path / "out.ipynb", {"x": 2})
     printed = [o.text.strip() for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.name == "stdout"]
-    assert printed == [f"{sys.executable} '' 2", str(Path(rs.__file__).with_name("__init__.py"))]
+    assert printed == [f"{sys.executable} '' 2", str(Path(rs.__file__).parent.with_name("__init__.py"))]
     assert SECRET_TOKEN not in (tmp_path / "out.ipynb").read_text()
 
 

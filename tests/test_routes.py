@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from analysis.scan import run_scan
-from analysis.simulator import Scenario, synthetic_scenario
+from analysis.pipeline.scan import run_scan
+from analysis.devtools.simulator import Scenario, synthetic_scenario
 from analysis.store import open_store
 
 from .conftest import FAST_FLAGS, fast_config, run_cli, sim_stats

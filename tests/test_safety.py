@@ -8,10 +8,10 @@ from __future__ import annotations
 import pytest
 
 from analysis import cli
-from analysis.catalog import normalise_hub_models
-from analysis.dashboard import run_problem
-from analysis.scan import run_scan
-from analysis.simulator import Scenario, synthetic_scenario
+from analysis.pipeline.catalog import normalise_hub_models
+from analysis.outputs.dashboard import run_problem
+from analysis.pipeline.scan import run_scan
+from analysis.devtools.simulator import Scenario, synthetic_scenario
 from analysis.store import open_store
 from analysis.untrusted import clean_id, clean_text
 
@@ -177,7 +177,7 @@ def test_unreachable_hub_is_run_level_not_bad_usage(tmp_path, capsys):
 
 def test_a_full_disk_mid_scan_is_exit_3_and_the_run_resumes(make_sim, store_path):
     from analysis.errors import StoreFullError
-    from analysis.scan import resume_scan
+    from analysis.pipeline.scan import resume_scan
 
     server = make_sim(synthetic_scenario(400, 0))
 
@@ -236,7 +236,7 @@ def test_bad_catalog_files_are_exit_2(tmp_path, capsys, content, words):
 
 
 def test_a_bom_does_not_become_part_of_the_first_id(tmp_path):
-    from analysis.catalog import read_catalog_file
+    from analysis.pipeline.catalog import read_catalog_file
 
     path = tmp_path / "ids.csv"
     path.write_bytes("\ufeffmodel_id\norg/a\norg/b\n".encode("utf-8"))

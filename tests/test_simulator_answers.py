@@ -16,7 +16,7 @@ import time
 import httpx
 import pytest
 
-from analysis.simulator import Scenario, SimulatorServer, default_scenario
+from analysis.devtools.simulator import Scenario, SimulatorServer, default_scenario
 
 from .conftest import sim_stats
 

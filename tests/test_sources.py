@@ -8,9 +8,9 @@ import json
 
 import pytest
 
-from analysis.catalog import read_catalog_file
+from analysis.pipeline.catalog import read_catalog_file
 from analysis.errors import UsageError
-from analysis.scan import run_scan
+from analysis.pipeline.scan import run_scan
 from analysis.store import open_store
 
 from .conftest import FAST_FLAGS, fast_config, reset_stats, run_cli, sim_stats

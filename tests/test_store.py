@@ -7,9 +7,10 @@ import sqlite3
 import pandas as pd
 import pytest
 
-from analysis.catalog import Target, normalise_hub_models
+from analysis.pipeline.catalog import normalise_hub_models
+from analysis.pipeline.targets import Target
 from analysis.errors import StoreError
-from analysis.probe import Attempt, ProbeResult
+from analysis.pipeline.probe import Attempt, ProbeResult
 from analysis.store import SCHEMA_VERSION, Store, open_store
 
 

@@ -7,8 +7,8 @@ import sqlite3
 import pytest
 
 from analysis import cli
-from analysis.scan import run_scan
-from analysis.simulator import synthetic_scenario
+from analysis.pipeline.scan import run_scan
+from analysis.devtools.simulator import synthetic_scenario
 from analysis.store import SCHEMA_VERSION, open_store
 
 from .conftest import FAST_FLAGS, SECRET_TOKEN, fast_config, run_cli
@@ -145,7 +145,7 @@ def test_another_applications_database_is_refused_untouched(tmp_path):
 
 
 def test_parse_error_body_scrubs_before_trimming():
-    from analysis.probe import parse_error_body
+    from analysis.pipeline.probe import parse_error_body
 
     body = ('{"error": {"message": "' + "x" * 290 + f' token={SECRET_TOKEN}", "code": "{SECRET_TOKEN}"}}}}').encode()
     code, message, _ = parse_error_body(body, "application/json", (SECRET_TOKEN,))
@@ -161,7 +161,7 @@ def test_written_scenarios_never_hold_the_token(tmp_path):
 
 
 def test_the_apps_own_token_goes_to_hugging_face_only():
-    from analysis.dashboard import env_token_allowed
+    from analysis.outputs.dashboard import env_token_allowed
 
     assert env_token_allowed("https://huggingface.co", "https://router.huggingface.co/v1")
     assert not env_token_allowed("https://huggingface.co", "http://127.0.0.1:8765/v1")

@@ -9,13 +9,13 @@ A probing run experiments before it judges; each phase is stored as it goes:
 
 1. canaries, per provider: up to three known-good models (``--canary`` or the
    most-downloaded live, router-listed ones); a transient canary is re-probed
-   once.  A provider whose canaries all fail alike (:mod:`analysis.canaries`)
+   once.  A provider whose canaries all fail alike (:mod:`analysis.pipeline.canaries`)
    is not judged: a run-level reason, nothing blocked.
 2. every other target of the providers whose canaries passed.
 3. the majority rule: one refusal on most of a provider's answers re-probes its
    canaries; if they now fail the same way, the provider is faulted.
 4. request experiments: a refusal about our request is re-probed once with the
-   request changed (:mod:`analysis.experiments`); if it answers, ``probe_error``.
+   request changed (:mod:`analysis.pipeline.experiments`); if it answers, ``probe_error``.
 5. route checks: a target still refused on its own route is tried on up to
    ``route_checks`` other routes; if one answers, ``route_mismatch``.
 
@@ -37,9 +37,9 @@ from urllib.parse import urlsplit
 
 import pandas as pd
 
-from . import __version__
-from .alternatives import suggest_alternatives
-from .canaries import (
+from analysis import __version__
+from analysis.pipeline.alternatives import suggest_alternatives
+from analysis.pipeline.canaries import (
     ProviderFault,
     choose_canaries,
     describe_faults,
@@ -47,25 +47,26 @@ from .canaries import (
     judge_canaries,
     majority_fault,
 )
-from .catalog import (
-    HUB_URL,
-    ROUTER_URL,
-    Target,
+from analysis.config import HUB_URL, ROUTER_URL
+from analysis.pipeline.catalog import (
     attach_router_list,
-    build_targets,
-    excluded_providers,
     fetch_hub_models,
     fetch_router_models,
-    hub_provider_param,
-    mapping_facts,
     normalise_hub_models,
     normalise_router_models,
-    parse_provider_spec,
     read_catalog_file,
+)
+from analysis.pipeline.targets import (
+    Target,
+    build_targets,
+    excluded_providers,
+    hub_provider_param,
+    mapping_facts,
+    parse_provider_spec,
     route_alternatives,
 )
-from .diagnose import REFUSAL_STATUSES, answer_kind, diagnose, predict, user_message
-from .errors import (
+from analysis.pipeline.diagnose import REFUSAL_STATUSES, answer_kind, diagnose, predict, user_message
+from analysis.errors import (
     EXIT_FAIL_ON,
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -78,9 +79,15 @@ from .errors import (
     UsageError,
     scrub,
 )
-from .experiments import DEFAULT_MAX_TOKENS_RETRY, plan_change
-from .history import HISTORY_COLUMNS, PersistencePolicy, apply_persistence, summarise_history
-from .probe import (
+from analysis.pipeline.experiments import DEFAULT_MAX_TOKENS_RETRY, plan_change
+from analysis.pipeline.history import (
+    HISTORY_COLUMNS,
+    PersistencePolicy,
+    apply_persistence,
+    newly_blocked,
+    summarise_history,
+)
+from analysis.pipeline.probe import (
     Experiment,
     ProbeResult,
     ProbeSettings,
@@ -89,8 +96,8 @@ from .probe import (
     probe_targets,
     run_experiments,
 )
-from .store import SUCCESSFUL, Store
-from .taxonomy import CHAT_PIPELINE_TAGS, RUN_LEVEL, TAXONOMY_VERSION, TRANSIENT, reason_info
+from analysis.store import SUCCESSFUL, Store
+from analysis.taxonomy import CHAT_PIPELINE_TAGS, RUN_LEVEL, TAXONOMY_VERSION, TRANSIENT, reason_info
 
 __all__ = ["SOURCES", "ScanConfig", "ScanObserver", "ScanOutcome", "ScanInterrupted", "run_scan", "resume_scan",
            "validate_url"]
@@ -787,8 +794,6 @@ def _finish_ok(config: ScanConfig, store: Store, run_id: int, findings: pd.DataF
     outcome = ScanOutcome(run_id, status, EXIT_RUN_LEVEL if partial else EXIT_OK, counts, findings,
                           duration_s=run["duration_s"] or 0.0)
     if config.fail_on == "new-blocked" and config.probe:
-        from .views import run_diff
-
         previous = store.latest_run_id(SUCCESSFUL, source=run["source"], provider=run["provider"], before=run_id,
                                        mode="probe")
         if previous is None:
@@ -798,9 +803,7 @@ def _finish_ok(config: ScanConfig, store: Store, run_id: int, findings: pd.DataF
             newly = findings.iloc[0:0][["model_id", "provider", "reason"]]
             outcome.taxonomy_changed = True
         else:
-            diff = run_diff(store, previous, run_id)
-            newly = diff[diff["change"] == "newly_blocked"][["model_id", "provider", "to_reason"]].rename(
-                columns={"to_reason": "reason"})
+            newly = newly_blocked(store.findings(previous), findings)
         outcome.newly_blocked = newly.reset_index(drop=True)
         outcome.previous_run_id = previous
         if len(newly) and not partial:

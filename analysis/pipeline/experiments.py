@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import re
 
-from .diagnose import request_fault
-from .probe import RequestChange
+from analysis.pipeline.diagnose import request_fault
+from analysis.pipeline.probe import RequestChange
 
 __all__ = ["DEFAULT_MAX_TOKENS_RETRY", "plan_change"]
 

@@ -21,17 +21,16 @@ from pathlib import Path
 
 import httpx
 
-from .export import blocklist_bytes
-from .scan import ScanConfig, ScanObserver, ScanOutcome, run_scan
-from .simulator import Scenario, SimulatorServer, default_scenario
-from .store import Store
+from analysis.config import SAMPLE_BLOCKLIST, SAMPLE_STORE
 
-__all__ = ["PROJECT_ROOT", "SAMPLE_STORE", "SAMPLE_BLOCKLIST", "SampleResult", "build_sample_store",
-           "ensure_sample_store", "sample_config"]
+from analysis.outputs.export import blocklist_bytes
+from analysis.pipeline.scan import ScanConfig, ScanObserver, ScanOutcome, run_scan
+from analysis.devtools.simulator import Scenario, SimulatorServer, default_scenario
+from analysis.store import Store
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-SAMPLE_STORE = PROJECT_ROOT / "data" / "sample.sqlite"
-SAMPLE_BLOCKLIST = PROJECT_ROOT / "data" / "sample-blocklist.csv"
+__all__ = ["SAMPLE_STORE", "SAMPLE_BLOCKLIST", "SampleResult", "build_sample_store", "ensure_sample_store",
+           "sample_config"]
+
 SAMPLE_PROVIDER = "all"
 
 

@@ -165,7 +165,7 @@ _VISION_ID = re.compile(r"vision|(?<![a-z])vl(?![a-z])", re.IGNORECASE)
 
 
 def _read_capture() -> dict[str, Any]:
-    text = resources.files("analysis.data").joinpath(DATA_FILE).read_text(encoding="utf-8")
+    text = resources.files("analysis.devtools.data").joinpath(DATA_FILE).read_text(encoding="utf-8")
     return json.loads(text)
 
 

@@ -16,11 +16,11 @@ from urllib.parse import quote
 
 import pandas as pd
 
-from .catalog import HUB_URL
-from .errors import UsageError
-from .export import blocklist_frame
-from .store import SUCCESSFUL, Store
-from .taxonomy import BLOCKING, REASON_NAMES, RUN_LEVEL, TRANSIENT, reason_info
+from analysis.config import HUB_URL
+from analysis.errors import UsageError
+from analysis.outputs.export import blocklist_frame
+from analysis.store import SUCCESSFUL, Store
+from analysis.taxonomy import BLOCKING, REASON_NAMES, RUN_LEVEL, TRANSIENT, reason_info
 
 __all__ = [
     "RunView",

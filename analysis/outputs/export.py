@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from .untrusted import show_controls
+from analysis.untrusted import show_controls
 
 __all__ = [
     "FINDINGS_COLUMNS",

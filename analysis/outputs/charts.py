@@ -8,7 +8,7 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
-from .taxonomy import BLOCKING, REASON_NAMES, RUN_LEVEL, TRANSIENT
+from analysis.taxonomy import BLOCKING, REASON_NAMES, RUN_LEVEL, TRANSIENT
 
 __all__ = ["REASON_COLORS", "reason_bar", "tag_reason_bar", "latency_histogram", "trend_lines"]
 

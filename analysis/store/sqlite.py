@@ -20,8 +20,8 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import pandas as pd
 
-from .errors import StoreError, StoreFullError, UsageError
-from .taxonomy import RUN_LEVEL, TAXONOMY_VERSION
+from analysis.errors import StoreError, StoreFullError, UsageError
+from analysis.taxonomy import RUN_LEVEL, TAXONOMY_VERSION
 
 __all__ = ["Store", "open_store", "SCHEMA_VERSION", "RUN_STATUSES", "SUCCESSFUL", "DEFAULT_STORE"]
 
@@ -328,32 +328,38 @@ class Store:
             raise
 
     def _open_readonly(self) -> sqlite3.Connection:
+        """A connection that cannot write.
+
+        A writable file is opened as usual with ``query_only`` set: readers then share
+        the WAL with a running scan and leave no -wal/-shm files behind.  A file this
+        process cannot write is opened ``mode=ro``, or, when its folder has no -shm to
+        share either, as immutable.
+        """
+        writable = os.access(self.path, os.W_OK) and os.access(self.path.parent, os.W_OK)
+        if writable:
+            db = self._connect_ro(str(self.path), uri=False)
+            if max(v for v, _, _ in MIGRATIONS) > max(self._applied_of(db), default=0):
+                db.close()
+                Store(self.path, create=False).close()  # an older schema: migrate once, as a writer
+                db = self._connect_ro(str(self.path), uri=False)
+            db.execute("PRAGMA query_only = ON")
+            return db
         uri = f"file:{quote(str(self.path.resolve()))}"
         try:
             db = self._connect_ro(f"{uri}?mode=ro")
-            pending = max((v for v, _, _ in MIGRATIONS), default=0) > max(self._applied_of(db), default=0)
-            if pending and os.access(self.path, os.W_OK):
-                db.close()
-                Store(self.path, create=False).close()  # migrate once, as a writer, then read
-                db = self._connect_ro(f"{uri}?mode=ro")
-            elif pending:
-                raise StoreError(f"store {self.path} was written by an older version and is not writable, so it "
-                                 "cannot be upgraded: open it once with a command that writes")
-            return db
-        except sqlite3.OperationalError as exc:
-            if "unable to open" not in str(exc).lower():
-                raise _store_error(self.path, exc) from None
+            db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
         except StoreError as exc:
             if "unable to open" not in str(exc).lower():
                 raise
-        # A WAL store in a folder this process cannot write has no -shm to share: read the file as it is.
-        try:
-            return self._connect_ro(f"{uri}?immutable=1")
-        except sqlite3.Error as exc:
-            raise _store_error(self.path, exc) from None
+            db = self._connect_ro(f"{uri}?immutable=1")
+        if max(v for v, _, _ in MIGRATIONS) > max(self._applied_of(db), default=0):
+            db.close()
+            raise StoreError(f"store {self.path} was written by an older version and is not writable, so it "
+                             "cannot be upgraded: open it once with a command that writes")
+        return db
 
-    def _connect_ro(self, uri: str) -> sqlite3.Connection:
-        db = _connect(uri, self.path, uri=True)
+    def _connect_ro(self, target: str, uri: bool = True) -> sqlite3.Connection:
+        db = _connect(target, self.path, uri=uri)
         try:
             db.execute("PRAGMA busy_timeout = 30000")
             self.db = db
@@ -475,7 +481,7 @@ class Store:
                  [(run_id, i, t.model_id, t.provider, t.model_string) for i, t in enumerate(targets)])
 
     def save_probes(self, run_id: int, results: Iterable[Any]) -> None:
-        """Commit a batch of :class:`~analysis.probe.ProbeResult` in one transaction."""
+        """Commit a batch of :class:`~analysis.pipeline.probe.ProbeResult` in one transaction."""
         rows = []
         for r in results:
             rows.append((run_id, r.kind, r.model_id, r.provider, r.route_for or "", r.model_string,

@@ -3,7 +3,7 @@
 A report validates its input against the store first (an unknown model or run
 is a one-line :class:`~analysis.errors.UsageError`, before any kernel starts),
 then executes ``notebooks/model_rca.ipynb`` or ``notebooks/catalog_rca.ipynb``
-(:mod:`analysis.report_runner`) and writes the executed notebook, a
+(:mod:`analysis.reports.runner`) and writes the executed notebook, a
 self-contained HTML page and, for a model, a Markdown rendering into the output
 folder.  File names come from :func:`safe_stem`, so no model id can write
 outside that folder.
@@ -21,8 +21,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import EXIT_OK, UsageError
-from .store import DEFAULT_STORE
+from analysis import config
+from analysis.errors import EXIT_OK, UsageError
+from analysis.store import DEFAULT_STORE
 
 # report_sections and report_runner (pandas, plotly, jupyter_client, nbconvert) are
 # imported where used: every `python -m analysis` command builds this parser.
@@ -30,7 +31,7 @@ from .store import DEFAULT_STORE
 __all__ = ["ReportFiles", "DEFAULT_OUT", "NOTEBOOKS", "safe_stem", "render_model_report", "render_fleet_report",
            "add_report_parser"]
 
-NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+NOTEBOOKS = config.NOTEBOOKS
 DEFAULT_OUT = "reports"
 STEM_LIMIT = 80  # characters of a model id kept in a file name
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -86,7 +87,7 @@ def _render(notebook: str, parameters: dict, out_dir: Path, stem: str, title: st
     targets = {key: _inside(out_dir, name) for key, name in names.items() if name}
     # Build everything in a scratch folder inside out_dir, then move it in: a failed
     # report never leaves a half-written HTML page next to a previous good one.
-    from .report_runner import export_html, export_markdown, run_notebook
+    from analysis.reports.runner import export_html, export_markdown, run_notebook
 
     with tempfile.TemporaryDirectory(prefix=".report-", dir=out_dir) as tmp:
         scratch = {key: Path(tmp) / target.name for key, target in targets.items()}
@@ -111,7 +112,7 @@ def render_model_report(store_path: str | os.PathLike[str] | None, model_id: str
     ``store_path=None`` is the default store; ``run_id=None`` the latest successful run.
     Raises :class:`UsageError` for an unknown store, run or model.
     """
-    from . import report_sections
+    from analysis.reports import sections as report_sections
 
     rca = report_sections.model_rca(store_path, run_id, model_id)  # validates before any kernel starts
     parameters = {"store": str(rca.store_path.resolve()), "run_id": rca.run_id, "model_id": model_id}
@@ -127,7 +128,7 @@ def render_fleet_report(store_path: str | os.PathLike[str] | None, run_id: int |
     ``compare_run_id=None`` compares with the previous successful run of the same scope.
     Raises :class:`UsageError` for an unknown store or run.
     """
-    from . import report_sections
+    from analysis.reports import sections as report_sections
 
     fleet = report_sections.fleet_rca(store_path, run_id, compare_run_id)
     compare = fleet.compare_run["id"] if fleet.compare_run else ""
@@ -142,7 +143,7 @@ def render_fleet_report(store_path: str | os.PathLike[str] | None, run_id: int |
 
 
 def _store_arg(store: str | None) -> str | None:
-    from .sample import SAMPLE_STORE
+    from analysis.devtools.sample import SAMPLE_STORE
 
     if store is None and not Path(DEFAULT_STORE).exists() and not SAMPLE_STORE.exists():
         print(f"building the sample store {SAMPLE_STORE} first (once, about 20 s)", file=sys.stderr, flush=True)

@@ -6,7 +6,7 @@ and :func:`classify_body`.
 One ``httpx.AsyncClient`` shared by many connections tops out near 125 requests/s
 here (httpcore's pool bookkeeping grows with the pool and eats the CPU).  So each
 worker owns its own client, on a one-connection keep-alive transport
-(:mod:`analysis.transport`); probing then runs at the latency bound, on par with
+(:mod:`analysis.pipeline.transport`); probing then runs at the latency bound, on par with
 raw asyncio sockets (see ``benchmarks/RESULTS.md``).  When a proxy is configured,
 workers share small pooled httpx clients of ``CONNECTIONS_PER_CLIENT`` instead.
 """
@@ -26,10 +26,11 @@ from typing import Any, Awaitable, Callable, Iterable
 
 import httpx
 
-from .catalog import USER_AGENT, Target
-from .errors import scrub
-from .untrusted import clean_text
-from .transport import lean_transport
+from analysis.config import USER_AGENT
+from analysis.pipeline.targets import Target
+from analysis.errors import scrub
+from analysis.untrusted import clean_text
+from analysis.pipeline.transport import lean_transport
 
 __all__ = [
     "ProbeSettings",
@@ -122,7 +123,7 @@ class ProbeResult:
 
 @dataclass(frozen=True)
 class RequestChange:
-    """One change to the probe's request, for a request experiment (see :mod:`analysis.experiments`).
+    """One change to the probe's request, for a request experiment (see :mod:`analysis.pipeline.experiments`).
 
     ``max_tokens`` replaces the budget; ``completion_tokens`` sends it as
     ``max_completion_tokens`` instead of ``max_tokens``; ``stream`` asks for SSE
@@ -427,7 +428,7 @@ async def probe_targets(targets: Iterable[Target], settings: ProbeSettings, on_r
 
     Results are handed to ``on_result`` as they arrive (for progress and batched
     storage) and returned.  No single answer stops the others: whether a fault is
-    run-level is decided from the run (:mod:`analysis.canaries`).
+    run-level is decided from the run (:mod:`analysis.pipeline.canaries`).
     """
     jobs: list[Job] = [[(target, kind, "", None)] for target in targets]
     return await _run_jobs(jobs, settings, on_result, stop_at_chat=False)

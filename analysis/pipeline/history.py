@@ -12,9 +12,9 @@ from datetime import datetime
 
 import pandas as pd
 
-from .taxonomy import TRANSIENT, reason_info
+from analysis.taxonomy import TRANSIENT, reason_info
 
-__all__ = ["HISTORY_COLUMNS", "PersistencePolicy", "summarise_history", "apply_persistence"]
+__all__ = ["HISTORY_COLUMNS", "PersistencePolicy", "summarise_history", "apply_persistence", "newly_blocked"]
 
 HISTORY_COLUMNS = ["first_failed_at", "last_ok_at", "consecutive_failures", "flaps"]
 # Reasons that may add up to a persistent failure.  persistent_failure itself
@@ -133,3 +133,12 @@ def apply_persistence(findings: pd.DataFrame, previous: pd.DataFrame, run_starte
         out.at[idx, "action"] = info.action
         out.at[idx, "message"] = info.message.format(model=model_id)
     return out
+
+
+def newly_blocked(before: pd.DataFrame, after: pd.DataFrame) -> pd.DataFrame:
+    """``model_id, provider, reason`` of the targets ``after`` blocks that ``before`` (a successful run) did not."""
+    was = set(zip(before["model_id"][before["blocked"]], before["provider"][before["blocked"]]))
+    now = after[after["blocked"].astype(bool)]
+    keep = pd.Series([(m, p) not in was for m, p in zip(now["model_id"], now["provider"])], index=now.index,
+                     dtype=bool)
+    return now[keep][["model_id", "provider", "reason"]].reset_index(drop=True)

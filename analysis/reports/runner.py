@@ -13,7 +13,6 @@ dashboard) cannot disturb each other.
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -23,13 +22,12 @@ from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
 from traitlets import default
 
-from .errors import RcaError, UsageError
+from analysis.errors import RcaError, UsageError
 
 __all__ = ["KERNEL_NAME", "NotebookFailed", "kernel_spec_overrides", "run_notebook", "export_html",
            "export_markdown"]
 
 KERNEL_NAME = "catalog-rca"
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # Errors raised inside a notebook that mean bad input, not a broken report.
 _USAGE_ERRORS = {"UsageError", "StoreError"}
 
@@ -41,13 +39,14 @@ class NotebookFailed(RcaError):
 
 
 def kernel_spec_overrides() -> dict[str, Any]:
-    """Kernel spec fields on top of ipykernel's own: the package importable, and no token.
+    """Kernel spec fields on top of ipykernel's own: no token.
 
-    The notebooks never need the token, so the kernel does not even see it.
+    The kernel runs this interpreter, where the package is installed (``bin/setup``
+    installs it in editable mode), so it needs no path tweak.  The notebooks never
+    need the token, so the kernel does not even see it.
     """
-    path = os.pathsep.join(p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")) if p)
     return {"display_name": "Catalog RCA (this environment)",
-            "env": {"PYTHONPATH": path, "HF_TOKEN": "", "HUGGING_FACE_HUB_TOKEN": "",
+            "env": {"HF_TOKEN": "", "HUGGING_FACE_HUB_TOKEN": "",
                     "PYDEVD_DISABLE_FILE_VALIDATION": "1"}}
 
 
@@ -124,7 +123,7 @@ _OFFLINE_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
 def export_html(nb: Any, target: Path, title: str) -> None:
     """Write ``nb`` as one self-contained HTML page with the code hidden.
 
-    Plotly figures carry plotly.js inline (see :class:`~analysis.report_render.FigureBlock`).
+    Plotly figures carry plotly.js inline (see :class:`~analysis.reports.render.FigureBlock`).
     """
     from jinja2 import DictLoader
     from nbconvert import HTMLExporter

@@ -17,7 +17,7 @@ from typing import Any, Iterable, Sequence, Union
 
 import pandas as pd
 
-from .untrusted import show_controls
+from analysis.untrusted import show_controls
 
 __all__ = [
     "Code",

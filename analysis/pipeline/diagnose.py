@@ -6,7 +6,7 @@ and message together, since provider errors pass through the router in every
 shape.  Catalog facts only ever *explain a refusal*: a non-chat model that
 answers is ``ok``, and one that times out is a ``timeout`` (with a note).
 Run-level reasons are never decided here from one model: the canaries and the
-majority rule (:mod:`analysis.canaries`) decide them, and :func:`diagnose`
+majority rule (:mod:`analysis.pipeline.canaries`) decide them, and :func:`diagnose`
 applies them to the targets of a faulted provider.
 """
 
@@ -18,9 +18,9 @@ from typing import Any
 
 import pandas as pd
 
-from .catalog import mapping_facts
-from .signature import error_signature
-from .taxonomy import BLOCKING, CHAT_PIPELINE_TAGS, RUN_LEVEL, TRANSIENT, reason_info
+from analysis.pipeline.targets import mapping_facts
+from analysis.pipeline.signature import error_signature
+from analysis.taxonomy import BLOCKING, CHAT_PIPELINE_TAGS, RUN_LEVEL, TRANSIENT, reason_info
 
 __all__ = [
     "FINDING_COLUMNS",

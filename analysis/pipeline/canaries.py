@@ -16,10 +16,10 @@ from typing import Any, Iterable, Sequence
 
 import pandas as pd
 
-from .catalog import Target, mapping_facts
-from .diagnose import answer_kind
-from .signature import error_signature
-from .taxonomy import CHAT_PIPELINE_TAGS
+from analysis.pipeline.targets import Target, mapping_facts
+from analysis.pipeline.diagnose import answer_kind
+from analysis.pipeline.signature import error_signature
+from analysis.taxonomy import CHAT_PIPELINE_TAGS
 
 __all__ = ["ProviderFault", "MAJORITY_MIN_ANSWERS", "choose_canaries", "parse_canary", "judge_canaries",
            "majority_fault", "is_transient_answer", "describe_faults"]

@@ -2,8 +2,8 @@
 
 The notebooks in ``notebooks/`` call these functions, one per cell: a loader
 (:func:`model_rca`, :func:`fleet_rca`) reads the store once, and each section
-function turns what it read into a display block (:mod:`analysis.report_render`).
-Every number comes from :mod:`analysis.views`; this module only words and
+function turns what it read into a display block (:mod:`analysis.reports.render`).
+Every number comes from :mod:`analysis.outputs.views`; this module only words and
 arranges it, and every sentence is derived from the evidence, never from a guess.
 """
 
@@ -17,13 +17,15 @@ from typing import Any
 
 import pandas as pd
 
-from . import charts, views
-from .errors import UsageError
-from .export import BLOCKLIST_COLUMNS, blocklist_frame
-from .report_render import (Block, BulletList, Code, CodeBlock, FigureBlock, Paragraph, Stack, Strong, Table,
+from analysis.outputs import charts
+
+from analysis.outputs import views
+from analysis.errors import UsageError
+from analysis.outputs.export import BLOCKLIST_COLUMNS, blocklist_frame
+from analysis.reports.render import (Block, BulletList, Code, CodeBlock, FigureBlock, Paragraph, Stack, Strong, Table,
                             cell_text)
-from .store import DEFAULT_STORE, SUCCESSFUL, Store, open_store
-from .taxonomy import BLOCKING, CHAT_PIPELINE_TAGS, RUN_LEVEL, TRANSIENT, reason_info
+from analysis.store import DEFAULT_STORE, SUCCESSFUL, Store, open_store
+from analysis.taxonomy import BLOCKING, CHAT_PIPELINE_TAGS, RUN_LEVEL, TRANSIENT, reason_info
 
 __all__ = [
     "DEFAULT_STORE",
@@ -78,7 +80,7 @@ ACTION_TEXT = {
 
 def default_store_path() -> Path:
     """``data/rca.sqlite`` if it exists, else the bundled sample store (built on first use)."""
-    from .sample import SAMPLE_STORE, ensure_sample_store
+    from analysis.devtools.sample import SAMPLE_STORE, ensure_sample_store
 
     own = Path(DEFAULT_STORE)
     return own if own.exists() else ensure_sample_store(SAMPLE_STORE)

@@ -1,6 +1,6 @@
 """Pure helpers for the Streamlit dashboard (``app.py``): choices, tables and texts it shows.
 
-The dashboard stays thin: it reads widgets, calls :mod:`analysis.views` and the
+The dashboard stays thin: it reads widgets, calls :mod:`analysis.outputs.views` and the
 functions here, and renders.  Nothing here imports Streamlit, so every rule the
 dashboard follows (which store opens by default, what a chart click filters,
 which reasons a blocklist uses) is tested without a browser.
@@ -23,11 +23,11 @@ from typing import Any
 
 import pandas as pd
 
-from .sample import PROJECT_ROOT, SAMPLE_STORE
-from . import store
-from .scan import ScanOutcome
-from .taxonomy import BLOCKING, REASON_NAMES, RUN_LEVEL, TRANSIENT, reason_info
-from .views import hf_model_url, mapping_status_of
+from analysis.config import PROJECT_ROOT, SAMPLE_STORE
+from analysis import store
+from analysis.pipeline.scan import ScanOutcome
+from analysis.taxonomy import BLOCKING, REASON_NAMES, RUN_LEVEL, TRANSIENT, reason_info
+from analysis.outputs.views import hf_model_url, mapping_status_of
 
 __all__ = [
     "DEFAULT_STORE",

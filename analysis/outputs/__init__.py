@@ -1,0 +1,1 @@
+"""What users see, computed once: exports (bytes), read-side views, charts, and the dashboard's pure helpers."""
