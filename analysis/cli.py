@@ -25,8 +25,8 @@ from analysis import __version__
 from analysis.config import HUB_URL, ROUTER_URL
 from analysis.errors import EXIT_OK, EXIT_USAGE, RcaError, UsageError, scrub
 from analysis.untrusted import show_controls, terminal_line
-from analysis.pipeline.scan import ScanObserver
-from analysis.store import DEFAULT_STORE
+from analysis.pipeline.observer import ScanObserver
+from analysis.config import DEFAULT_STORE
 from analysis.taxonomy import BLOCKING, REASON_NAMES, RUN_LEVEL, TRANSIENT
 
 __all__ = ["main", "build_parser"]

@@ -10,10 +10,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["PROJECT_ROOT", "NOTEBOOKS", "SAMPLE_STORE", "SAMPLE_BLOCKLIST", "HUB_URL", "ROUTER_URL", "USER_AGENT",
+__all__ = ["PROJECT_ROOT", "DEFAULT_STORE", "NOTEBOOKS", "SAMPLE_STORE", "SAMPLE_BLOCKLIST", "HUB_URL", "ROUTER_URL", "USER_AGENT",
            "home", "reports_dir"]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_STORE = "data/rca.sqlite"  # relative to the working directory, like every --store
 NOTEBOOKS = PROJECT_ROOT / "notebooks"  # the design card keeps them at the top level
 # The built-in offline sample (built by `demo`, or by the app's first start).
 SAMPLE_STORE = PROJECT_ROOT / "data" / "sample.sqlite"

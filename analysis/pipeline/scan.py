@@ -80,6 +80,7 @@ from analysis.errors import (
     scrub,
 )
 from analysis.pipeline.experiments import DEFAULT_MAX_TOKENS_RETRY, plan_change
+from analysis.pipeline.observer import ScanObserver
 from analysis.pipeline.history import (
     HISTORY_COLUMNS,
     PersistencePolicy,
@@ -208,30 +209,6 @@ def validate_url(url: str, flag: str) -> str:
     if parts.username or parts.password:
         raise UsageError(f"{flag}: put credentials in HF_TOKEN, not in the URL")
     return url
-
-
-class ScanObserver:
-    """Receives progress events.  Every method is optional to override."""
-
-    def run_started(self, run_id: int) -> None: ...
-
-    def catalog_page(self, pages: int, models: int) -> None: ...
-
-    def catalog_done(self, models: int, targets: int, router_listed: int | None) -> None: ...
-
-    def warning(self, text: str) -> None: ...
-
-    def canaries_chosen(self, canaries: dict[str, list[str]]) -> None: ...
-
-    def probes_started(self, total: int, already_done: int) -> None: ...
-
-    def probe_done(self, result: ProbeResult, counts: dict[str, int]) -> None: ...
-
-    def probes_finished(self) -> None: ...
-
-    def experiments_started(self, targets: int) -> None: ...
-
-    def route_checks_started(self, targets: int) -> None: ...
 
 
 @dataclass

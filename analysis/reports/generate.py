@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from analysis import config
+from analysis.config import DEFAULT_STORE
 from analysis.errors import EXIT_OK, UsageError
-from analysis.store import DEFAULT_STORE
 
 # report_sections and report_runner (pandas, plotly, jupyter_client, nbconvert) are
 # imported where used: every `python -m analysis` command builds this parser.

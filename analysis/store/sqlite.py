@@ -21,12 +21,12 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import pandas as pd
 
 from analysis.errors import StoreError, StoreFullError, UsageError
+from analysis.config import DEFAULT_STORE
 from analysis.taxonomy import RUN_LEVEL, TAXONOMY_VERSION
 
 __all__ = ["Store", "open_store", "SCHEMA_VERSION", "RUN_STATUSES", "SUCCESSFUL", "DEFAULT_STORE"]
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
-DEFAULT_STORE = "data/rca.sqlite"  # relative to the working directory, like every --store
 RUN_STATUSES = ("running", "ok", "partial", "failed", "incomplete")
 # The one definition of a successful run, used by export, diff, --fail-on and history: "ok", or "partial" (one
 # provider of several had a run-level fault; the others were judged, its blocklist rows were carried forward).
