@@ -26,7 +26,7 @@ from analysis.config import HUB_URL, ROUTER_URL
 from analysis.errors import EXIT_OK, EXIT_USAGE, RcaError, UsageError, scrub
 from analysis.untrusted import show_controls, terminal_line
 from analysis.pipeline.observer import ScanObserver
-from analysis.config import DEFAULT_STORE
+from analysis import config
 from analysis.taxonomy import BLOCKING, REASON_NAMES, RUN_LEVEL, TRANSIENT
 
 __all__ = ["main", "build_parser"]
@@ -427,7 +427,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from analysis.devtools.sample import build_sample_store
 
-    out = Path(args.out_dir)
+    out = Path(args.out_dir) if args.out_dir else config.data_dir()
     started = time.perf_counter()
     observer = CliObserver(quiet=not args.verbose)
     result = build_sample_store(out / "sample.sqlite", out / "sample-blocklist.csv", observer=observer,
@@ -475,6 +475,9 @@ def _port(text: str) -> int:
     return value
 
 
+_STORE_HELP = "SQLite store file (default: rca.sqlite in the data dir)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m analysis", formatter_class=_Formatter,
@@ -483,6 +486,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 ok, 1 --fail-on condition, 2 bad usage or input, 3 run-level failure "
                "(token, credits, endpoint), 4 internal error, 130 interrupted. The token is read from HF_TOKEN only.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--data-dir", metavar="DIR",
+                        help="where the default store (rca.sqlite) and the sample (sample.sqlite) live "
+                             "(default: RCA_HOME, else ./data)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -495,7 +501,7 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--provider", default="hf-inference",
                       help="inference provider: a name (model string id:provider), a comma list, or 'all' "
                            "('all,-novita' leaves one out)")
-    scan.add_argument("--store", default=DEFAULT_STORE, help="SQLite store file")
+    scan.add_argument("--store", help=_STORE_HELP)
     scan.add_argument("--concurrency", type=int, default=8, help="probes in flight at most")
     scan.add_argument("--timeout", type=_finite_float, default=30.0, help="seconds per request")
     scan.add_argument("--retries", type=int, default=2, help="retries on 429, 5xx, timeouts, connection errors")
@@ -547,7 +553,7 @@ def build_parser() -> argparse.ArgumentParser:
                                         "file atomically and only on success.")
     export.add_argument("what", choices=["findings", "blocklist"],
                         help="every finding of the run, or only the blocked ones")
-    export.add_argument("--store", default=DEFAULT_STORE, help="SQLite store file")
+    export.add_argument("--store", help=_STORE_HELP)
     export.add_argument("--run", help="run id (default: the latest successful run; for a blocklist, the latest "
                                       "successful probing run)")
     export.add_argument("--format", choices=["csv", "json", "python"], default="csv",
@@ -563,7 +569,7 @@ def build_parser() -> argparse.ArgumentParser:
     diff = sub.add_parser("diff", formatter_class=_Formatter, help="what changed between two runs",
                           description="List models newly blocked, recovered (failing before, ok now) and with a "
                                       "changed reason between two runs.")
-    diff.add_argument("--store", default=DEFAULT_STORE, help="SQLite store file")
+    diff.add_argument("--store", help=_STORE_HELP)
     diff.add_argument("--from", dest="from_", metavar="RUN",
                       help="older run (default: the successful run before --to in the same scope)")
     diff.add_argument("--to", metavar="RUN", help="newer run (default: the latest successful probing run)")
@@ -573,7 +579,7 @@ def build_parser() -> argparse.ArgumentParser:
     prune = sub.add_parser("prune", formatter_class=_Formatter, help="delete old runs",
                            description="Delete every run but the N newest, with their catalog snapshots, probes "
                                        "and findings.")
-    prune.add_argument("--store", default=DEFAULT_STORE, help="SQLite store file")
+    prune.add_argument("--store", help=_STORE_HELP)
     prune.add_argument("--keep", type=int, required=True, metavar="N", help="how many of the newest runs to keep")
     prune.add_argument("--vacuum", action="store_true", help="compact the file afterwards")
     prune.set_defaults(func=cmd_prune)
@@ -592,9 +598,10 @@ def build_parser() -> argparse.ArgumentParser:
     sim.set_defaults(func=cmd_simulate)
 
     demo = sub.add_parser("demo", formatter_class=_Formatter, help="build the offline sample store and blocklist",
-                          description="Start the simulator, scan it (a retired endpoint first, then the router in "
-                                      "two phases) and write data/sample.sqlite and data/sample-blocklist.csv.")
-    demo.add_argument("--out-dir", default="data", help="where to write the sample files")
+                          description="Start the simulator, scan it (a retired endpoint, bare ids, every provider in "
+                                      "two phases, then an account with every provider switched off) and write "
+                                      "sample.sqlite and sample-blocklist.csv into the data dir (data/ by default).")
+    demo.add_argument("--out-dir", help="where to write the sample files (default: the data dir)")
     demo.add_argument("-v", "--verbose", action="store_true", help="show probe progress")
     demo.set_defaults(func=cmd_demo)
 
@@ -607,6 +614,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    config.set_data_dir(args.data_dir)
+    if hasattr(args, "store") and args.store is None:
+        args.store = str(config.default_store())
     try:
         return int(args.func(args))
     except RcaError as exc:

@@ -1,8 +1,9 @@
-"""Paths, in one place: where the app and the reports write when no folder is given.
+"""Paths and defaults, in one place: where the tool reads and writes when no path is given.
 
-``RCA_HOME`` moves everything the tool writes by default (reports, the sample)
-into one folder: tests point it at their temp dir, so no run writes into the
-checkout.
+The data dir is ``--data-dir`` (CLI), else ``RCA_HOME``, else ``./data``: the same for the CLI, the app and the
+reports.  It holds the default store (``rca.sqlite``) and the built-in sample (``sample.sqlite``); reports go
+to ``$RCA_HOME/reports``, else ``./reports``.  Tests point ``RCA_HOME`` at their temp dir, so no run writes
+into the checkout.
 """
 
 from __future__ import annotations
@@ -10,28 +11,56 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["PROJECT_ROOT", "DEFAULT_STORE", "NOTEBOOKS", "SAMPLE_STORE", "SAMPLE_BLOCKLIST", "HUB_URL", "ROUTER_URL", "USER_AGENT",
-           "home", "reports_dir"]
+__all__ = ["PROJECT_ROOT", "NOTEBOOKS", "HUB_URL", "ROUTER_URL", "USER_AGENT", "set_data_dir", "data_dir",
+           "default_store", "sample_store", "sample_blocklist", "reports_dir", "missing_store_hint"]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_STORE = "data/rca.sqlite"  # relative to the working directory, like every --store
 NOTEBOOKS = PROJECT_ROOT / "notebooks"  # the design card keeps them at the top level
-# The built-in offline sample (built by `demo`, or by the app's first start).
-SAMPLE_STORE = PROJECT_ROOT / "data" / "sample.sqlite"
-SAMPLE_BLOCKLIST = PROJECT_ROOT / "data" / "sample-blocklist.csv"
 # The real endpoints stay the defaults: a user with a network and a token scans Hugging Face itself.
 HUB_URL = "https://huggingface.co"
 ROUTER_URL = "https://router.huggingface.co/v1"
-USER_AGENT = "catalog-rca/0.1"
+USER_AGENT = "catalog-rca/0.2"
+
+_data_dir_flag: Path | None = None
 
 
-def home() -> Path | None:
-    """``RCA_HOME`` when set, else ``None`` (the built-in defaults apply)."""
+def set_data_dir(path: str | os.PathLike[str] | None) -> None:
+    """Set the data dir from ``--data-dir`` (``None`` clears it)."""
+    global _data_dir_flag
+    _data_dir_flag = Path(path) if path else None
+
+
+def _home() -> Path | None:
     value = os.environ.get("RCA_HOME", "").strip()
     return Path(value) if value else None
 
 
+def data_dir() -> Path:
+    """``--data-dir``, else ``RCA_HOME``, else ``./data``."""
+    return _data_dir_flag or _home() or Path("data")
+
+
+def default_store() -> Path:
+    """The store commands use without ``--store``: ``<data dir>/rca.sqlite``."""
+    return data_dir() / "rca.sqlite"
+
+
+def sample_store() -> Path:
+    """The built-in offline sample (``demo``, or the app's first start): ``<data dir>/sample.sqlite``."""
+    return data_dir() / "sample.sqlite"
+
+
+def sample_blocklist() -> Path:
+    return data_dir() / "sample-blocklist.csv"
+
+
 def reports_dir() -> Path:
-    """Where the dashboard writes reports: ``$RCA_HOME/reports``, else the project's ``reports/``."""
-    base = home()
-    return base / "reports" if base is not None else PROJECT_ROOT / "reports"
+    """Where reports go without ``--out``: ``$RCA_HOME/reports``, else ``./reports``."""
+    home = _data_dir_flag or _home()
+    return home / "reports" if home is not None else Path("reports")
+
+
+def missing_store_hint(path: str | os.PathLike[str]) -> str:
+    """What to say when a command that reads finds no store: commands never fall back to the sample."""
+    return (f"no store at {path}: run a scan into it, or pass --store PATH (the offline sample: "
+            f"`python -m analysis demo`, then --store {sample_store()})")

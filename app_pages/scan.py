@@ -12,6 +12,7 @@ from typing import Any
 
 import streamlit as st
 
+from analysis import config
 from analysis.outputs import dashboard
 from analysis.errors import RcaError, scrub
 from analysis.pipeline.scan import ScanConfig, ScanObserver, run_scan
@@ -68,7 +69,7 @@ class StreamlitObserver(ScanObserver):
 
 def _last_settings(ctx: shared.Context) -> dict[str, Any]:
     # The sample is rebuilt from scratch when missing: scan into a store of your own.
-    store = str(dashboard.DEFAULT_STORE) if ctx.is_sample or not ctx.store_path else ctx.store_path
+    store = str(config.default_store()) if ctx.is_sample or not ctx.store_path else ctx.store_path
     defaults = {"store": store, "hub_url": _DEFAULTS.hub_url, "router_url": _DEFAULTS.router_url,
                 "provider": _DEFAULTS.provider, "concurrency": _DEFAULTS.concurrency,
                 "timeout": _DEFAULTS.timeout, "retries": _DEFAULTS.retries, "max_tokens": _DEFAULTS.max_tokens,

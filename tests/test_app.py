@@ -430,8 +430,7 @@ def test_first_start_builds_and_labels_the_sample(open_app, monkeypatch, sample_
         shutil.copy(sample_store, path)
         built.append(Path(path))
 
-    monkeypatch.setattr(dashboard, "SAMPLE_STORE", target)
-    monkeypatch.setattr(dashboard, "DEFAULT_STORE", tmp_path / "data" / "rca.sqlite")
+    monkeypatch.setenv("RCA_HOME", str(tmp_path / "data"))  # the data dir: no rca.sqlite there yet
     monkeypatch.setattr(app_pages.shared, "build_sample_store", fake_build)
     monkeypatch.delenv("RCA_STORE", raising=False)
     at = AppTest.from_file(str(APP), default_timeout=30).run()
@@ -443,15 +442,16 @@ def test_first_start_builds_and_labels_the_sample(open_app, monkeypatch, sample_
     assert built == [target] and "sample data" in texts(at, "info")
 
 
-def test_choose_store(tmp_path):
+def test_choose_store(tmp_path, monkeypatch):
+    monkeypatch.setenv("RCA_HOME", str(tmp_path / "home"))
     default = tmp_path / "rca.sqlite"
     choice = dashboard.choose_store(None, default)
-    assert choice.is_sample and choice.path == dashboard.SAMPLE_STORE
+    assert choice.is_sample and choice.path == tmp_path / "home" / "sample.sqlite"
     default.write_bytes(b"")
     assert dashboard.choose_store(None, default) == dashboard.StoreChoice(default, False, "the default store")
     explicit = dashboard.choose_store(str(tmp_path / "missing.sqlite"), default)
     assert explicit.path == tmp_path / "missing.sqlite" and not explicit.is_sample
-    assert dashboard.choose_store(str(dashboard.SAMPLE_STORE), default).is_sample
+    assert dashboard.choose_store(str(tmp_path / "home" / "sample.sqlite"), default).is_sample
 
 
 # --------------------------------------------------------------------------- scan page

@@ -17,7 +17,7 @@ import pytest
 
 from analysis.reports import sections as rs
 from analysis.outputs import views
-from analysis.errors import UsageError
+from analysis.errors import StoreError, UsageError
 from analysis.reports.generate import ReportFiles, render_fleet_report, render_model_report, safe_stem
 from analysis.reports.render import BulletList, Code, CodeBlock, Paragraph, Stack, Strong, Table, md_escape
 from analysis.reports.runner import (KERNEL_NAME, NotebookFailed, _pinned_manager_class, _write_kernel_spec,
@@ -419,16 +419,14 @@ def test_resolve_runs(sample_store):
             rs.resolve_run(db, 99)
 
 
-def test_default_store_prefers_data_rca(tmp_path, monkeypatch, sample_store):
-    import analysis.sample
-
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(analysis.sample, "ensure_sample_store", lambda path: sample_store)
-    assert rs.resolve_store("") == sample_store
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "rca.sqlite").write_bytes(b"")
-    assert rs.resolve_store(None) == Path("data/rca.sqlite")
+def test_reports_never_fall_back_to_the_sample(tmp_path, monkeypatch):
+    monkeypatch.setenv("RCA_HOME", str(tmp_path / "home"))
+    assert rs.resolve_store("") == tmp_path / "home" / "rca.sqlite"
     assert rs.resolve_store("x.sqlite") == Path("x.sqlite")
+    with pytest.raises(StoreError, match="demo") as caught:
+        rs.fleet_rca(None, None)
+    assert "sample.sqlite" in str(caught.value) and caught.value.exit_code == 2
+    assert not (tmp_path / "home").exists()  # nothing was built or created
 
 
 def _one_route_blocked_with_alternatives(findings: pd.DataFrame) -> dict:

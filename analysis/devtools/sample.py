@@ -21,15 +21,14 @@ from pathlib import Path
 
 import httpx
 
-from analysis.config import SAMPLE_BLOCKLIST, SAMPLE_STORE
+from analysis import config
 
 from analysis.outputs.export import blocklist_bytes
 from analysis.pipeline.scan import ScanConfig, ScanObserver, ScanOutcome, run_scan
 from analysis.devtools.simulator import Scenario, SimulatorServer, default_scenario
 from analysis.store import Store
 
-__all__ = ["SAMPLE_STORE", "SAMPLE_BLOCKLIST", "SampleResult", "build_sample_store", "ensure_sample_store",
-           "sample_config"]
+__all__ = ["SampleResult", "build_sample_store", "ensure_sample_store", "sample_config"]
 
 SAMPLE_PROVIDER = "all"
 
@@ -47,8 +46,8 @@ def sample_config(hub_url: str, router_url: str, provider: str = SAMPLE_PROVIDER
                       timeout=1.0, retries=2, backoff=0.05, retry_after_cap=1.0)
 
 
-def build_sample_store(store_path: str | os.PathLike[str] = SAMPLE_STORE,
-                       blocklist_path: str | os.PathLike[str] | None = SAMPLE_BLOCKLIST,
+def build_sample_store(store_path: str | os.PathLike[str] | None = None,
+                       blocklist_path: str | os.PathLike[str] | None = None,
                        scenario: Scenario | None = None,
                        observer: ScanObserver | None = None,
                        on_step: "callable[[str], None] | None" = None) -> SampleResult:
@@ -57,7 +56,7 @@ def build_sample_store(store_path: str | os.PathLike[str] = SAMPLE_STORE,
     The store is built in a temporary file and moved into place at the end, so a
     reader never sees a half-built sample.
     """
-    store_path = Path(store_path)
+    store_path = Path(store_path) if store_path is not None else config.sample_store()
     store_path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=".sample-", suffix=".sqlite", dir=store_path.parent)
     os.close(fd)
@@ -102,9 +101,9 @@ def build_sample_store(store_path: str | os.PathLike[str] = SAMPLE_STORE,
     return SampleResult(store_path, written_blocklist, outcomes)
 
 
-def ensure_sample_store(store_path: str | os.PathLike[str] = SAMPLE_STORE) -> Path:
+def ensure_sample_store(store_path: str | os.PathLike[str] | None = None) -> Path:
     """Return the sample store, building it first if it does not exist yet."""
-    path = Path(store_path)
+    path = Path(store_path) if store_path is not None else config.sample_store()
     if not path.exists():
         build_sample_store(path, None)
     return path

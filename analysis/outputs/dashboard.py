@@ -23,14 +23,12 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.config import PROJECT_ROOT, SAMPLE_STORE
-from analysis import store
+from analysis import config
 from analysis.pipeline.scan import ScanOutcome
 from analysis.taxonomy import BLOCKING, REASON_NAMES, RUN_LEVEL, TRANSIENT, reason_info
 from analysis.outputs.views import hf_model_url, mapping_status_of
 
 __all__ = [
-    "DEFAULT_STORE",
     "BLOCKED_CHOICES",
     "MODEL_COLUMNS",
     "StoreChoice",
@@ -54,7 +52,6 @@ __all__ = [
     "scan_result",
 ]
 
-DEFAULT_STORE = PROJECT_ROOT / store.DEFAULT_STORE  # the app may start from any folder
 # Labels of the models page's "blocked" filter -> ``filter_findings(blocked=...)``.
 BLOCKED_CHOICES: dict[str, bool | None] = {"all": None, "blocked": True, "not blocked": False}
 MODEL_COLUMNS = ["model_id", "provider", "reason", "blocked", "action", "http_status", "pipeline_tag",
@@ -71,16 +68,16 @@ class StoreChoice:
 
 
 def is_sample_store(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` is the built-in sample store (``data/sample.sqlite``)."""
+    """Whether ``path`` is the built-in sample store (``sample.sqlite`` in the data dir)."""
     try:
-        return Path(path).resolve() == Path(SAMPLE_STORE).resolve()
+        return Path(path).resolve() == config.sample_store().resolve()
     except OSError:
         return False
 
 
 def choose_store(explicit: str | None, default_store: Path | None = None) -> StoreChoice:
     """The store to open: ``explicit`` (``RCA_STORE`` or ``--store``), else ``default_store``
-    (``data/rca.sqlite``) if it exists, else the sample.
+    (``rca.sqlite`` in the data dir) if it exists, else the sample: only the app falls back to it, and says so.
 
     An explicit path is used even if it does not exist, so a typo shows as an
     error instead of silently falling back to sample data.
@@ -88,10 +85,10 @@ def choose_store(explicit: str | None, default_store: Path | None = None) -> Sto
     if explicit:
         path = Path(explicit).expanduser()
         return StoreChoice(path, is_sample_store(path), "chosen with RCA_STORE or --store")
-    default_store = default_store or DEFAULT_STORE
+    default_store = default_store or config.default_store()
     if default_store.exists():
         return StoreChoice(default_store, False, "the default store")
-    return StoreChoice(SAMPLE_STORE, True, "no store yet: the built-in offline sample")
+    return StoreChoice(config.sample_store(), True, "no store yet: the built-in offline sample")
 
 
 def store_fingerprint(path: str | os.PathLike[str]) -> tuple[int, ...]:

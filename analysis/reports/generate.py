@@ -22,17 +22,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from analysis import config
-from analysis.config import DEFAULT_STORE
 from analysis.errors import EXIT_OK, UsageError
 
 # report_sections and report_runner (pandas, plotly, jupyter_client, nbconvert) are
 # imported where used: every `python -m analysis` command builds this parser.
 
-__all__ = ["ReportFiles", "DEFAULT_OUT", "NOTEBOOKS", "safe_stem", "render_model_report", "render_fleet_report",
+__all__ = ["ReportFiles", "NOTEBOOKS", "safe_stem", "render_model_report", "render_fleet_report",
            "add_report_parser"]
 
 NOTEBOOKS = config.NOTEBOOKS
-DEFAULT_OUT = "reports"
 STEM_LIMIT = 80  # characters of a model id kept in a file name
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -62,8 +60,8 @@ def safe_stem(text: str, limit: int = STEM_LIMIT) -> str:
     return stem
 
 
-def _out_dir(out_dir: str | os.PathLike[str]) -> Path:
-    path = Path(out_dir)
+def _out_dir(out_dir: str | os.PathLike[str] | None) -> Path:
+    path = Path(out_dir) if out_dir else config.reports_dir()
     if path.exists() and not path.is_dir():
         raise UsageError(f"--out {out_dir} is a file; give a folder")
     try:
@@ -106,7 +104,7 @@ def _render(notebook: str, parameters: dict, out_dir: Path, stem: str, title: st
 
 
 def render_model_report(store_path: str | os.PathLike[str] | None, model_id: str, run_id: int | str | None = None,
-                        out_dir: str | os.PathLike[str] = DEFAULT_OUT, *, timeout: float = 600) -> ReportFiles:
+                        out_dir: str | os.PathLike[str] | None = None, *, timeout: float = 600) -> ReportFiles:
     """Execute the model RCA notebook for ``model_id`` and write ``model_rca-<id>.{ipynb,html,md}``.
 
     ``store_path=None`` is the default store; ``run_id=None`` the latest successful run.
@@ -121,7 +119,7 @@ def render_model_report(store_path: str | os.PathLike[str] | None, model_id: str
 
 
 def render_fleet_report(store_path: str | os.PathLike[str] | None, run_id: int | str | None = None,
-                        compare_run_id: int | str | None = None, out_dir: str | os.PathLike[str] = DEFAULT_OUT,
+                        compare_run_id: int | str | None = None, out_dir: str | os.PathLike[str] | None = None,
                         *, timeout: float = 600) -> ReportFiles:
     """Execute the catalog RCA notebook and write ``catalog_rca-run<N>.{ipynb,html}``.
 
@@ -142,14 +140,6 @@ def render_fleet_report(store_path: str | os.PathLike[str] | None, run_id: int |
 # --------------------------------------------------------------------------- CLI
 
 
-def _store_arg(store: str | None) -> str | None:
-    from analysis.devtools.sample import SAMPLE_STORE
-
-    if store is None and not Path(DEFAULT_STORE).exists() and not SAMPLE_STORE.exists():
-        print(f"building the sample store {SAMPLE_STORE} first (once, about 20 s)", file=sys.stderr, flush=True)
-    return store
-
-
 def _done(files: ReportFiles, started: float) -> int:
     for path in (files.html, files.markdown, files.notebook):
         if path is not None:
@@ -160,13 +150,13 @@ def _done(files: ReportFiles, started: float) -> int:
 
 def cmd_report_model(args: argparse.Namespace) -> int:
     started = time.perf_counter()
-    files = render_model_report(_store_arg(args.store), args.model, args.run, args.out, timeout=args.timeout)
+    files = render_model_report(args.store, args.model, args.run, args.out, timeout=args.timeout)
     return _done(files, started)
 
 
 def cmd_report_fleet(args: argparse.Namespace) -> int:
     started = time.perf_counter()
-    files = render_fleet_report(_store_arg(args.store), args.run, args.compare, args.out, timeout=args.timeout)
+    files = render_fleet_report(args.store, args.run, args.compare, args.out, timeout=args.timeout)
     return _done(files, started)
 
 
@@ -192,10 +182,11 @@ def add_report_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]"
     kinds.required = True
 
     def common(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--store", help=f"SQLite store (default: {DEFAULT_STORE} if it exists, "
-                                            "else the bundled sample, built on first use)")
+        parser.add_argument("--store", help="SQLite store (default: rca.sqlite in the data dir; reports never "
+                                            "fall back to the sample: pass --store data/sample.sqlite after demo)")
         parser.add_argument("--run", help="run id (default: the latest successful run)")
-        parser.add_argument("--out", default=DEFAULT_OUT, help="folder to write the report files into")
+        parser.add_argument("--out", help="folder to write the report files into (default: reports/, or "
+                                          "$RCA_HOME/reports)")
         parser.add_argument("--timeout", type=_timeout, default=600, help="seconds a notebook cell may run")
 
     model = kinds.add_parser("model", formatter_class=formatter, help="root cause of one model's verdict",

@@ -20,16 +20,15 @@ import pandas as pd
 from analysis.outputs import charts
 
 from analysis.outputs import views
+from analysis import config
 from analysis.errors import UsageError
 from analysis.outputs.export import BLOCKLIST_COLUMNS, blocklist_frame
 from analysis.reports.render import (Block, BulletList, Code, CodeBlock, FigureBlock, Paragraph, Stack, Strong, Table,
                             cell_text)
-from analysis.store import DEFAULT_STORE, SUCCESSFUL, Store, open_store
+from analysis.store import SUCCESSFUL, Store, open_store
 from analysis.taxonomy import BLOCKING, CHAT_PIPELINE_TAGS, RUN_LEVEL, TRANSIENT, reason_info
 
 __all__ = [
-    "DEFAULT_STORE",
-    "default_store_path",
     "resolve_store",
     "resolve_run",
     "resolve_compare_run",
@@ -78,17 +77,12 @@ ACTION_TEXT = {
 # --------------------------------------------------------------------------- parameters
 
 
-def default_store_path() -> Path:
-    """``data/rca.sqlite`` if it exists, else the bundled sample store (built on first use)."""
-    from analysis.devtools.sample import SAMPLE_STORE, ensure_sample_store
-
-    own = Path(DEFAULT_STORE)
-    return own if own.exists() else ensure_sample_store(SAMPLE_STORE)
-
-
 def resolve_store(store: str | os.PathLike[str] | None) -> Path:
-    """The store to read: ``store`` itself, or :func:`default_store_path` when empty."""
-    return Path(store) if store not in (None, "") else default_store_path()
+    """The store to read: ``store`` itself, or the default store (``rca.sqlite`` in the data dir) when empty.
+
+    Reports never fall back to the sample: a missing store is a one-line error that names it.
+    """
+    return Path(store) if store not in (None, "") else config.default_store()
 
 
 def _run_number(value: Any, name: str) -> int | None:

@@ -1,7 +1,6 @@
 """The store behind one interface: runs, catalog snapshots, targets, probes and findings (SQLite, WAL)."""
 
 from analysis.store.sqlite import (
-    DEFAULT_STORE,
     RUN_STATUSES,
     SCHEMA_VERSION,
     SUCCESSFUL,
@@ -9,4 +8,4 @@ from analysis.store.sqlite import (
     open_store,
 )
 
-__all__ = ["Store", "open_store", "SCHEMA_VERSION", "RUN_STATUSES", "SUCCESSFUL", "DEFAULT_STORE"]
+__all__ = ["Store", "open_store", "SCHEMA_VERSION", "RUN_STATUSES", "SUCCESSFUL"]

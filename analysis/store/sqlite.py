@@ -21,10 +21,10 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import pandas as pd
 
 from analysis.errors import StoreError, StoreFullError, UsageError
-from analysis.config import DEFAULT_STORE
+from analysis.config import missing_store_hint
 from analysis.taxonomy import RUN_LEVEL, TAXONOMY_VERSION
 
-__all__ = ["Store", "open_store", "SCHEMA_VERSION", "RUN_STATUSES", "SUCCESSFUL", "DEFAULT_STORE"]
+__all__ = ["Store", "open_store", "SCHEMA_VERSION", "RUN_STATUSES", "SUCCESSFUL"]
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 RUN_STATUSES = ("running", "ok", "partial", "failed", "incomplete")
@@ -299,7 +299,7 @@ class Store:
                 raise StoreError(f"store path {self.path} is a directory")
             _check_is_sqlite(self.path)
         elif not create or readonly:
-            raise StoreError(f"no store at {self.path}: run a scan (or the demo) first")
+            raise StoreError(missing_store_hint(self.path))
         else:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
