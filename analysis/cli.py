@@ -19,7 +19,7 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 from analysis import __version__
 from analysis.config import HUB_URL, ROUTER_URL
@@ -257,7 +257,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             raise UsageError(f"--reasons cannot block run-level reasons ({', '.join(sorted(run_level))}): they are "
                              "faults of the setup, never of a model")
     with open_store(args.store, readonly=True) as store:
-        if args.what == "blocklist":
+        if args.what in ("blocklist", "routes"):
             run_id = _blocklist_run(store, args.run, args.max_age)
         else:
             run_id, run = _resolve_run(store, args.run)
@@ -343,8 +343,16 @@ def cmd_diff(args: argparse.Namespace) -> int:
         from_run = _int(args.from_, "--from") if args.from_ is not None else store.previous_ok_run(to_run)
         if from_run is None:
             raise UsageError(f"run {to_run} has no earlier successful run of the same scope; pass --from RUN")
-        versions = (store.get_run(from_run)["taxonomy_version"], store.get_run(to_run)["taxonomy_version"])
+        before, after = store.get_run(from_run), store.get_run(to_run)
+        versions = (before["taxonomy_version"], after["taxonomy_version"])
         diff = run_diff(store, from_run, to_run)
+    for run in (before, after):
+        if run["status"] not in ("ok", "partial"):
+            _err(f"warning: run {run['id']} is {run['status']}: it judged no model (or not all), so its side of "
+                 "the comparison is not evidence")
+    if (before["source"], before["provider"]) != (after["source"], after["provider"]):
+        _err(f"warning: run {from_run} ({before['source']} {before['provider']}) and run {to_run} "
+             f"({after['source']} {after['provider']}) scanned different scopes: targets outside both show as new")
     if versions[0] != versions[1]:
         _err(f"note: run {from_run} and run {to_run} were judged by different rules (taxonomy version "
              f"{versions[0]} -> {versions[1]}): some changes below come from the rules, not from the models")
@@ -359,8 +367,8 @@ def cmd_diff(args: argparse.Namespace) -> int:
             f"{(diff['change'] == c).sum()} {c.replace('_', ' ')}" for c in ("newly_blocked", "recovered",
                                                                              "reason_changed")))
         for row in diff.itertuples(index=False):
-            _out(f"  {row.change:15} {row.model_id} {row.provider or '-'}: {row.from_reason or '(new)'} -> "
-                  f"{row.to_reason}")
+            before_reason = row.from_reason if isinstance(row.from_reason, str) and row.from_reason else "(new)"
+            _out(f"  {row.change:15} {row.model_id} {row.provider or '-'}: {before_reason} -> {row.to_reason}")
     return EXIT_OK
 
 
@@ -454,6 +462,13 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
         return super()._get_help_string(action)
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line, pointing at ``--help`` (exit 2), instead of argparse's usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"error: {terminal_line(message)} (see {self.prog} --help)\n")
+
+
 def _finite_float(text: str) -> float:
     """A finite, non-negative number (``inf`` would wait forever, ``nan`` would remove every cap)."""
     try:
@@ -479,7 +494,7 @@ _STORE_HELP = "SQLite store file (default: rca.sqlite in the data dir)"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m analysis", formatter_class=_Formatter,
         description="Catalog RCA Explorer: probe every model a provider lists, explain each failure, "
                     "export a blocklist.",
@@ -544,15 +559,19 @@ def build_parser() -> argparse.ArgumentParser:
     scan.set_defaults(func=cmd_scan)
     _SCAN_DEFAULTS.update({a.dest: a.default for a in scan._actions if a.dest != "help"})
 
-    export = sub.add_parser("export", formatter_class=_Formatter, help="export findings or the blocklist",
-                            description="Write a run's findings, or its blocklist (blocked rows only). The default "
-                                        "run is the latest successful one. A blocklist comes only from a successful "
+    export = sub.add_parser("export", formatter_class=_Formatter,
+                            help="export findings, the blocklist or the route and request fixes",
+                            description="Write a run's findings, its blocklist (blocked rows only), or its fixes "
+                                        "(routes: the working route of each route_mismatch and the request settings "
+                                        "of each probe_error). The default run is the latest successful one. A "
+                                        "blocklist (and the fixes) come only from a successful "
                                         "probing run: when there is none, or --run names a failed, incomplete or "
                                         "predicted run, it exits 3 and writes nothing (a successful run that blocks "
                                         "nothing gives a header-only file). Use --out, not '>': it replaces the "
                                         "file atomically and only on success.")
-    export.add_argument("what", choices=["findings", "blocklist"],
-                        help="every finding of the run, or only the blocked ones")
+    export.add_argument("what", choices=["findings", "blocklist", "routes"],
+                        help="every finding of the run; only the blocked ones; or the fixes of our own faults "
+                             "(broken route -> working route, and the request settings that work)")
     export.add_argument("--store", help=_STORE_HELP)
     export.add_argument("--run", help="run id (default: the latest successful run; for a blocklist, the latest "
                                       "successful probing run)")

@@ -7,7 +7,7 @@ import shlex
 import streamlit as st
 
 from analysis.outputs import dashboard
-from analysis.outputs.export import BLOCKLIST_COLUMNS, blocklist_bytes, blocklist_frame
+from analysis.outputs.export import BLOCKLIST_COLUMNS, blocklist_bytes, blocklist_frame, routes_bytes, routes_frame
 from analysis.store import SUCCESSFUL
 from analysis.taxonomy import REASON_NAMES, RUN_LEVEL
 from app_pages import shared
@@ -74,3 +74,15 @@ with removed:
     st.metric("Removed", len(changes["removed"]), border=True)
     st.dataframe(changes["removed"][["model_id", "provider", "reason"]].rename(columns={"reason": "reason_before"}),
                  key="bl_removed", hide_index=True, width="stretch")
+
+st.subheader("Route and request fixes")
+routes = routes_frame(findings)
+st.caption("Targets not blocked because the fault was ours: route each one as its working route "
+           "(route_mismatch), or send it the request settings that worked (probe_error). The same file as "
+           f"`python -m analysis export routes --store {shlex.quote(ctx.store_path)} --run {ctx.run_id}`.")
+route_buttons = st.columns(len(FORMATS))
+for column, (fmt, (label, suffix, mime)) in zip(route_buttons, FORMATS.items()):
+    column.download_button(f"Download fixes {label}", data=routes_bytes(findings, fmt),
+                           file_name=f"routes-run{ctx.run_id}.{suffix}", mime=mime, key=f"bl_routes_{fmt}",
+                           on_click="ignore", icon=":material/download:", width="stretch")
+st.dataframe(routes, key="bl_routes", hide_index=True, width="stretch")

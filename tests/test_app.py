@@ -344,6 +344,27 @@ def test_blocklist_downloads_are_the_export_bytes(open_app, sample_store, media,
     assert "--reasons gated,timeout" in texts(at, "code")
 
 
+def test_export_routes_equals_the_routes_download_byte_for_byte(open_app, sample_store, media, tmp_path):
+    from analysis import cli
+    from analysis.outputs.export import routes_frame
+
+    at = open_app(sample_store, "app_pages/blocklist.py")
+    for fmt in ("csv", "json", "python"):
+        out = tmp_path / f"routes.{fmt}"
+        assert cli.main(["export", "routes", "--store", str(sample_store), "--format", fmt, "--out", str(out)]) == 0
+        assert media(at, f"bl_routes_{fmt}") == out.read_bytes()
+    routes = routes_frame(latest(sample_store).findings)
+    assert set(routes["reason"]) == {"route_mismatch", "probe_error"}
+    qwen = routes.set_index("model_id").loc["Qwen/Qwen3-0.6B"]
+    assert qwen["working_route"] == qwen["broken_route"] == "Qwen/Qwen3-0.6B:hf-inference"
+    assert qwen["working_settings"] == "max_tokens=4096; stream=true"
+    namespace: dict = {}
+    exec((tmp_path / "routes.python").read_text(), namespace)  # noqa: S102 - our own generated code
+    assert namespace["REQUEST_SETTINGS"]["Qwen/Qwen3-0.6B:hf-inference"] == "max_tokens=4096; stream=true"
+    mismatch = routes[routes["reason"] == "route_mismatch"].iloc[0]
+    assert namespace["ROUTE_FIXES"][mismatch["broken_route"]] == mismatch["working_route"]
+
+
 def test_blocklist_shows_changes_since_previous_run(open_app, sample_store):
     at = open_app(sample_store, "app_pages/blocklist.py")
     run_id = latest(sample_store).run_id

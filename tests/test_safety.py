@@ -276,3 +276,22 @@ def test_only_one_resume_claims_an_incomplete_run(healthy_store):
         assert first.claim_run(1) is True
         assert second.claim_run(1) is False
         assert second.get_run(1)["status"] == "running"
+
+
+@pytest.mark.parametrize("argv, words", [(["scan", "--bogus"], "unrecognized arguments: --bogus"),
+                                         (["export", "blocklist", "--format", "xml"], "invalid choice: 'xml'")])
+def test_usage_errors_are_one_line_pointing_at_help(capsys, argv, words):
+    with pytest.raises(SystemExit) as caught:
+        cli.main(argv)
+    err = capsys.readouterr().err
+    assert caught.value.code == 2
+    assert err.count("\n") == 1 and err.startswith("error: ") and words in err and "--help)" in err
+
+
+def test_diff_prints_no_nan_and_warns_about_failed_or_other_scope_runs(sample_store, capsys):
+    code, out, err = run(capsys, "diff", "--store", str(sample_store), "--from", "2", "--to", "4")
+    assert code == 0 and "nan" not in out
+    assert "(new) -> " in out  # targets run 2 did not have
+    assert "scanned different scopes" in err  # run 2 was hf-inference with bare ids, run 4 every provider
+    code, out, err = run(capsys, "diff", "--store", str(sample_store), "--from", "1", "--to", "4")
+    assert code == 0 and "run 1 is failed" in err

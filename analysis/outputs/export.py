@@ -24,7 +24,10 @@ __all__ = [
     "blocklist_frame",
     "findings_bytes",
     "blocklist_bytes",
+    "routes_frame",
+    "routes_bytes",
     "export_bytes",
+    "ROUTES_COLUMNS",
 ]
 
 FINDINGS_COLUMNS = ["model_id", "provider", "reason", "blocked", "http_status", "pipeline_tag", "detail", "message",
@@ -33,6 +36,8 @@ FINDINGS_COLUMNS = ["model_id", "provider", "reason", "blocked", "http_status", 
 FINDINGS_EXTRA = ["model_string", "action", "predicted", "error_code", "note", "mapping_status", "in_router_list",
                   "working_route", "working_settings", "error_signature", "carried"]
 BLOCKLIST_COLUMNS = ["model_id", "provider", "reason", "http_status", "pipeline_tag", "detail", "message", "checked_at"]
+ROUTES_COLUMNS = ["model_id", "provider", "reason", "broken_route", "working_route", "working_settings", "detail",
+                  "checked_at"]
 FORMATS = ("csv", "json", "python")
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -156,10 +161,58 @@ def blocklist_bytes(findings: pd.DataFrame, fmt: str, reasons: set[str] | None =
     raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
 
 
+def routes_frame(findings: pd.DataFrame) -> pd.DataFrame:
+    """The fixes of our own faults, one row per target (``ROUTES_COLUMNS``): a route that works instead of ours
+    (``route_mismatch``), or the request settings that work on our route (``probe_error``)."""
+    if findings.empty:
+        return pd.DataFrame(columns=ROUTES_COLUMNS)
+    rows = findings[findings["reason"].isin(["route_mismatch", "probe_error"])]
+    frame = pd.DataFrame({
+        "model_id": rows["model_id"], "provider": rows["provider"], "reason": rows["reason"],
+        "broken_route": rows["model_string"],
+        # a probe_error works on our own route, with other request settings
+        "working_route": [w if r == "route_mismatch" else s for r, w, s in
+                          zip(rows["reason"], rows["working_route"], rows["model_string"])],
+        "working_settings": rows["working_settings"] if "working_settings" in rows else None,
+        "detail": rows["detail"], "checked_at": rows["checked_at"],
+    }, columns=ROUTES_COLUMNS)
+    return frame.sort_values(["model_id", "provider"]).reset_index(drop=True)
+
+
+def _python_routes(frame: pd.DataFrame) -> bytes:
+    """``ROUTE_FIXES`` (broken route -> working route) and ``REQUEST_SETTINGS`` (route -> settings that work)."""
+    lines = ["ROUTE_FIXES = {"]
+    for rec in _records(frame[frame["reason"] == "route_mismatch"], ROUTES_COLUMNS):
+        lines.append(f"    {json.dumps(rec['broken_route'], ensure_ascii=True)}: "
+                     f"{json.dumps(rec['working_route'], ensure_ascii=True)},")
+    lines.append("}")
+    lines.append("REQUEST_SETTINGS = {")
+    for rec in _records(frame[frame["reason"] == "probe_error"], ROUTES_COLUMNS):
+        lines.append(f"    {json.dumps(rec['broken_route'], ensure_ascii=True)}: "
+                     f"{json.dumps(rec['working_settings'] or '', ensure_ascii=True)},")
+    lines.append("}")
+    return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+def routes_bytes(findings: pd.DataFrame, fmt: str) -> bytes:
+    """The route and request fixes as CSV, JSON or Python dicts: what the gateway team changes instead of
+    blocking."""
+    frame = routes_frame(findings)
+    if fmt == "csv":
+        return csv_bytes(frame, ROUTES_COLUMNS)
+    if fmt == "json":
+        return _json(frame, ROUTES_COLUMNS)
+    if fmt == "python":
+        return _python_routes(frame)
+    raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+
+
 def export_bytes(kind: str, findings: pd.DataFrame, fmt: str, reasons: set[str] | None = None) -> bytes:
-    """``kind`` is ``findings`` or ``blocklist``."""
+    """``kind`` is ``findings``, ``blocklist`` or ``routes``."""
     if kind == "findings":
         return findings_bytes(findings, fmt)
     if kind == "blocklist":
         return blocklist_bytes(findings, fmt, reasons)
+    if kind == "routes":
+        return routes_bytes(findings, fmt)
     raise ValueError(f"unknown export {kind!r}")
