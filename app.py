@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 import streamlit as st
 
@@ -27,7 +28,9 @@ def explicit_store() -> str | None:
     return args.store or os.environ.get("RCA_STORE") or None
 
 
-st.set_page_config(page_title="Catalog RCA Explorer", page_icon=":material/troubleshoot:", layout="wide")
+# A local icon: the app fetches nothing from the network, not even its favicon.
+st.set_page_config(page_title="Catalog RCA Explorer", page_icon=str(Path(__file__).with_name("app_pages") / "icon.png"),
+                   layout="wide")
 
 PAGES = [
     st.Page("app_pages/overview.py", title="Overview", icon=":material/dashboard:", default=True),
