@@ -263,10 +263,74 @@ def cmd_export(args: argparse.Namespace) -> int:
             run_id, run = _resolve_run(store, args.run)
             if run is None:
                 raise UsageError(f"no successful run in {args.store}; pass --run ID to export another run")
-        findings = store.findings(run_id)
+        findings = _with_overrides(store, store.findings(run_id))
     _write_output(export_bytes(args.what, findings, args.format, reasons), args.out)
     if args.out not in (None, "-"):
         _err(f"wrote {args.what} of run {run_id} to {args.out}")
+    return EXIT_OK
+
+
+def _with_overrides(store, findings):  # noqa: ANN001, ANN202 - a Store, DataFrames
+    """The operators' overrides in force applied; an expired one is said once on stderr, and not applied."""
+    from datetime import datetime, timezone
+
+    from analysis.outputs.overrides import apply_overrides, describe, expired
+
+    now = datetime.now(timezone.utc)
+    rules = store.overrides()
+    for rule in expired(rules, now).to_dict("records"):
+        target = rule["model_id"] + (f":{rule['provider']}" if rule["provider"] else "")
+        _err(f"note: override {rule['id']} of {target} has expired and no longer applies ({describe(rule)})")
+    return apply_overrides(findings, rules, now)
+
+
+def cmd_override(args: argparse.Namespace) -> int:
+    import getpass
+    from datetime import datetime, timezone
+
+    from analysis.outputs.overrides import describe, expired
+    from analysis.store import open_store
+
+    if args.action == "add":
+        from analysis.pipeline.canaries import parse_canary
+
+        model_id, named = parse_canary(args.target)
+        provider = named or ""
+        if not model_id or (args.allow == args.block):
+            raise UsageError("override add needs MODEL[:PROVIDER] and exactly one of --allow or --block")
+        if not args.reason.strip():
+            raise UsageError("override add needs --reason TEXT: say why, for whoever reads the blocklist next")
+        expires = None
+        if args.expires:
+            try:
+                when = datetime.fromisoformat(args.expires.replace("Z", "+00:00"))
+            except ValueError:
+                raise UsageError(f"--expires takes a date or time (2026-12-31, 2026-12-31T18:00Z), got "
+                                 f"{args.expires!r}") from None
+            when = when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+            if when <= datetime.now(timezone.utc):
+                raise UsageError(f"--expires {args.expires} is in the past")
+            expires = when.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+        with open_store(args.store, create=False) as store:
+            number = store.add_override(model_id=model_id, provider=provider, action="allow" if args.allow
+                                        else "block", reason=args.reason.strip(), author=getpass.getuser(),
+                                        expires_at=expires)
+        _out(f"override {number}: {'allow' if args.allow else 'block'} {args.target}")
+        return EXIT_OK
+    if args.action == "remove":
+        with open_store(args.store, create=False) as store:
+            if not store.remove_override(_int(args.target, "override remove")):
+                raise UsageError(f"no override {args.target} in {args.store}")
+        _out(f"removed override {args.target}")
+        return EXIT_OK
+    with open_store(args.store, readonly=True) as store:
+        rules = store.overrides()
+    old = set(expired(rules, datetime.now(timezone.utc))["id"]) if len(rules) else set()
+    if rules.empty:
+        _out("no overrides")
+    for rule in rules.to_dict("records"):
+        target = rule["model_id"] + (f":{rule['provider']}" if rule["provider"] else "")
+        _out(f"{rule['id']:>4}  {target}  {describe(rule)}{'  [EXPIRED: not applied]' if rule['id'] in old else ''}")
     return EXIT_OK
 
 
@@ -584,6 +648,22 @@ def build_parser() -> argparse.ArgumentParser:
                         help="blocklist: exit 3 and write nothing when the run finished longer ago than AGE "
                              "(e.g. 24h, 30m, 7d)")
     export.set_defaults(func=cmd_export)
+
+    override = sub.add_parser("override", formatter_class=_Formatter, help="allow or block a model by hand",
+                              description="An operator's override of the blocklist, stored with who and when, and "
+                                          "applied by every export, the dashboard and the reports: --allow keeps a "
+                                          "model off the blocklist, --block puts it on. An expired override stops "
+                                          "applying and the exports say so.")
+    override.add_argument("action", choices=["add", "list", "remove"], help="add MODEL[:PROVIDER], list, or remove ID")
+    override.add_argument("target", nargs="?", default="", metavar="MODEL[:PROVIDER]|ID",
+                          help="add: the model (every provider, or the one named); remove: the override's id")
+    decision = override.add_mutually_exclusive_group()
+    decision.add_argument("--allow", action="store_true", help="never block it")
+    decision.add_argument("--block", action="store_true", help="always block it")
+    override.add_argument("--reason", default="", metavar="TEXT", help="why (required with add)")
+    override.add_argument("--expires", metavar="DATE", help="when it stops applying (ISO date or time, UTC)")
+    override.add_argument("--store", help=_STORE_HELP)
+    override.set_defaults(func=cmd_override)
 
     diff = sub.add_parser("diff", formatter_class=_Formatter, help="what changed between two runs",
                           description="List models newly blocked, recovered (failing before, ok now) and with a "

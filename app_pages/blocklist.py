@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import shlex
+from datetime import datetime, timezone
 
 import streamlit as st
 
 from analysis.outputs import dashboard
 from analysis.outputs.export import BLOCKLIST_COLUMNS, blocklist_bytes, blocklist_frame, routes_bytes, routes_frame
+from analysis.outputs.overrides import apply_overrides
 from analysis.store import SUCCESSFUL
 from analysis.taxonomy import REASON_NAMES, RUN_LEVEL
 from app_pages import shared
@@ -27,7 +29,9 @@ def _cli_line(store_path: str, run_id: int, reasons: set[str] | None) -> str:
 
 
 ctx = shared.require_run()
-findings = shared.view(ctx).findings
+overrides = shared.load_overrides(ctx.store_path, ctx.version)
+# The operators' overrides apply here exactly as in `export`, so the downloads stay byte for byte the CLI's.
+findings = apply_overrides(shared.view(ctx).findings, overrides, datetime.now(timezone.utc))
 
 st.title("Blocklist")
 if ctx.run["status"] not in SUCCESSFUL:
@@ -86,3 +90,11 @@ for column, (fmt, (label, suffix, mime)) in zip(route_buttons, FORMATS.items()):
                            file_name=f"routes-run{ctx.run_id}.{suffix}", mime=mime, key=f"bl_routes_{fmt}",
                            on_click="ignore", icon=":material/download:", width="stretch")
 st.dataframe(routes, key="bl_routes", hide_index=True, width="stretch")
+
+st.subheader("Overrides")
+if overrides.empty:
+    st.caption("No operator overrides. Add one with `python -m analysis override add MODEL[:PROVIDER] --allow|--block "
+               "--reason TEXT [--expires DATE]`.")
+else:
+    st.caption("Operators' allow/block decisions, applied to every export above; an expired one no longer applies.")
+    st.dataframe(overrides, key="bl_overrides", hide_index=True, width="stretch")

@@ -69,6 +69,12 @@ def _open(path: str):  # noqa: ANN202 - a Store
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
+def load_overrides(path: str, version: tuple[int, ...]) -> pd.DataFrame:
+    with _open(path) as store:
+        return store.overrides()
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
 def load_runs(path: str, version: tuple[int, ...]) -> tuple[pd.DataFrame, int | None]:
     """``list_runs`` and ``default_run_id`` of the store."""
     with _open(path) as store:

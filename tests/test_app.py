@@ -324,8 +324,14 @@ def media(monkeypatch):
 
 
 def test_blocklist_downloads_are_the_export_bytes(open_app, sample_store, media, tmp_path):
+    from datetime import datetime, timezone
+
+    from analysis.outputs.overrides import OVERRIDE_COLUMNS, apply_overrides
+
     at = open_app(sample_store, "app_pages/blocklist.py")
-    findings = latest(sample_store).findings
+    # no override in the sample: the export adds the (empty) override column, as the CLI does
+    findings = apply_overrides(latest(sample_store).findings, pd.DataFrame(columns=OVERRIDE_COLUMNS),
+                               datetime.now(timezone.utc))
     assert at.multiselect(key="bl_reasons").value == [r for r in REASON_NAMES if r in BLOCKING]
     for fmt in ("csv", "json", "python"):
         assert media(at, f"bl_download_{fmt}") == blocklist_bytes(findings, fmt, None)
@@ -363,6 +369,19 @@ def test_export_routes_equals_the_routes_download_byte_for_byte(open_app, sample
     assert namespace["REQUEST_SETTINGS"]["Qwen/Qwen3-0.6B:hf-inference"] == "max_tokens=4096; stream=true"
     mismatch = routes[routes["reason"] == "route_mismatch"].iloc[0]
     assert namespace["ROUTE_FIXES"][mismatch["broken_route"]] == mismatch["working_route"]
+
+
+def test_blocklist_page_applies_and_shows_overrides(open_app, sample_copy, media):
+    with open_store(sample_copy, create=False) as store:
+        findings = store.findings(store.latest_run_id(mode="probe"))
+        allowed = findings[findings["blocked"]].iloc[0]["model_id"]
+        store.add_override(model_id=allowed, provider="", action="allow", reason="vendor fixed it", author="ops",
+                           expires_at=None)
+    at = open_app(sample_copy, "app_pages/blocklist.py")
+    shown = [df.value for df in at.dataframe if df.key == "bl_overrides"]
+    assert len(shown) == 1 and list(shown[0]["model_id"]) == [allowed]
+    offered = media(at, "bl_download_csv").decode()
+    assert allowed not in offered and offered.startswith("model_id,provider,reason")
 
 
 def test_blocklist_shows_changes_since_previous_run(open_app, sample_store):

@@ -5,6 +5,9 @@ CLI checks run in process (``cli.main``), against a real simulator and real SQLi
 
 from __future__ import annotations
 
+import csv
+import io
+
 import pytest
 
 from analysis import cli
@@ -295,3 +298,54 @@ def test_diff_prints_no_nan_and_warns_about_failed_or_other_scope_runs(sample_st
     assert "scanned different scopes" in err  # run 2 was hf-inference with bare ids, run 4 every provider
     code, out, err = run(capsys, "diff", "--store", str(sample_store), "--from", "1", "--to", "4")
     assert code == 0 and "run 1 is failed" in err
+
+
+# --------------------------------------------------------------------------- operator overrides
+
+
+def test_overrides_apply_to_every_export_and_expire(sample_store, tmp_path, capsys):
+    import shutil
+    import sqlite3
+
+    store = tmp_path / "rca.sqlite"
+    shutil.copy(sample_store, store)
+    with open_store(store, readonly=True) as s:
+        findings = s.findings(s.latest_run_id(mode="probe"))
+    blocked = findings[findings["blocked"]].iloc[0]
+    working = findings[findings["reason"] == "ok"].iloc[0]
+    assert run(capsys, "override", "add", blocked["model_id"], "--allow", "--reason", "vendor says it is fixed",
+               "--store", str(store))[0] == 0
+    assert run(capsys, "override", "add", f"{working['model_id']}:{working['provider']}", "--block", "--reason",
+               "=HYPERLINK(legal hold)", "--expires", "2099-01-01", "--store", str(store))[0] == 0
+    code, out, _ = run(capsys, "export", "blocklist", "--store", str(store), "--format", "csv")
+    assert code == 0
+    rows = {(r["model_id"], r["provider"]): r for r in csv.DictReader(io.StringIO(out))}
+    assert not any(m == blocked["model_id"] for m, _ in rows)  # allowed on every provider
+    held = rows[(working["model_id"], working["provider"])]
+    assert held["override"].startswith("block: =HYPERLINK(legal hold) (by ")
+    assert "until 2099-01-01" in held["override"]
+    code, out, _ = run(capsys, "override", "list", "--store", str(store))
+    assert code == 0 and out.count("\n") == 2 and "EXPIRED" not in out
+    # an expired override stops applying, and the export says so
+    db = sqlite3.connect(store)
+    db.execute("UPDATE overrides SET expires_at = '2000-01-01T00:00:00Z' WHERE action = 'block'")
+    db.commit()
+    db.close()
+    code, out, err = run(capsys, "export", "blocklist", "--store", str(store), "--format", "csv")
+    assert code == 0 and "has expired and no longer applies" in err
+    assert (working["model_id"], working["provider"]) not in {(r["model_id"], r["provider"])
+                                                              for r in csv.DictReader(io.StringIO(out))}
+    assert "EXPIRED" in run(capsys, "override", "list", "--store", str(store))[1]
+    assert run(capsys, "override", "remove", "2", "--store", str(store))[0] == 0
+    assert run(capsys, "override", "remove", "2", "--store", str(store))[0] == 2
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["override", "add", "org/m", "--reason", "x"], "exactly one of --allow or --block"),
+    (["override", "add", "org/m", "--allow"], "--reason"),
+    (["override", "add", "org/m", "--allow", "--reason", "x", "--expires", "2001-01-01"], "in the past"),
+    (["override", "add", "org/m", "--allow", "--reason", "x", "--expires", "soon"], "--expires takes a date"),
+])
+def test_bad_overrides_are_exit_2(healthy_store, capsys, argv, words):
+    code, _, err = run(capsys, *argv, "--store", str(healthy_store))
+    assert code == 2 and words in err

@@ -128,14 +128,17 @@ def blocklist_frame(findings: pd.DataFrame, reasons: set[str] | None = None) -> 
         mask = findings["blocked"].astype(bool) & ~predicted
     else:
         mask = findings["reason"].isin(sorted(reasons)) & ~predicted
+    if "override" in findings:  # an operator's override wins over the reasons chosen (see outputs.overrides)
+        said = findings["override"].fillna("").astype(str)
+        mask = (mask | said.str.startswith("block:")) & ~said.str.startswith("allow:") & ~predicted
     return findings[mask].sort_values(["model_id", "provider"]).reset_index(drop=True)
 
 
 def findings_bytes(findings: pd.DataFrame, fmt: str) -> bytes:
     """All findings: the contract columns in order, then extra evidence columns."""
     columns = FINDINGS_COLUMNS + [c for c in FINDINGS_EXTRA if c in findings.columns]
-    extra = [c for c in ("alternatives", "first_failed_at", "last_ok_at", "consecutive_failures", "flaps")
-             if c in findings.columns]
+    extra = [c for c in ("alternatives", "first_failed_at", "last_ok_at", "consecutive_failures", "flaps",
+                         "override") if c in findings.columns]
     columns += extra
     frame = findings.sort_values(["model_id", "provider"]) if not findings.empty else findings
     if fmt == "csv":
@@ -151,7 +154,7 @@ def blocklist_bytes(findings: pd.DataFrame, fmt: str, reasons: set[str] | None =
     """The blocklist (blocked rows only) as CSV, JSON or a Python set."""
     frame = blocklist_frame(findings, reasons)
     # carried: the row comes from the provider's last successful run (its part of this run had a run-level fault)
-    columns = BLOCKLIST_COLUMNS + [c for c in ("alternatives", "carried") if c in frame.columns]
+    columns = BLOCKLIST_COLUMNS + [c for c in ("alternatives", "carried", "override") if c in frame.columns]
     if fmt == "csv":
         return csv_bytes(frame, columns)
     if fmt == "json":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import os
+from datetime import datetime, timezone
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from analysis.outputs import views
 from analysis import config
 from analysis.errors import UsageError
 from analysis.outputs.export import BLOCKLIST_COLUMNS, blocklist_frame
+from analysis.outputs.overrides import apply_overrides
 from analysis.reports.render import (Block, BulletList, Code, CodeBlock, FigureBlock, Paragraph, Stack, Strong, Table,
                             cell_text)
 from analysis.store import SUCCESSFUL, Store, open_store
@@ -441,6 +443,7 @@ class FleetRca:
     view: views.RunView
     compare_run: dict[str, Any] | None
     diff: pd.DataFrame | None
+    overrides: pd.DataFrame
 
     @property
     def run(self) -> dict[str, Any]:
@@ -459,7 +462,7 @@ def fleet_rca(store: str | os.PathLike[str] | None, run_id: Any, compare_run_id:
         compare = resolve_compare_run(db, number, compare_run_id)
         view = views.load_run(db, number)
         diff = views.run_diff(db, compare, number) if compare is not None else None
-        return FleetRca(path, view, db.get_run(compare) if compare is not None else None, diff)
+        return FleetRca(path, view, db.get_run(compare) if compare is not None else None, diff, db.overrides())
 
 
 def fleet_verdict(fleet: FleetRca) -> str:
@@ -562,9 +565,10 @@ def blocklist_table(fleet: FleetRca) -> Block:
     if fleet.run["status"] not in SUCCESSFUL:
         return Paragraph(f"Run {fleet.run['id']} is {fleet.run['status']}: a run that did not succeed never "
                          "feeds a blocklist.")
-    frame = blocklist_frame(fleet.findings)
-    # The same columns as `python -m analysis export blocklist`.
-    frame = frame[[c for c in BLOCKLIST_COLUMNS if c in frame.columns]]
+    # The same rows and columns as `python -m analysis export blocklist`: operators' overrides applied.
+    findings = apply_overrides(fleet.findings, fleet.overrides, datetime.now(timezone.utc))
+    frame = blocklist_frame(findings)
+    frame = frame[[c for c in [*BLOCKLIST_COLUMNS, "override"] if c in frame.columns]]
     return Stack([Paragraph(f"{len(frame)} blocked targets."), Table(frame, empty="Nothing is blocked.")])
 
 

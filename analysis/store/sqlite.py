@@ -178,11 +178,27 @@ def _m004_taxonomy_v2(db: sqlite3.Connection) -> None:
     """)
 
 
+def _m005_overrides(db: sqlite3.Connection) -> None:
+    _script(db, """
+        CREATE TABLE overrides (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            model_id TEXT NOT NULL,
+            provider TEXT NOT NULL DEFAULT '',
+            action TEXT NOT NULL CHECK (action IN ('allow', 'block')),
+            reason TEXT NOT NULL,
+            author TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            expires_at TEXT
+        )
+    """)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
     (1, "initial schema", _m001_initial),
     (2, "history columns, alternatives, run mode and canaries", _m002_history_and_modes),
     (3, "process that owns a running run", _m003_run_owner),
     (4, "taxonomy v2: partial runs, request experiments, error signatures, carried rows", _m004_taxonomy_v2),
+    (5, "operator overrides of the blocklist", _m005_overrides),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -533,6 +549,21 @@ class Store:
                             (status, os.getpid(), socket.gethostname(), run_id))
         else:
             self._write("UPDATE runs SET status = ? WHERE id = ?", (status, run_id))
+
+    def add_override(self, *, model_id: str, provider: str, action: str, reason: str, author: str,
+                     expires_at: str | None) -> int:
+        """Record an operator's ``allow`` or ``block`` of a model (``provider == ""``: every provider)."""
+        cur = self._write("INSERT INTO overrides (model_id, provider, action, reason, author, created_at, expires_at)"
+                          " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                          (model_id, provider, action, reason, author, _now(), expires_at))
+        return int(cur.lastrowid)
+
+    def remove_override(self, override_id: int) -> bool:
+        return self._write("DELETE FROM overrides WHERE id = ?", (override_id,)).rowcount == 1
+
+    def overrides(self) -> pd.DataFrame:
+        """Every override, oldest first (expired ones too: :mod:`analysis.outputs.overrides` decides)."""
+        return self._frame("SELECT * FROM overrides ORDER BY id")
 
     def claim_run(self, run_id: int) -> bool:
         """Take an ``incomplete`` run for this process, atomically: ``False`` when another process got there first.
