@@ -378,8 +378,8 @@ def test_blocklist_page_applies_and_shows_overrides(open_app, sample_copy, media
         store.add_override(model_id=allowed, provider="", action="allow", reason="vendor fixed it", author="ops",
                            expires_at=None)
     at = open_app(sample_copy, "app_pages/blocklist.py")
-    shown = [df.value for df in at.dataframe if df.key == "bl_overrides"]
-    assert len(shown) == 1 and list(shown[0]["model_id"]) == [allowed]
+    shown = frame(at, "id", "model_id", "provider", "action")
+    assert list(shown["model_id"]) == [allowed] and list(shown["author"]) == ["ops"]
     offered = media(at, "bl_download_csv").decode()
     assert allowed not in offered and offered.startswith("model_id,provider,reason")
 
