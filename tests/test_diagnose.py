@@ -384,3 +384,12 @@ def test_model_missing_from_catalog_is_judged_on_the_probe_alone():
     probes = pd.DataFrame([_probe_row("ghost/m", "p", 404, "http_error")])
     row = diagnose(pd.DataFrame([_catalog_row("a/x")]), probes).iloc[0]
     assert row["reason"] == "not_found" and "not in catalog" in row["detail"]
+
+
+@pytest.mark.parametrize("message, expected", [
+    ("Access to model org/model-7B is restricted. You must have access to it and be authenticated.", "gated"),
+    ("Access restricted in your region", "upstream_error"),
+    ("Request blocked by the firewall", "upstream_error"),
+])
+def test_a_403_is_gated_only_when_it_is_about_the_repository(message, expected):
+    assert classify(facts(403, error_message=message)).reason == expected

@@ -337,8 +337,9 @@ def explain(evidence: dict[str, Any]) -> str:
         text = (f"The answer ({_status_text(f)}) says access to the repository is restricted (gated): the token's "
                 "account has not been granted access. Block it, or request access on its Hugging Face page.")
     elif reason == "non_chat_task":
-        text = (f"The router refused the chat completion ({_status_text(f)}) and the catalog explains why: pipeline "
-                f"tag {tag}, {provider} mapping task {mtask}. It is not a chat model; block it.")
+        text = (f"The router refused the chat completion ({_status_text(f)}), and the catalog (pipeline tag {tag}, "
+                f"{provider} mapping task {mtask}) or the refusal itself (no chat template, no chat completions) "
+                "says it is not a chat model; block it.")
     elif reason == "provider_mapping_error":
         text = (f"The router refused '{route}' ({_status_text(f)}) and the catalog maps {provider} with status "
                 f"{mstatus}: the provider is not serving it. Block it; Hugging Face retests a failed mapping every "

@@ -57,7 +57,8 @@ _TEMPORARY = re.compile(r"currently loading|is loading|being loaded|endpoint is 
                         re.IGNORECASE)
 _TOKEN = re.compile(r"token|credential|permission|authenticat|authori[sz]|api[ _-]?key|username or password|"
                     r"inference providers", re.IGNORECASE)
-_ACCESS = re.compile(r"gated|restricted|request access|must have access|access to (?:the )?(?:model|repo)|"
+# About the repository's access, not a region or a firewall ("restricted in your region" is not gating).
+_ACCESS = re.compile(r"gated|request access|must have access|access to (?:the )?(?:model|repo)|"
                      r"awaiting (?:a )?review|accept the (?:licen[cs]e|conditions)", re.IGNORECASE)
 _NON_CHAT = re.compile(r"chat[ _]template|not a chat model|no chat completions?|chat completions? (?:is |are )?not "
                        r"supported|(?:does not|doesn't) support (?:the )?(?:chat|task '?conversational)",

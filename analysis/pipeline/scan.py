@@ -795,13 +795,15 @@ def _fail_run_level(store: Store, run_id: int, reason: str, message: str, eviden
         # A refusal there is evidence about the setup; the per-model answer stays in `detail`.
         findings = findings.copy()
         findings["blocked"] = False
-        judged = findings["reason"] == "ok"
+        # ok stays ok; a faulted provider's rows keep their own run-level reason (several may differ)
+        judged = (findings["reason"] == "ok") | findings["reason"].isin(RUN_LEVEL)
         info = reason_info(reason)
         findings.loc[~judged, "reason"] = reason
         findings.loc[~judged, "action"] = info.action
         findings.loc[~judged, "message"] = [user_message(reason, m) for m in findings.loc[~judged, "model_id"]]
-        findings["note"] = [f"run failed ({reason}): not judged" + (f"; {n}" if n else "") if not ok else n
-                            for ok, n in zip(judged, findings["note"].fillna(""))]
+        findings["note"] = [f"run failed ({reason}): not judged" + (f"; {n}" if n else "")
+                            if not ok or r in RUN_LEVEL else n
+                            for ok, r, n in zip(judged, findings["reason"], findings["note"].fillna(""))]
         store.save_findings(run_id, findings)
     message = scrub(message)
     counts = _outcome_counts(findings) if len(findings) else {}
