@@ -24,7 +24,7 @@ from analysis.outputs.export import blocklist_bytes
 from analysis.devtools.simulator import synthetic_scenario
 from analysis.store import open_store
 from analysis.taxonomy import BLOCKING, REASON_NAMES
-from .conftest import PROJECT_ROOT, SECRET_TOKEN, run_cli
+from .helpers import PROJECT_ROOT, SECRET_TOKEN, run_cli
 
 APP = PROJECT_ROOT / "app.py"
 ARCH = "katanemo/Arch-Router-1.5B"
@@ -270,7 +270,7 @@ def test_blocked_model_detail_shows_reason_and_evidence(open_app, sample_store):
     row = findings[findings["reason"] == "non_chat_task"].iloc[0]
     at = open_app(sample_store, "app_pages/detail.py", model=row["model_id"], provider=row["provider"])
     assert "Blocked: non_chat_task" in texts(at, "error")
-    assert "It is not a chat model" in texts(at, "text")
+    assert "says it is not a chat model" in texts(at, "text")
     assert str(row["message"]) in texts(at, "code")
     attempts = frame(at, "kind", "model_string", "url")
     assert 400 in set(attempts["http_status"])

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .conftest import PROJECT_ROOT
+from .helpers import PROJECT_ROOT
 
 pytestmark = pytest.mark.browser
 

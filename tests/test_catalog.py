@@ -11,7 +11,7 @@ from analysis.pipeline.targets import build_targets, parse_provider_spec
 from analysis.errors import CatalogError, RunLevelError, UsageError
 from analysis.devtools.simulator import default_scenario, synthetic_scenario
 
-from .conftest import sim_stats
+from .helpers import sim_stats
 
 
 def _scenario(n=57, page_cap=10, **hub):

@@ -15,7 +15,7 @@ import pytest
 from analysis.devtools.simulator import synthetic_scenario
 from analysis.store import open_store
 
-from .conftest import run_cli, sim_stats
+from .helpers import run_cli, sim_stats
 
 N_MODELS = 240
 

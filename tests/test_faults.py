@@ -15,7 +15,7 @@ from analysis.pipeline.scan import run_scan
 from analysis.devtools.simulator import Scenario, synthetic_scenario
 from analysis.store import open_store
 
-from .conftest import fast_config
+from .helpers import fast_config
 
 CHAT = "conversational"
 

@@ -16,7 +16,7 @@ from analysis.pipeline.scan import run_scan
 from analysis.devtools.simulator import Scenario
 from analysis.store import open_store
 
-from .conftest import FAST_FLAGS, fast_config, run_cli
+from .helpers import FAST_FLAGS, fast_config, run_cli
 
 
 # --------------------------------------------------------------------------- pure

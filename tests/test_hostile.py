@@ -23,7 +23,7 @@ from analysis.reports.generate import render_fleet_report, render_model_report
 from analysis.devtools.simulator import Scenario
 from analysis.store import open_store
 
-from .conftest import FAST_FLAGS, PROJECT_ROOT
+from .helpers import FAST_FLAGS, PROJECT_ROOT
 
 TOKEN = "hf_" + "QzXv7Lp2Wm9Kt4Rj8Hn3Bc6Yd1Fs5Gu0Ae"  # shaped like an hf_ token, not a real one
 HOSTILE = [

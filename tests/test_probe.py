@@ -10,7 +10,7 @@ from analysis.pipeline.targets import Target
 from analysis.pipeline.probe import ProbeSettings, classify_body, parse_error_body, probe_targets
 from analysis.devtools.simulator import Scenario, synthetic_scenario
 
-from .conftest import sim_stats
+from .helpers import sim_stats
 
 
 def behaviour_scenario(behaviours: dict[str, dict], token: str | None = None) -> Scenario:

@@ -24,7 +24,7 @@ from analysis.reports.runner import (KERNEL_NAME, NotebookFailed, _pinned_manage
                                     kernel_spec_overrides, run_notebook)
 from analysis.store import open_store
 from analysis.taxonomy import BLOCKING
-from tests.conftest import SECRET_TOKEN, run_cli
+from tests.helpers import SECRET_TOKEN, run_cli
 
 ARCH = "katanemo/Arch-Router-1.5B"
 MODEL_SECTIONS = ["## Summary", "## Evidence", "### Catalog entry", "### Router model list", "### Probe attempts",

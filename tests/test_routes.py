@@ -8,7 +8,7 @@ from analysis.pipeline.scan import run_scan
 from analysis.devtools.simulator import Scenario, synthetic_scenario
 from analysis.store import open_store
 
-from .conftest import FAST_FLAGS, fast_config, run_cli, sim_stats
+from .helpers import FAST_FLAGS, fast_config, run_cli, sim_stats
 
 
 def _model(model_id, providers, routes=None, **extra):

@@ -18,7 +18,7 @@ from analysis.pipeline.scan import run_scan
 from analysis.devtools.simulator import Scenario
 from analysis.store import open_store
 
-from .conftest import FAST_FLAGS, fast_config, sim_stats
+from .helpers import FAST_FLAGS, fast_config, sim_stats
 
 ENABLED = "not supported by any provider you have enabled"
 

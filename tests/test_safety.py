@@ -18,7 +18,7 @@ from analysis.devtools.simulator import Scenario, synthetic_scenario
 from analysis.store import open_store
 from analysis.untrusted import clean_id, clean_text
 
-from .conftest import FAST_FLAGS, fast_config
+from .helpers import FAST_FLAGS, fast_config
 
 HF_TOKEN = "hf_" + "AbCdEfGhIjKlMnOpQrStUvWxYz0123456789"  # shaped like an hf_ token, not a real one
 

@@ -15,7 +15,7 @@ from analysis.pipeline.scan import run_scan
 from analysis.devtools.simulator import default_scenario, synthetic_scenario
 from analysis.store import open_store
 
-from .conftest import FAST_FLAGS, SECRET_TOKEN, fast_config, run_cli, sim_stats
+from .helpers import FAST_FLAGS, SECRET_TOKEN, fast_config, run_cli, sim_stats
 
 # The default scenario's hf-inference slice: one or more models per taxonomy row.
 EXPECTED_HF_INFERENCE = {

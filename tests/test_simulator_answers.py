@@ -18,7 +18,7 @@ import pytest
 
 from analysis.devtools.simulator import Scenario, SimulatorServer, default_scenario
 
-from .conftest import sim_stats
+from .helpers import sim_stats
 
 PROMPT = [{"role": "user", "content": "Say OK"}]
 PARTS = [{"role": "user", "content": [{"type": "text", "text": "Say OK"}]}]

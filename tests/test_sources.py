@@ -13,7 +13,7 @@ from analysis.errors import UsageError
 from analysis.pipeline.scan import run_scan
 from analysis.store import open_store
 
-from .conftest import FAST_FLAGS, fast_config, reset_stats, run_cli, sim_stats
+from .helpers import FAST_FLAGS, fast_config, reset_stats, run_cli, sim_stats
 
 from .test_scan_cli import EXPECTED_HF_INFERENCE
 

@@ -1,0 +1,82 @@
+"""Helpers the tests import (fixtures live in conftest.py): scan settings, the CLI runner, simulator stats."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from analysis import cli
+from analysis.devtools.simulator import SimulatorServer
+from analysis.pipeline.scan import ScanConfig
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# A recognisable fake token: tests search every output for it.
+SECRET_TOKEN = "rca-test-secret-not-a-real-token-0123456789"
+FAST_FLAGS = ["--timeout", "1", "--backoff", "0.01", "--retry-after-cap", "0.5"]
+CLI_HOME: list[Path] = []  # set by conftest's session fixture: where a CLI run's default paths land
+
+
+def sim_stats(server: SimulatorServer) -> dict:
+    return httpx.get(f"{server.url}/_sim/stats").json()
+
+
+def reset_stats(server: SimulatorServer) -> None:
+    httpx.post(f"{server.url}/_sim/reset")
+
+
+def fast_config(server: SimulatorServer, **overrides) -> ScanConfig:
+    """Scan settings that keep tests quick: short timeouts and backoff."""
+    values = dict(hub_url=server.url, router_url=server.router_url, provider="hf-inference", concurrency=8,
+                  timeout=1.0, retries=2, backoff=0.01, retry_after_cap=0.5)
+    values.update(overrides)
+    return ScanConfig(**values)
+
+
+@dataclass
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None) -> CliResult:
+    """``python -m analysis ARGS`` in this process: the same ``main`` the console script runs, with its own
+    environment (no ``HF_TOKEN`` unless given; ``RCA_HOME`` the session's CLI home), working directory and
+    captured output.  In process, because ~70 interpreter starts were most of the suite's time; the few tests
+    that need a real process (SIGKILL, Ctrl-C, the console script) use :func:`run_cli_process`."""
+    out, err = io.BytesIO(), io.BytesIO()
+    stdout = io.TextIOWrapper(out, encoding="utf-8", write_through=True)
+    stderr = io.TextIOWrapper(err, encoding="utf-8", write_through=True)
+    saved_env, saved_cwd = dict(os.environ), os.getcwd()
+    os.environ.pop("HF_TOKEN", None)
+    os.environ["RCA_HOME"] = str(CLI_HOME[0])
+    os.environ.update(env or {})
+    os.chdir(cwd or CLI_HOME[0])
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            try:
+                code = cli.main(list(args))
+            except SystemExit as exc:  # argparse: --help (0) and usage errors (2)
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    finally:
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+    return CliResult(code, out.getvalue().decode("utf-8"), err.getvalue().decode("utf-8"))
+
+
+def run_cli_process(*args: str, env: dict | None = None, cwd: Path | None = None,
+                    timeout: float = 120) -> subprocess.CompletedProcess:
+    """``python -m analysis`` as a real subprocess, for what needs a process of its own."""
+    full_env = {k: v for k, v in os.environ.items() if k != "HF_TOKEN"}
+    full_env["RCA_HOME"] = str(CLI_HOME[0])
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "analysis", *args], capture_output=True, text=True,
+                          env=full_env, cwd=cwd or CLI_HOME[0], timeout=timeout)
