@@ -5,8 +5,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,7 +48,7 @@ def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None) -> Cli
     """``python -m analysis ARGS`` in this process: the same ``main`` the console script runs, with its own
     environment (no ``HF_TOKEN`` unless given; ``RCA_HOME`` the session's CLI home), working directory and
     captured output.  In process, because ~70 interpreter starts were most of the suite's time; the few tests
-    that need a real process (SIGKILL, Ctrl-C, the console script) use :func:`run_cli_process`."""
+    that need a real process (SIGKILL, Ctrl-C, the console script) start one themselves."""
     out, err = io.BytesIO(), io.BytesIO()
     stdout = io.TextIOWrapper(out, encoding="utf-8", write_through=True)
     stderr = io.TextIOWrapper(err, encoding="utf-8", write_through=True)
@@ -70,13 +68,3 @@ def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None) -> Cli
         os.environ.clear()
         os.environ.update(saved_env)
     return CliResult(code, out.getvalue().decode("utf-8"), err.getvalue().decode("utf-8"))
-
-
-def run_cli_process(*args: str, env: dict | None = None, cwd: Path | None = None,
-                    timeout: float = 120) -> subprocess.CompletedProcess:
-    """``python -m analysis`` as a real subprocess, for what needs a process of its own."""
-    full_env = {k: v for k, v in os.environ.items() if k != "HF_TOKEN"}
-    full_env["RCA_HOME"] = str(CLI_HOME[0])
-    full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "analysis", *args], capture_output=True, text=True,
-                          env=full_env, cwd=cwd or CLI_HOME[0], timeout=timeout)

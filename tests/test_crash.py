@@ -114,6 +114,7 @@ def test_resume_refuses_finished_and_unknown_runs(sim, tmp_path):
     assert nothing.returncode == 2 and "no incomplete run" in nothing.stderr
 
 
+@pytest.mark.slow
 def test_readers_work_while_a_scan_writes(make_sim, sim, tmp_path):
     store = tmp_path / "rca.sqlite"
     # a finished run to export while the next one is written

@@ -138,6 +138,7 @@ def test_exports_are_neutralised_and_clean(hostile_run, capsys, what, fmt):
                 assert not cell.startswith(("=", "+", "-", "@", "\t", "\r")), cell
 
 
+@pytest.mark.slow
 def test_reports_render_hostile_text_inert(hostile_run):
     _, _, _, store, folder = hostile_run
     out = folder / "reports"

@@ -6,6 +6,7 @@ import pytest
 
 from analysis.pipeline.scan import run_scan
 from analysis.devtools.simulator import Scenario, synthetic_scenario
+from analysis.reports.render import md_escape
 from analysis.store import open_store
 
 from .helpers import FAST_FLAGS, fast_config, run_cli, sim_stats
@@ -176,6 +177,6 @@ def test_a_failed_runs_model_report_never_says_block(sim, tmp_path):
     report = run_cli("report", "model", "--model", canary, "--run", "1", "--store", str(store), "--out",
                      str(tmp_path / "out"))
     assert report.returncode == 0, report.stderr
-    text = next((tmp_path / "out").glob("*.md")).read_text().replace("\\", "")  # Markdown escapes
-    assert "endpoint_error" in text
+    text = next((tmp_path / "out").glob("*.md")).read_text()
+    assert md_escape("endpoint_error") in text  # as the Markdown writes it: endpoint\_error
     assert "block it" not in text.lower()

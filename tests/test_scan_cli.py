@@ -203,6 +203,7 @@ def test_help_everywhere(command):
     assert result.returncode == 0 and "usage:" in result.stdout
 
 
+@pytest.mark.slow
 def test_secret_never_leaves_memory(make_sim, tmp_path):
     """A full scan, every export and both reports with a recognisable token: it is in no file or output."""
     scenario = default_scenario()
@@ -231,6 +232,7 @@ def test_secret_never_leaves_memory(make_sim, tmp_path):
         assert SECRET_TOKEN.encode() not in path.read_bytes(), path
 
 
+@pytest.mark.slow
 def test_demo_writes_sample_store_and_blocklist(tmp_path):
     result = run_cli("demo", "--out-dir", str(tmp_path))
     assert result.returncode == 0, result.stderr
