@@ -21,13 +21,12 @@ import traceback
 from pathlib import Path
 from typing import NoReturn, Sequence
 
-from analysis import __version__
-from analysis.config import HUB_URL, ROUTER_URL
+from analysis import __version__, config
+from analysis.config import SOURCES, ScanConfig
 from analysis.errors import EXIT_OK, EXIT_USAGE, RcaError, UsageError, scrub
-from analysis.untrusted import show_controls, terminal_line
 from analysis.pipeline.observer import ScanObserver
-from analysis import config
 from analysis.taxonomy import BLOCKING, REASON_NAMES, RUN_LEVEL, TRANSIENT
+from analysis.untrusted import show_controls, terminal_line
 
 __all__ = ["main", "build_parser"]
 
@@ -149,13 +148,13 @@ def _summary(outcome, store_path: str) -> str:  # noqa: ANN001 - ScanOutcome
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
-    from analysis.pipeline.scan import ScanConfig, resume_scan, run_scan
+    from analysis.pipeline.scan import resume_scan, run_scan
     from analysis.store import open_store
 
     observer = CliObserver(args.quiet)
-    config = None
+    scan_config = None
     if args.resume is None:
-        config = ScanConfig(hub_url=args.hub_url, router_url=args.router_url, provider=args.provider,
+        scan_config = ScanConfig(hub_url=args.hub_url, router_url=args.router_url, provider=args.provider,
                             source=args.source, catalog_file=args.catalog_file, route=args.route,
                             concurrency=args.concurrency, timeout=args.timeout, retries=args.retries,
                             max_tokens=args.max_tokens, max_tokens_retry=args.max_tokens_retry,
@@ -166,18 +165,18 @@ def cmd_scan(args: argparse.Namespace) -> int:
                             persistent_after=args.persistent_after,
                             persistent_min_hours=args.persistent_min_hours, fail_on=args.fail_on,
                             token=_token())
-        config.validate()  # before the store is created: bad flags leave no file behind
+        scan_config.validate()  # before the store is created: bad flags leave no file behind
     else:
         ignored = [f"--{name.replace('_', '-')}" for name, default in _SCAN_DEFAULTS.items()
                    if name not in ("resume", "store", "quiet") and getattr(args, name) != default]
         if ignored:
             _err(f"warning: ignored with --resume (the run keeps its own settings): {', '.join(ignored)}")
-    with open_store(args.store, create=config is not None) as store:  # a resume never creates a store
-        if config is None:
+    with open_store(args.store, create=scan_config is not None) as store:  # a resume never creates a store
+        if scan_config is None:
             run_id = None if args.resume == "latest" else _int(args.resume, "--resume")
             outcome = resume_scan(store, run_id, _token(), observer)
         else:
-            outcome = run_scan(config, store, observer)
+            outcome = run_scan(scan_config, store, observer)
     print(_summary(outcome, args.store))
     if outcome.status != "ok":
         _err(f"error: {outcome.failure_reason}: {outcome.message}")
@@ -393,8 +392,8 @@ def cmd_diff(args: argparse.Namespace) -> int:
     import json
 
     from analysis.outputs.export import csv_bytes
-    from analysis.store import open_store
     from analysis.outputs.views import run_diff
+    from analysis.store import open_store
 
     with open_store(args.store, readonly=True) as store:
         if args.to is None:
@@ -555,6 +554,7 @@ def _port(text: str) -> int:
 
 
 _STORE_HELP = "SQLite store file (default: rca.sqlite in the data dir)"
+_D = ScanConfig()  # the single source of every scan default: the flags show and use these
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -575,32 +575,34 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Read the provider's slice of the Hub catalog and the router's model list, "
                                       "send every model one minimal chat completion, and store one verdict per "
                                       "model. HF_TOKEN is sent to both endpoints when set.")
-    scan.add_argument("--hub-url", default=HUB_URL, help="Hub API base URL")
-    scan.add_argument("--router-url", default=ROUTER_URL, help="OpenAI-compatible router base URL (…/v1)")
-    scan.add_argument("--provider", default="hf-inference",
+    scan.add_argument("--hub-url", default=_D.hub_url, help="Hub API base URL")
+    scan.add_argument("--router-url", default=_D.router_url, help="OpenAI-compatible router base URL (…/v1)")
+    scan.add_argument("--provider", default=_D.provider,
                       help="inference provider: a name (model string id:provider), a comma list, or 'all' "
                            "('all,-novita' leaves one out)")
     scan.add_argument("--store", help=_STORE_HELP)
-    scan.add_argument("--concurrency", type=int, default=8, help="probes in flight at most")
-    scan.add_argument("--timeout", type=_finite_float, default=30.0, help="seconds per request")
-    scan.add_argument("--retries", type=int, default=2, help="retries on 429, 5xx, timeouts, connection errors")
-    scan.add_argument("--max-tokens", type=int, default=16, help="max_tokens of the probe; reasoning models need room")
-    scan.add_argument("--max-tokens-retry", type=int, default=4096, metavar="N",
+    scan.add_argument("--concurrency", type=int, default=_D.concurrency, help="probes in flight at most")
+    scan.add_argument("--timeout", type=_finite_float, default=_D.timeout, help="seconds per request")
+    scan.add_argument("--retries", type=int, default=_D.retries,
+                      help="retries on 408, 424, 429, 5xx, timeouts, connection errors")
+    scan.add_argument("--max-tokens", type=int, default=_D.max_tokens,
+                      help="max_tokens of the probe (a refusal of it is re-probed with --max-tokens-retry)")
+    scan.add_argument("--max-tokens-retry", type=int, default=_D.max_tokens_retry, metavar="N",
                       help="budget of the one re-probe of a model that refused our budget (sent streamed and closed "
                            "at the first chunk, so it costs almost nothing)")
-    scan.add_argument("--backoff", type=_finite_float, default=1.0, help="base seconds of exponential backoff")
-    scan.add_argument("--retry-after-cap", type=_finite_float, default=30.0,
+    scan.add_argument("--backoff", type=_finite_float, default=_D.backoff, help="base seconds of exponential backoff")
+    scan.add_argument("--retry-after-cap", type=_finite_float, default=_D.retry_after_cap,
                       help="never wait longer than this for a Retry-After")
-    scan.add_argument("--hub-limit", type=int, default=1000, help="page size asked of the Hub (it may cap it)")
-    scan.add_argument("--batch-size", type=int, default=50, help="probe results committed per transaction")
-    scan.add_argument("--source", choices=["hub", "router", "openai", "file"], default="hub",
+    scan.add_argument("--hub-limit", type=int, default=_D.hub_limit, help="page size asked of the Hub (it may cap it)")
+    scan.add_argument("--batch-size", type=int, default=_D.batch_size, help="probe results committed per transaction")
+    scan.add_argument("--source", choices=list(SOURCES), default=_D.source,
                       help="catalog: the Hub API, the router's /models (HF shape), any OpenAI-compatible /models "
                            "(bare ids), or --catalog-file")
     scan.add_argument("--catalog-file", metavar="PATH", help="with --source file: a JSON or CSV list of model ids")
-    scan.add_argument("--route", choices=["auto", "suffix", "bare"], default="auto",
+    scan.add_argument("--route", choices=["auto", "suffix", "bare"], default=_D.route,
                       help="model string sent: id:provider (suffix), or the bare id (the router or gateway chooses "
                            "the provider); auto: suffix for --source hub/router, bare for file/openai")
-    scan.add_argument("--route-checks", type=int, default=2, metavar="N",
+    scan.add_argument("--route-checks", type=int, default=_D.route_checks, metavar="N",
                       help="for a refused model, try up to N other routes (bare id, other live providers)")
     scan.add_argument("--canary", action="append", metavar="ID[:PROVIDER]",
                       help="known-good model probed first, for every provider in scope or for the one named "
@@ -609,9 +611,9 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--no-probe", action="store_true",
                       help="metadata only: predict verdicts from the catalog and router list; zero chat calls, "
                            "nothing blocked")
-    scan.add_argument("--persistent-after", type=int, default=3, metavar="N",
+    scan.add_argument("--persistent-after", type=int, default=_D.persistent_after, metavar="N",
                       help="a transient failure blocks (persistent_failure) after N consecutive failing runs...")
-    scan.add_argument("--persistent-min-hours", type=_finite_float, default=12.0, metavar="H",
+    scan.add_argument("--persistent-min-hours", type=_finite_float, default=_D.persistent_min_hours, metavar="H",
                       help="...spanning at least H hours")
     scan.add_argument("--fail-on", choices=["new-blocked"],
                       help="exit 1 when this run blocks a model the previous successful run of the same source "

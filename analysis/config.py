@@ -1,4 +1,5 @@
-"""Paths and defaults, in one place: where the tool reads and writes when no path is given.
+"""Defaults and paths, in one place: :class:`ScanConfig` (every scan setting's default, which the CLI and the
+Scan page are built from), the endpoints, and where the tool reads and writes when no path is given.
 
 The data dir is ``--data-dir`` (CLI), else ``RCA_HOME``, else ``./data``: the same for the CLI, the app and the
 reports.  It holds the default store (``rca.sqlite``) and the built-in sample (``sample.sqlite``); reports go
@@ -8,11 +9,21 @@ into the checkout.
 
 from __future__ import annotations
 
+import math
 import os
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
-__all__ = ["PROJECT_ROOT", "NOTEBOOKS", "HUB_URL", "ROUTER_URL", "USER_AGENT", "set_data_dir", "data_dir",
-           "default_store", "sample_store", "sample_blocklist", "reports_dir", "missing_store_hint"]
+from analysis.errors import UsageError
+
+if TYPE_CHECKING:
+    from analysis.pipeline.probe import ProbeSettings
+
+__all__ = ["ScanConfig", "SOURCES", "DEFAULT_MAX_TOKENS_RETRY", "validate_url", "PROJECT_ROOT", "NOTEBOOKS",
+           "HUB_URL", "ROUTER_URL", "USER_AGENT", "set_data_dir", "data_dir", "default_store", "sample_store",
+           "sample_blocklist", "reports_dir", "missing_store_hint"]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = PROJECT_ROOT / "notebooks"  # the design card keeps them at the top level
@@ -20,6 +31,9 @@ NOTEBOOKS = PROJECT_ROOT / "notebooks"  # the design card keeps them at the top 
 HUB_URL = "https://huggingface.co"
 ROUTER_URL = "https://router.huggingface.co/v1"
 USER_AGENT = "catalog-rca/0.2"
+
+SOURCES = ("hub", "router", "openai", "file")
+DEFAULT_MAX_TOKENS_RETRY = 4096  # the budget of the one re-probe of a budget refusal (sent streamed)
 
 _data_dir_flag: Path | None = None
 
@@ -64,3 +78,113 @@ def missing_store_hint(path: str | os.PathLike[str]) -> str:
     """What to say when a command that reads finds no store: commands never fall back to the sample."""
     return (f"no store at {path}: run a scan into it, or pass --store PATH (the offline sample: "
             f"`python -m analysis demo`, then --store {sample_store()})")
+
+
+# --------------------------------------------------------------------------- scan settings
+
+
+@dataclass
+class ScanConfig:
+    """Everything a scan needs.  Only ``token`` is secret; :meth:`public` leaves it out."""
+
+    hub_url: str = HUB_URL
+    router_url: str = ROUTER_URL
+    provider: str = "hf-inference"
+    source: str = "hub"
+    catalog_file: str | None = None
+    # "suffix": id:provider; "bare": the bare id (the router or gateway chooses the provider);
+    # "auto": suffix for the Hub and router catalogs, bare for a file or another gateway's list.
+    route: str = "auto"
+    concurrency: int = 8
+    timeout: float = 30.0
+    retries: int = 2
+    max_tokens: int = 16
+    max_tokens_retry: int = DEFAULT_MAX_TOKENS_RETRY
+    backoff: float = 1.0
+    retry_after_cap: float = 30.0
+    hub_limit: int = 1000
+    batch_size: int = 50
+    route_checks: int = 2
+    canaries: list[str] = field(default_factory=list)
+    canary_count: int = 3
+    probe: bool = True
+    persistent_after: int = 3
+    persistent_min_hours: float = 12.0
+    fail_on: str | None = None  # "new-blocked"
+    token: str | None = field(default=None, repr=False)
+
+    def public(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("token")
+        data["token_set"] = bool(self.token)
+        return data
+
+    @property
+    def uses_suffix(self) -> bool:
+        """Whether model strings carry ``:provider``."""
+        if self.source == "openai":
+            return False
+        if self.route == "auto":
+            return self.source in ("hub", "router")
+        return self.route == "suffix"
+
+    @property
+    def scope_provider(self) -> str:
+        """The provider recorded on the run (history compares runs of the same source and provider)."""
+        if self.source == "openai":
+            return "-"
+        return self.provider or "all"
+
+    def probe_settings(self) -> "ProbeSettings":
+        from analysis.pipeline.probe import ProbeSettings  # the network layer, only when a scan runs
+
+        return ProbeSettings(router_url=self.router_url, token=self.token, concurrency=self.concurrency,
+                             timeout=self.timeout, retries=self.retries, max_tokens=self.max_tokens,
+                             backoff=self.backoff, retry_after_cap=self.retry_after_cap)
+
+    def validate(self) -> None:
+        if self.source not in SOURCES:
+            raise UsageError(f"--source must be one of {', '.join(SOURCES)} (got {self.source!r})")
+        if self.source == "hub":
+            validate_url(self.hub_url, "--hub-url")
+        validate_url(self.router_url, "--router-url")
+        if self.source == "file" and not self.catalog_file:
+            raise UsageError("--source file needs --catalog-file PATH (a JSON or CSV list of model ids)")
+        if self.route not in ("auto", "suffix", "bare"):
+            raise UsageError(f"--route must be 'auto', 'suffix' or 'bare' (got {self.route!r})")
+        if self.hub_limit < 1:
+            raise UsageError(f"--hub-limit must be at least 1 (got {self.hub_limit})")
+        if self.fail_on not in (None, "new-blocked"):
+            raise UsageError(f"--fail-on supports 'new-blocked' (got {self.fail_on!r})")
+        from analysis.pipeline.targets import parse_provider_spec
+
+        parse_provider_spec(self.provider)
+        for name, value, low in (("--concurrency", self.concurrency, 1), ("--retries", self.retries, 0),
+                                 ("--max-tokens", self.max_tokens, 1), ("--batch-size", self.batch_size, 1),
+                                 ("--max-tokens-retry", self.max_tokens_retry, 1),
+                                 ("--route-checks", self.route_checks, 0), ("--persistent-after", self.persistent_after,
+                                                                            1)):
+            if value < low:
+                raise UsageError(f"{name} must be at least {low} (got {value})")
+        if self.concurrency > 1024:
+            raise UsageError(f"--concurrency must be at most 1024 (got {self.concurrency})")
+        if not 0 < self.timeout < math.inf:
+            raise UsageError(f"--timeout must be a finite number of seconds > 0 (got {self.timeout})")
+        for name, value in (("--backoff", self.backoff), ("--retry-after-cap", self.retry_after_cap),
+                            ("--persistent-min-hours", self.persistent_min_hours)):
+            if not 0 <= value < math.inf:  # nan fails both comparisons: it would remove the cap
+                raise UsageError(f"{name} must be a finite number >= 0 (got {value})")
+
+
+def validate_url(url: str, flag: str) -> str:
+    """Reject anything that is not an absolute http(s) URL with a host (exit 2)."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise UsageError(f"{flag}: {url!r} is not a valid URL") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(f"{flag}: {url!r} is not an http(s) URL with a host, e.g. https://huggingface.co")
+    if parts.username or parts.password:
+        raise UsageError(f"{flag}: put credentials in HF_TOKEN, not in the URL")
+    return url

@@ -10,9 +10,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from analysis.outputs import dashboard
-
-from analysis.outputs import views
+from analysis.outputs import dashboard, views
 from app_pages import shared
 
 _BOX = {"works": "success", "blocked": "error", "wait": "warning", "fix": "warning", "not_judged": "warning",

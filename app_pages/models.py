@@ -7,9 +7,7 @@ from typing import Any
 
 import streamlit as st
 
-from analysis.outputs import dashboard
-
-from analysis.outputs import views
+from analysis.outputs import dashboard, views
 from analysis.outputs.export import findings_bytes
 from app_pages import shared
 

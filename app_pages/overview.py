@@ -6,11 +6,7 @@ from datetime import datetime, timezone
 
 import streamlit as st
 
-from analysis.outputs import charts
-
-from analysis.outputs import dashboard
-
-from analysis.outputs import views
+from analysis.outputs import charts, dashboard, views
 from analysis.taxonomy import TRANSIENT
 from app_pages import shared
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import streamlit as st
 import streamlit.components.v1 as components
 
-from analysis.errors import RcaError
 from analysis.config import reports_dir
+from analysis.errors import RcaError
 from analysis.reports.generate import render_fleet_report, render_model_report
 from analysis.store import SUCCESSFUL
 from app_pages import shared

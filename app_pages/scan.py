@@ -13,8 +13,8 @@ from typing import Any
 import streamlit as st
 
 from analysis import config
-from analysis.outputs import dashboard
 from analysis.errors import RcaError, scrub
+from analysis.outputs import dashboard
 from analysis.pipeline.scan import ScanConfig, ScanObserver, run_scan
 from analysis.store import open_store
 from app_pages import shared

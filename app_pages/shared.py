@@ -14,11 +14,9 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from analysis.outputs import dashboard
-
-from analysis.outputs import views
-from analysis.errors import RcaError
 from analysis.devtools.sample import build_sample_store
+from analysis.errors import RcaError
+from analysis.outputs import dashboard, views
 from analysis.store import open_store
 
 CONTEXT_KEY = "rca_context"

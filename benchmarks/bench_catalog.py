@@ -19,7 +19,6 @@ from __future__ import annotations
 import time
 
 import _common as c
-
 import httpx
 
 from analysis.pipeline.catalog import CATALOG_COLUMNS, fetch_hub_models, normalise_hub_models

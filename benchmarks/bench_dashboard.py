@@ -24,7 +24,6 @@ import tempfile
 from pathlib import Path
 
 import _common as c
-
 import pandas as pd
 import streamlit as st
 from streamlit.testing.v1 import AppTest

@@ -24,7 +24,6 @@ import resource
 import tracemalloc
 
 import _common as c
-
 import pandas as pd
 
 from analysis.pipeline.catalog import CATALOG_COLUMNS
@@ -213,7 +212,8 @@ def report(cfg: dict, catalog: pd.DataFrame, probes: pd.DataFrame, findings: pd.
         "## Diagnose",
         c.summary(f"Diagnose {n:,} rows: {med:.2f} s (target < {TIME_TARGET_S:g} s: {c.verdict(time_ok)}), "
                   f"{med / ref:.1f}x a pandas merge; peak {traced_peak / mib:,.0f} MiB "
-                  f"(target < 1 GiB: {c.verdict(memory_ok)}; {(input_bytes + traced_peak) / mib:,.0f} MiB with inputs)"),
+                  f"(target < 1 GiB: {c.verdict(memory_ok)}; "
+                  f"{(input_bytes + traced_peak) / mib:,.0f} MiB with inputs)"),
         f"{n:,} catalog rows and {n:,} primary probe rows (plus {cfg['routes']:,} route-check rows), synthetic "
         f"with a seeded mixture of outcomes, through `analysis.diagnose.diagnose`; {len(findings):,} findings. "
         f"{cfg['repeats']} repeat(s), interleaved with the reference; medians, then every repeat.",

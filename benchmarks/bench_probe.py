@@ -35,14 +35,13 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import _common as c
-
 import httpx
 
 from analysis.pipeline.catalog import fetch_hub_models, normalise_hub_models
-from analysis.pipeline.targets import build_targets
 from analysis.pipeline.probe import ProbeSettings, probe_targets
 from analysis.pipeline.scan import ScanConfig
 from analysis.pipeline.scan import run_scan as scan_in_process
+from analysis.pipeline.targets import build_targets
 from analysis.store import open_store
 
 PROVIDER = "hf-inference"

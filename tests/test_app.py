@@ -17,13 +17,12 @@ import streamlit.testing.v1.app_test as app_test_module
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
-from analysis.outputs import dashboard
-
-from analysis.outputs import views
-from analysis.outputs.export import blocklist_bytes
 from analysis.devtools.simulator import synthetic_scenario
+from analysis.outputs import dashboard, views
+from analysis.outputs.export import blocklist_bytes
 from analysis.store import open_store
 from analysis.taxonomy import BLOCKING, REASON_NAMES
+
 from .helpers import PROJECT_ROOT, SECRET_TOKEN, run_cli
 
 APP = PROJECT_ROOT / "app.py"

@@ -6,10 +6,10 @@ import httpx
 import pandas as pd
 import pytest
 
+from analysis.devtools.simulator import default_scenario, synthetic_scenario
+from analysis.errors import CatalogError, RunLevelError, UsageError
 from analysis.pipeline.catalog import attach_router_list, fetch_hub_models, fetch_router_models, normalise_hub_models
 from analysis.pipeline.targets import build_targets, parse_provider_spec
-from analysis.errors import CatalogError, RunLevelError, UsageError
-from analysis.devtools.simulator import default_scenario, synthetic_scenario
 
 from .helpers import sim_stats
 
@@ -150,9 +150,11 @@ def test_router_list_on_a_retired_endpoint_is_run_level(sim):
 
 def test_targets_use_provider_suffix():
     catalog = normalise_hub_models([
-        {"id": "a/one", "inferenceProviderMapping": [{"provider": "together", "status": "live", "task": "conversational"},
-                                                      {"provider": "novita", "status": "error", "task": "conversational"}]},
-        {"id": "a/two", "inferenceProviderMapping": [{"provider": "novita", "status": "live", "task": "conversational"}]},
+        {"id": "a/one", "inferenceProviderMapping": [
+            {"provider": "together", "status": "live", "task": "conversational"},
+            {"provider": "novita", "status": "error", "task": "conversational"}]},
+        {"id": "a/two", "inferenceProviderMapping": [
+            {"provider": "novita", "status": "live", "task": "conversational"}]},
         {"id": "a/one"},  # duplicate ids are dropped
         {"id": "a/three"},  # no mapping facts at all
     ])

@@ -9,8 +9,8 @@ import json
 
 import pandas as pd
 
-from analysis.pipeline.diagnose import FINDING_COLUMNS
 from analysis.outputs.export import BLOCKLIST_COLUMNS, FINDINGS_COLUMNS, blocklist_bytes, findings_bytes, neutralise
+from analysis.pipeline.diagnose import FINDING_COLUMNS
 
 
 def _findings() -> pd.DataFrame:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from analysis.devtools.simulator import Scenario, synthetic_scenario
 from analysis.errors import CatalogError
 from analysis.pipeline.scan import run_scan
-from analysis.devtools.simulator import Scenario, synthetic_scenario
 from analysis.store import open_store
 
 from .helpers import fast_config
@@ -153,8 +153,9 @@ def test_fault_details_are_evidence(router_fault_findings):
     assert "reasoning only" in findings.loc["fault/reasoning-reply", "note"]
     assert "for this model alone" in findings.loc["fault/one-model-401", "note"]
     working = findings["working_settings"].dropna().to_dict()
-    assert working == {"fault/budget-too-small": "max_tokens=4096; stream=true", "fault/tgi-budget-limit": "max_tokens=2",
-                       "fault/stream-only": "stream=true", "fault/wants-max-completion-tokens": "max_completion_tokens=16",
+    assert working == {"fault/budget-too-small": "max_tokens=4096; stream=true",
+                       "fault/tgi-budget-limit": "max_tokens=2", "fault/stream-only": "stream=true",
+                       "fault/wants-max-completion-tokens": "max_completion_tokens=16",
                        "fault/messages-shape": "content as text parts"}
     assert "retried with max_tokens=4096; stream=true: 400" in findings.loc["fault/probe-param", "detail"]
     assert findings.loc["fault/503-retry-after-once", "attempts"] == 2

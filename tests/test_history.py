@@ -10,14 +10,13 @@ import httpx
 import pandas as pd
 import pytest
 
+from analysis.devtools.simulator import Scenario
 from analysis.pipeline.alternatives import family, parameter_count, suggest_alternatives
 from analysis.pipeline.history import PersistencePolicy, apply_persistence, summarise_history
 from analysis.pipeline.scan import run_scan
-from analysis.devtools.simulator import Scenario
 from analysis.store import open_store
 
 from .helpers import FAST_FLAGS, fast_config, run_cli
-
 
 # --------------------------------------------------------------------------- pure
 

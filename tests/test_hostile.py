@@ -19,8 +19,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from analysis import cli
-from analysis.reports.generate import render_fleet_report, render_model_report
 from analysis.devtools.simulator import Scenario
+from analysis.reports.generate import render_fleet_report, render_model_report
 from analysis.store import open_store
 
 from .helpers import FAST_FLAGS, PROJECT_ROOT

@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from analysis.pipeline.targets import Target
-from analysis.pipeline.probe import ProbeSettings, classify_body, parse_error_body, probe_targets
 from analysis.devtools.simulator import Scenario, synthetic_scenario
+from analysis.pipeline.probe import ProbeSettings, classify_body, parse_error_body, probe_targets
+from analysis.pipeline.targets import Target
 
 from .helpers import sim_stats
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import re
 import shutil
 import sqlite3
@@ -15,13 +14,19 @@ import nbformat
 import pandas as pd
 import pytest
 
-from analysis.reports import sections as rs
-from analysis.outputs import views
 from analysis.errors import StoreError, UsageError
+from analysis.outputs import views
+from analysis.reports import sections as rs
 from analysis.reports.generate import ReportFiles, render_fleet_report, render_model_report, safe_stem
 from analysis.reports.render import BulletList, Code, CodeBlock, Paragraph, Stack, Strong, Table, md_escape
-from analysis.reports.runner import (KERNEL_NAME, NotebookFailed, _pinned_manager_class, _write_kernel_spec,
-                                    kernel_spec_overrides, run_notebook)
+from analysis.reports.runner import (
+    KERNEL_NAME,
+    NotebookFailed,
+    _pinned_manager_class,
+    _write_kernel_spec,
+    kernel_spec_overrides,
+    run_notebook,
+)
 from analysis.store import open_store
 from analysis.taxonomy import BLOCKING
 from tests.helpers import SECRET_TOKEN, run_cli

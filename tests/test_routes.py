@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from analysis.pipeline.scan import run_scan
 from analysis.devtools.simulator import Scenario, synthetic_scenario
+from analysis.pipeline.scan import run_scan
 from analysis.reports.render import md_escape
 from analysis.store import open_store
 

@@ -14,8 +14,8 @@ import sqlite3
 import pytest
 
 from analysis import cli
-from analysis.pipeline.scan import run_scan
 from analysis.devtools.simulator import Scenario
+from analysis.pipeline.scan import run_scan
 from analysis.store import open_store
 
 from .helpers import FAST_FLAGS, fast_config, sim_stats

@@ -11,10 +11,10 @@ import io
 import pytest
 
 from analysis import cli
-from analysis.pipeline.catalog import normalise_hub_models
-from analysis.outputs.dashboard import run_problem
-from analysis.pipeline.scan import run_scan
 from analysis.devtools.simulator import Scenario, synthetic_scenario
+from analysis.outputs.dashboard import run_problem
+from analysis.pipeline.catalog import normalise_hub_models
+from analysis.pipeline.scan import run_scan
 from analysis.store import open_store
 from analysis.untrusted import clean_id, clean_text
 

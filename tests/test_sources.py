@@ -8,13 +8,12 @@ import json
 
 import pytest
 
-from analysis.pipeline.catalog import read_catalog_file
 from analysis.errors import UsageError
+from analysis.pipeline.catalog import read_catalog_file
 from analysis.pipeline.scan import run_scan
 from analysis.store import open_store
 
 from .helpers import FAST_FLAGS, fast_config, reset_stats, run_cli, sim_stats
-
 from .test_scan_cli import EXPECTED_HF_INFERENCE
 
 

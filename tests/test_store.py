@@ -7,11 +7,11 @@ import sqlite3
 import pandas as pd
 import pytest
 
-from analysis.pipeline.catalog import normalise_hub_models
-from analysis.pipeline.targets import Target
 from analysis.errors import StoreError
+from analysis.pipeline.catalog import normalise_hub_models
 from analysis.pipeline.probe import Attempt, ProbeResult
-from analysis.store import SCHEMA_VERSION, Store, open_store
+from analysis.pipeline.targets import Target
+from analysis.store import SCHEMA_VERSION, open_store
 
 
 def _result(model_id: str, status: int = 200, outcome: str = "chat") -> ProbeResult:

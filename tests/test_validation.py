@@ -7,11 +7,10 @@ import sqlite3
 import pytest
 
 from analysis import cli
-from analysis.pipeline.scan import run_scan
 from analysis.devtools.simulator import synthetic_scenario
 from analysis.store import SCHEMA_VERSION, open_store
 
-from .helpers import FAST_FLAGS, SECRET_TOKEN, fast_config, run_cli
+from .helpers import FAST_FLAGS, SECRET_TOKEN, run_cli
 
 
 def _one_line_exit_2(result):

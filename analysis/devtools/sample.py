@@ -22,10 +22,9 @@ from pathlib import Path
 import httpx
 
 from analysis import config
-
+from analysis.devtools.simulator import Scenario, SimulatorServer, default_scenario
 from analysis.outputs.export import blocklist_bytes
 from analysis.pipeline.scan import ScanConfig, ScanObserver, ScanOutcome, run_scan
-from analysis.devtools.simulator import Scenario, SimulatorServer, default_scenario
 from analysis.store import Store
 
 __all__ = ["SampleResult", "build_sample_store", "ensure_sample_store", "sample_config"]

@@ -24,9 +24,9 @@ from typing import Any
 import pandas as pd
 
 from analysis import config
+from analysis.outputs.views import hf_model_url, mapping_status_of
 from analysis.pipeline.scan import ScanOutcome
 from analysis.taxonomy import BLOCKING, REASON_NAMES, RUN_LEVEL, TRANSIENT, reason_info
-from analysis.outputs.views import hf_model_url, mapping_status_of
 
 __all__ = [
     "BLOCKED_CHOICES",

@@ -316,7 +316,8 @@ def explain(evidence: dict[str, Any]) -> str:
     mstatus = f.get("mapping_status") or "unknown"
     mtask = f.get("mapping_task") or "unknown"
     listed = evidence.get("in_router_list")
-    listed_text = {True: "the router lists it", False: "the router does not list it"}.get(listed, "the router list was not read")
+    listed_text = {True: "the router lists it", False: "the router does not list it"}.get(
+        listed, "the router list was not read")
     catalog_text = f"pipeline tag {tag}; {provider} mapping {mstatus} (task {mtask}); {listed_text}"
     if f.get("predicted"):
         lead = (f"Predicted from metadata only (no request was sent): {reason}. "

@@ -73,7 +73,8 @@ def suggest_alternatives(findings: pd.DataFrame, catalog: pd.DataFrame | None = 
         fam = family(model_id)
         size = parameter_count(model_id)
 
-        def rank(candidate: str) -> tuple[int, float, float]:
+        def rank(candidate: str, author: str = author, fam: str = fam,
+                 size: float | None = size) -> tuple[int, float, float]:
             c_author, c_family, other, c_downloads = facts[candidate]
             same = 0 if (c_author == author or c_family == fam) else 1
             distance = abs(math.log(other / size)) if (size and other) else math.inf

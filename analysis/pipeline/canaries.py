@@ -16,9 +16,9 @@ from typing import Any, Iterable, Sequence
 
 import pandas as pd
 
-from analysis.pipeline.targets import Target, mapping_facts
 from analysis.pipeline.diagnose import answer_kind
 from analysis.pipeline.signature import error_signature
+from analysis.pipeline.targets import Target, mapping_facts
 from analysis.taxonomy import CHAT_PIPELINE_TAGS
 
 __all__ = ["ProviderFault", "MAJORITY_MIN_ANSWERS", "choose_canaries", "parse_canary", "judge_canaries",

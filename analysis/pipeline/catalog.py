@@ -23,8 +23,16 @@ import httpx
 import pandas as pd
 from huggingface_hub.utils import parse_ratelimit_headers
 
-from analysis.errors import CatalogError, CatalogUnavailable, UsageError, auth_error, payment_error, retired_error, scrub
 from analysis.config import HUB_URL, ROUTER_URL, USER_AGENT
+from analysis.errors import (
+    CatalogError,
+    CatalogUnavailable,
+    UsageError,
+    auth_error,
+    payment_error,
+    retired_error,
+    scrub,
+)
 from analysis.untrusted import clean_id, clean_text, valid_id
 
 __all__ = [
@@ -122,8 +130,8 @@ def fetch_hub_models(
         while url is not None:
             request_url = str(client.build_request("GET", url, params=params if first else None).url)
             if request_url in seen_urls:
-                raise CatalogUnavailable(f"Hub pagination loops: the next-page link of page {pages} points back to a page "
-                                   "already read; stopping instead of reading the same models forever")
+                raise CatalogUnavailable(f"Hub pagination loops: the next-page link of page {pages} points back to a "
+                                         "page already read; stopping instead of reading the same models forever")
             seen_urls.add(request_url)
             resp, page = _get_page(client, request_url, token, retries, backoff, sleep, pages + 1)
             pages += 1
@@ -175,7 +183,8 @@ def _get_page(client: httpx.Client, url: str, token: str | None, retries: int, b
                 wait = float(info.reset_in_seconds) if info is not None else backoff * 2 ** rate_limit_waits
                 rate_limit_waits += 1
                 if rate_limit_waits > 20:
-                    raise CatalogUnavailable("The Hub kept answering 429 (rate limited) after 20 waits; try again later")
+                    raise CatalogUnavailable("The Hub kept answering 429 (rate limited) after 20 waits; try again "
+                                             "later")
                 sleep(min(wait, MAX_RATE_LIMIT_WAIT))
                 continue
             if 400 <= resp.status_code < 500:
@@ -421,7 +430,8 @@ def read_catalog_file(path: str) -> pd.DataFrame:
         rows = list(csv.reader(text.splitlines()))
         if rows:
             header = [h.strip().lower() for h in rows[0]]
-            column = header.index("model_id") if "model_id" in header else header.index("id") if "id" in header else None
+            column = (header.index("model_id") if "model_id" in header
+                      else header.index("id") if "id" in header else None)
             body = rows[1:] if column is not None else rows
             column = column or 0
             entries = [{"id": r[column].strip()} for r in body if len(r) > column and r[column].strip()]

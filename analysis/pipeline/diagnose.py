@@ -18,8 +18,8 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.pipeline.targets import mapping_facts
 from analysis.pipeline.signature import error_signature
+from analysis.pipeline.targets import mapping_facts
 from analysis.taxonomy import BLOCKING, CHAT_PIPELINE_TAGS, RUN_LEVEL, TRANSIENT, reason_info
 
 __all__ = [

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import re
 
+from analysis.config import DEFAULT_MAX_TOKENS_RETRY
 from analysis.pipeline.diagnose import request_fault
 from analysis.pipeline.probe import RequestChange
 
 __all__ = ["DEFAULT_MAX_TOKENS_RETRY", "plan_change"]
 
-DEFAULT_MAX_TOKENS_RETRY = 4096
 _UPPER = re.compile(r"(?:<=|≤|at most|less than or equal to|must not exceed|not exceed|no more than|"
                     r"maximum (?:of |is )?|max(?:imum)? allowed (?:is )?)\s*`?(\d+)", re.IGNORECASE)
 _LOWER = re.compile(r"(?:>=|≥|at least|greater than or equal to|minimum (?:of |is )?)\s*`?(\d+)", re.IGNORECASE)

@@ -27,10 +27,10 @@ from typing import Any, Awaitable, Callable, Iterable
 import httpx
 
 from analysis.config import USER_AGENT
-from analysis.pipeline.targets import Target
 from analysis.errors import scrub
-from analysis.untrusted import clean_text
+from analysis.pipeline.targets import Target
 from analysis.pipeline.transport import lean_transport
+from analysis.untrusted import clean_text
 
 __all__ = [
     "ProbeSettings",

@@ -27,45 +27,16 @@ The run is ``ok``; ``partial`` when some providers of several were faulted
 from __future__ import annotations
 
 import asyncio
-import math
 import shlex
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, Callable, Coroutine
-from urllib.parse import urlsplit
 
 import pandas as pd
 
 from analysis import __version__
-from analysis.pipeline.alternatives import suggest_alternatives
-from analysis.pipeline.canaries import (
-    ProviderFault,
-    choose_canaries,
-    describe_faults,
-    is_transient_answer,
-    judge_canaries,
-    majority_fault,
-)
-from analysis.config import HUB_URL, ROUTER_URL
-from analysis.pipeline.catalog import (
-    attach_router_list,
-    fetch_hub_models,
-    fetch_router_models,
-    normalise_hub_models,
-    normalise_router_models,
-    read_catalog_file,
-)
-from analysis.pipeline.targets import (
-    Target,
-    build_targets,
-    excluded_providers,
-    hub_provider_param,
-    mapping_facts,
-    parse_provider_spec,
-    route_alternatives,
-)
-from analysis.pipeline.diagnose import REFUSAL_STATUSES, answer_kind, diagnose, predict, user_message
+from analysis.config import SOURCES, ScanConfig, validate_url
 from analysis.errors import (
     EXIT_FAIL_ON,
     EXIT_INTERRUPTED,
@@ -79,8 +50,25 @@ from analysis.errors import (
     UsageError,
     scrub,
 )
-from analysis.pipeline.experiments import DEFAULT_MAX_TOKENS_RETRY, plan_change
-from analysis.pipeline.observer import ScanObserver
+from analysis.pipeline.alternatives import suggest_alternatives
+from analysis.pipeline.canaries import (
+    ProviderFault,
+    choose_canaries,
+    describe_faults,
+    is_transient_answer,
+    judge_canaries,
+    majority_fault,
+)
+from analysis.pipeline.catalog import (
+    attach_router_list,
+    fetch_hub_models,
+    fetch_router_models,
+    normalise_hub_models,
+    normalise_router_models,
+    read_catalog_file,
+)
+from analysis.pipeline.diagnose import REFUSAL_STATUSES, answer_kind, diagnose, predict, user_message
+from analysis.pipeline.experiments import plan_change
 from analysis.pipeline.history import (
     HISTORY_COLUMNS,
     PersistencePolicy,
@@ -88,14 +76,23 @@ from analysis.pipeline.history import (
     newly_blocked,
     summarise_history,
 )
+from analysis.pipeline.observer import ScanObserver
 from analysis.pipeline.probe import (
     Experiment,
     ProbeResult,
-    ProbeSettings,
     RouteCheck,
     check_routes,
     probe_targets,
     run_experiments,
+)
+from analysis.pipeline.targets import (
+    Target,
+    build_targets,
+    excluded_providers,
+    hub_provider_param,
+    mapping_facts,
+    parse_provider_spec,
+    route_alternatives,
 )
 from analysis.store import SUCCESSFUL, Store
 from analysis.taxonomy import CHAT_PIPELINE_TAGS, RUN_LEVEL, TAXONOMY_VERSION, TRANSIENT, reason_info
@@ -103,112 +100,8 @@ from analysis.taxonomy import CHAT_PIPELINE_TAGS, RUN_LEVEL, TAXONOMY_VERSION, T
 __all__ = ["SOURCES", "ScanConfig", "ScanObserver", "ScanOutcome", "ScanInterrupted", "run_scan", "resume_scan",
            "validate_url"]
 
-SOURCES = ("hub", "router", "openai", "file")
 # Probe kinds that stand for a target's own answer; the others are evidence around it.
 OWN_ANSWER_KINDS = ("primary", "canary")
-
-
-@dataclass
-class ScanConfig:
-    """Everything a scan needs.  Only ``token`` is secret; :meth:`public` leaves it out."""
-
-    hub_url: str = HUB_URL
-    router_url: str = ROUTER_URL
-    provider: str = "hf-inference"
-    source: str = "hub"
-    catalog_file: str | None = None
-    # "suffix": id:provider; "bare": the bare id (the router or gateway chooses the provider);
-    # "auto": suffix for the Hub and router catalogs, bare for a file or another gateway's list.
-    route: str = "auto"
-    concurrency: int = 8
-    timeout: float = 30.0
-    retries: int = 2
-    max_tokens: int = 16
-    max_tokens_retry: int = DEFAULT_MAX_TOKENS_RETRY
-    backoff: float = 1.0
-    retry_after_cap: float = 30.0
-    hub_limit: int = 1000
-    batch_size: int = 50
-    route_checks: int = 2
-    canaries: list[str] = field(default_factory=list)
-    canary_count: int = 3
-    probe: bool = True
-    persistent_after: int = 3
-    persistent_min_hours: float = 12.0
-    fail_on: str | None = None  # "new-blocked"
-    token: str | None = field(default=None, repr=False)
-
-    def public(self) -> dict[str, Any]:
-        data = asdict(self)
-        data.pop("token")
-        data["token_set"] = bool(self.token)
-        return data
-
-    @property
-    def uses_suffix(self) -> bool:
-        """Whether model strings carry ``:provider``."""
-        if self.source == "openai":
-            return False
-        if self.route == "auto":
-            return self.source in ("hub", "router")
-        return self.route == "suffix"
-
-    @property
-    def scope_provider(self) -> str:
-        """The provider recorded on the run (history compares runs of the same source and provider)."""
-        if self.source == "openai":
-            return "-"
-        return self.provider or "all"
-
-    def probe_settings(self) -> ProbeSettings:
-        return ProbeSettings(router_url=self.router_url, token=self.token, concurrency=self.concurrency,
-                             timeout=self.timeout, retries=self.retries, max_tokens=self.max_tokens,
-                             backoff=self.backoff, retry_after_cap=self.retry_after_cap)
-
-    def validate(self) -> None:
-        if self.source not in SOURCES:
-            raise UsageError(f"--source must be one of {', '.join(SOURCES)} (got {self.source!r})")
-        if self.source == "hub":
-            validate_url(self.hub_url, "--hub-url")
-        validate_url(self.router_url, "--router-url")
-        if self.source == "file" and not self.catalog_file:
-            raise UsageError("--source file needs --catalog-file PATH (a JSON or CSV list of model ids)")
-        if self.route not in ("auto", "suffix", "bare"):
-            raise UsageError(f"--route must be 'auto', 'suffix' or 'bare' (got {self.route!r})")
-        if self.hub_limit < 1:
-            raise UsageError(f"--hub-limit must be at least 1 (got {self.hub_limit})")
-        if self.fail_on not in (None, "new-blocked"):
-            raise UsageError(f"--fail-on supports 'new-blocked' (got {self.fail_on!r})")
-        parse_provider_spec(self.provider)
-        for name, value, low in (("--concurrency", self.concurrency, 1), ("--retries", self.retries, 0),
-                                 ("--max-tokens", self.max_tokens, 1), ("--batch-size", self.batch_size, 1),
-                                 ("--max-tokens-retry", self.max_tokens_retry, 1),
-                                 ("--route-checks", self.route_checks, 0), ("--persistent-after", self.persistent_after,
-                                                                            1)):
-            if value < low:
-                raise UsageError(f"{name} must be at least {low} (got {value})")
-        if self.concurrency > 1024:
-            raise UsageError(f"--concurrency must be at most 1024 (got {self.concurrency})")
-        if not 0 < self.timeout < math.inf:
-            raise UsageError(f"--timeout must be a finite number of seconds > 0 (got {self.timeout})")
-        for name, value in (("--backoff", self.backoff), ("--retry-after-cap", self.retry_after_cap),
-                            ("--persistent-min-hours", self.persistent_min_hours)):
-            if not 0 <= value < math.inf:  # nan fails both comparisons: it would remove the cap
-                raise UsageError(f"{name} must be a finite number >= 0 (got {value})")
-
-
-def validate_url(url: str, flag: str) -> str:
-    """Reject anything that is not an absolute http(s) URL with a host (exit 2)."""
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError:
-        raise UsageError(f"{flag}: {url!r} is not a valid URL") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UsageError(f"{flag}: {url!r} is not an http(s) URL with a host, e.g. https://huggingface.co")
-    if parts.username or parts.password:
-        raise UsageError(f"{flag}: put credentials in HF_TOKEN, not in the URL")
-    return url
 
 
 @dataclass
@@ -581,8 +474,8 @@ def _route_checks(config: ScanConfig, catalog: pd.DataFrame, answers: _Answers,
     for (model_id, provider), row in answers.own.items():
         if row.kind != "primary" or provider in faults or row.outcome != "http_error":
             continue
-        if row.http_status not in REFUSAL_STATUSES or answer_kind(row.http_status, row.error_code, row.error_message) in (
-                "temporary", "token", "payment", "retired"):
+        kind = answer_kind(row.http_status, row.error_code, row.error_message)
+        if row.http_status not in REFUSAL_STATUSES or kind in ("temporary", "token", "payment", "retired"):
             continue
         experiment = answers.experiments.get((model_id, provider))
         if (model_id, provider) in working or (experiment is not None and experiment.outcome == "chat"):

@@ -11,22 +11,30 @@ from __future__ import annotations
 
 import difflib
 import os
-from datetime import datetime, timezone
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from analysis.outputs import charts
-
-from analysis.outputs import views
 from analysis import config
 from analysis.errors import UsageError
+from analysis.outputs import charts, views
 from analysis.outputs.export import BLOCKLIST_COLUMNS, blocklist_frame
 from analysis.outputs.overrides import apply_overrides
-from analysis.reports.render import (Block, BulletList, Code, CodeBlock, FigureBlock, Paragraph, Stack, Strong, Table,
-                            cell_text)
+from analysis.reports.render import (
+    Block,
+    BulletList,
+    Code,
+    CodeBlock,
+    FigureBlock,
+    Paragraph,
+    Stack,
+    Strong,
+    Table,
+    cell_text,
+)
 from analysis.store import SUCCESSFUL, Store, open_store
 from analysis.taxonomy import BLOCKING, CHAT_PIPELINE_TAGS, RUN_LEVEL, TRANSIENT, reason_info
 

@@ -15,13 +15,13 @@ import sqlite3
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from urllib.parse import quote
 from typing import Any, Callable, Iterable, Iterator, Sequence
+from urllib.parse import quote
 
 import pandas as pd
 
-from analysis.errors import StoreError, StoreFullError, UsageError
 from analysis.config import missing_store_hint
+from analysis.errors import StoreError, StoreFullError, UsageError
 from analysis.taxonomy import RUN_LEVEL, TAXONOMY_VERSION
 
 __all__ = ["Store", "open_store", "SCHEMA_VERSION", "RUN_STATUSES", "SUCCESSFUL"]
