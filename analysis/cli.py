@@ -19,7 +19,7 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
-from typing import NoReturn, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn, Sequence
 
 from analysis import __version__, config
 from analysis.config import SOURCES, ScanConfig
@@ -27,6 +27,12 @@ from analysis.errors import EXIT_OK, EXIT_USAGE, RcaError, UsageError, scrub
 from analysis.pipeline.observer import ScanObserver
 from analysis.taxonomy import BLOCKING, REASON_NAMES, RUN_LEVEL, TRANSIENT
 from analysis.untrusted import show_controls, terminal_line
+
+if TYPE_CHECKING:  # for annotations only: --help must not import pandas
+    import pandas as pd
+
+    from analysis.pipeline.scan import ScanOutcome
+    from analysis.store import Store
 
 __all__ = ["main", "build_parser"]
 
@@ -94,7 +100,7 @@ class CliObserver(ScanObserver):
             self._say(f"  probing {total - already_done} targets" +
                       (f" ({already_done} already done)" if already_done else ""))
 
-    def probe_done(self, result, counts) -> None:  # noqa: ANN001 - see ScanObserver
+    def probe_done(self, result: Any, counts: dict[str, int]) -> None:
         if self.bar is not None:
             if result.kind == "primary":  # rechecks, experiments and route checks are extra evidence, not targets
                 self.bar.update(1)
@@ -118,7 +124,7 @@ class CliObserver(ScanObserver):
             self._say(f"  route checks for {targets} refused targets")
 
 
-def _summary(outcome, store_path: str) -> str:  # noqa: ANN001 - ScanOutcome
+def _summary(outcome: ScanOutcome, store_path: str) -> str:
     predicted = len(outcome.findings) and "predicted" in outcome.findings and outcome.findings["predicted"].any()
     judged = sum(outcome.counts.values())
     what = f"{judged} targets" if judged or outcome.status != "failed" else "stopped before any model was judged"
@@ -201,7 +207,7 @@ def _int(text: str, flag: str) -> int:
         raise UsageError(f"{flag} takes a run id (a number), got {text!r}") from None
 
 
-def _resolve_run(store, run: str | None, mode: str | None = None) -> tuple[int | None, dict | None]:  # noqa: ANN001
+def _resolve_run(store: Store, run: str | None, mode: str | None = None) -> tuple[int | None, dict | None]:
     if run is None:
         run_id = store.latest_run_id(mode=mode)
         return run_id, (store.get_run(run_id) if run_id is not None else None)
@@ -259,9 +265,10 @@ def cmd_export(args: argparse.Namespace) -> int:
         if args.what in ("blocklist", "routes"):
             run_id = _blocklist_run(store, args.run, args.max_age)
         else:
-            run_id, run = _resolve_run(store, args.run)
-            if run is None:
+            found, run = _resolve_run(store, args.run)
+            if found is None or run is None:
                 raise UsageError(f"no successful run in {args.store}; pass --run ID to export another run")
+            run_id = found
         findings = _with_overrides(store, store.findings(run_id))
     _write_output(export_bytes(args.what, findings, args.format, reasons), args.out)
     if args.out not in (None, "-"):
@@ -269,7 +276,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _with_overrides(store, findings):  # noqa: ANN001, ANN202 - a Store, DataFrames
+def _with_overrides(store: Store, findings: pd.DataFrame) -> pd.DataFrame:
     """The operators' overrides in force applied; an expired one is said once on stderr, and not applied."""
     from datetime import datetime, timezone
 
@@ -333,7 +340,7 @@ def cmd_override(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _blocklist_run(store, run: str | None, max_age: float | None) -> int:  # noqa: ANN001 - a Store
+def _blocklist_run(store: Store, run: str | None, max_age: float | None) -> int:
     """The run a blocklist may come from, or :class:`NoBlocklistError` (exit 3, nothing written).
 
     Only a successful probing run feeds a blocklist: an empty file from a failed,
@@ -431,7 +438,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
                                                                              "reason_changed")))
         for row in diff.itertuples(index=False):
             before_reason = row.from_reason if isinstance(row.from_reason, str) and row.from_reason else "(new)"
-            _out(f"  {row.change:15} {row.model_id} {row.provider or '-'}: {before_reason} -> {row.to_reason}")
+            _out(f"  {row.change!s:15} {row.model_id!s} {row.provider or '-'!s}: {before_reason} -> {row.to_reason!s}")
     return EXIT_OK
 
 

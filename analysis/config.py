@@ -170,10 +170,12 @@ class ScanConfig:
             raise UsageError(f"--concurrency must be at most 1024 (got {self.concurrency})")
         if not 0 < self.timeout < math.inf:
             raise UsageError(f"--timeout must be a finite number of seconds > 0 (got {self.timeout})")
-        for name, value in (("--backoff", self.backoff), ("--retry-after-cap", self.retry_after_cap),
-                            ("--persistent-min-hours", self.persistent_min_hours)):
-            if not 0 <= value < math.inf:  # nan fails both comparisons: it would remove the cap
-                raise UsageError(f"{name} must be a finite number >= 0 (got {value})")
+        limits: tuple[tuple[str, float], ...] = (
+            ("--backoff", self.backoff), ("--retry-after-cap", self.retry_after_cap),
+            ("--persistent-min-hours", self.persistent_min_hours))
+        for name, limit in limits:
+            if not 0 <= limit < math.inf:  # nan fails both comparisons: it would remove the cap
+                raise UsageError(f"{name} must be a finite number >= 0 (got {limit})")
 
 
 def validate_url(url: str, flag: str) -> str:

@@ -18,6 +18,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import httpx
 
@@ -49,7 +50,7 @@ def build_sample_store(store_path: str | os.PathLike[str] | None = None,
                        blocklist_path: str | os.PathLike[str] | None = None,
                        scenario: Scenario | None = None,
                        observer: ScanObserver | None = None,
-                       on_step: "callable[[str], None] | None" = None) -> SampleResult:
+                       on_step: Callable[[str], None] | None = None) -> SampleResult:
     """Start the simulator, run the sample scans and write the store (and blocklist CSV).
 
     The store is built in a temporary file and moved into place at the end, so a

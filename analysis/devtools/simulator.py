@@ -1441,7 +1441,7 @@ class SimulatorServer:
 async def _start_server(app: SimulatorApp, host: str, port: int) -> asyncio.base_events.Server:
     holder: dict[str, str] = {}
 
-    def factory(reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+    def factory(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> Any:
         return _Protocol(app, holder["base"]).handle(reader, writer)
 
     server = await asyncio.start_server(factory, host, port, backlog=1024)

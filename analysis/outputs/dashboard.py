@@ -310,7 +310,7 @@ def catalog_facts(evidence: dict[str, Any]) -> pd.DataFrame:
         ("tags", cat.get("tags")),
         ("probed provider's mapping", f"{_text(finding.get('mapping_status'))} "
                                       f"(task {_text(finding.get('mapping_task'))})"),
-        ("router lists it", {True: "yes", False: "no"}.get(listed, "not read")),
+        ("router lists it", "not read" if listed is None else "yes" if listed else "no"),
         ("router providers", evidence.get("router_providers")),
     ]
     return pd.DataFrame([(name, _text(value)) for name, value in rows], columns=["fact", "value"])

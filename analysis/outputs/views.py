@@ -240,7 +240,7 @@ def _scope_covers(run_provider: str, provider: str | None) -> bool:
 
 
 def _first(frame: pd.DataFrame) -> dict[str, Any] | None:
-    return None if frame.empty else frame.iloc[0].to_dict()
+    return None if frame.empty else {str(k): v for k, v in frame.iloc[0].to_dict().items()}
 
 
 def model_evidence(store: Store, run_id: int, model_id: str, provider: str | None = None) -> dict[str, Any]:
@@ -317,7 +317,7 @@ def explain(evidence: dict[str, Any]) -> str:
     mtask = f.get("mapping_task") or "unknown"
     listed = evidence.get("in_router_list")
     listed_text = {True: "the router lists it", False: "the router does not list it"}.get(
-        listed, "the router list was not read")
+        bool(listed), "the router list was not read") if listed is not None else "the router list was not read"
     catalog_text = f"pipeline tag {tag}; {provider} mapping {mstatus} (task {mtask}); {listed_text}"
     if f.get("predicted"):
         lead = (f"Predicted from metadata only (no request was sent): {reason}. "

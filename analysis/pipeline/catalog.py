@@ -112,7 +112,7 @@ def fetch_hub_models(
     ``Link`` that loops back or leaves the host) and :class:`CatalogError`
     (exit 2) when it refuses the request (another 4xx).
     """
-    params: list[tuple[str, str]] = [("limit", str(limit))]
+    params: list[tuple[str, str | int | float | bool | None]] = [("limit", str(limit))]
     if provider:
         params.append(("inference_provider", provider))
     for field in EXPAND_FIELDS:
@@ -123,7 +123,7 @@ def fetch_hub_models(
     seen_urls: set[str] = set()
     entries: dict[str, dict[str, Any]] = {}
     pages = 0
-    origin = _origin(url)
+    origin = _origin(f"{hub_url.rstrip('/')}/api/models")
     stale, known = 0, 0
     with httpx.Client(headers=_headers(token), timeout=timeout, follow_redirects=True) as client:
         first = True
@@ -367,7 +367,7 @@ def attach_router_list(catalog: pd.DataFrame, router_data: dict[str, Any] | None
     listed: dict[str, list[str]] = {}
     for item in router_data.get("data", []):
         if isinstance(item, dict) and isinstance(item.get("id"), str):
-            providers = item.get("providers") if isinstance(item.get("providers"), list) else []
+            providers: list[Any] = item["providers"] if isinstance(item.get("providers"), list) else []
             listed[item["id"]] = sorted(str(p.get("provider")) for p in providers
                                         if isinstance(p, dict) and p.get("provider"))
     out["in_router_list"] = pd.Series([mid in listed for mid in out["model_id"]], index=out.index, dtype=object)

@@ -42,7 +42,7 @@ def _outage_runs(previous: pd.DataFrame, share: float) -> set[int]:
         return set()
     transient = previous["reason"].isin(_STREAK_REASONS)
     shares = transient.groupby(previous["run_id"]).mean()
-    return {int(run_id) for run_id, value in shares.items() if value > share}
+    return {int(str(run_id)) for run_id, value in shares.items() if value > share}
 
 
 def _parse(ts: str) -> datetime:
@@ -125,9 +125,10 @@ def apply_persistence(findings: pd.DataFrame, previous: pd.DataFrame, run_starte
         hours = (now - first_started).total_seconds() / 3600
         if hours < policy.min_hours:
             continue
+        earlier_note = str(out.at[idx, "note"] or "")
         out.at[idx, "note"] = "; ".join(x for x in (
-            f"{reason} in {policy.after} consecutive runs over {hours:.1f} h", out.at[idx, "note"] or "") if x)
-        out.at[idx, "detail"] = f"persistent {reason}: {out.at[idx, 'detail']}"
+            f"{reason} in {policy.after} consecutive runs over {hours:.1f} h", earlier_note) if x)
+        out.at[idx, "detail"] = f"persistent {reason}: {out.at[idx, 'detail']!s}"
         out.at[idx, "reason"] = "persistent_failure"
         out.at[idx, "blocked"] = info.blocked
         out.at[idx, "action"] = info.action

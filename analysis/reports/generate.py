@@ -20,6 +20,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from analysis import config
 from analysis.errors import EXIT_OK, UsageError
@@ -170,7 +171,7 @@ def _timeout(text: str) -> float:
     return value
 
 
-def add_report_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def add_report_parser(sub: "argparse._SubParsersAction[Any]") -> None:
     """Register ``report model`` and ``report fleet`` on the CLI's subparsers."""
     formatter = argparse.ArgumentDefaultsHelpFormatter
     report = sub.add_parser("report", formatter_class=formatter, help="write an RCA report (notebook, HTML, Markdown)",

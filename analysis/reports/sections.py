@@ -154,7 +154,7 @@ def _answer(finding: dict[str, Any]) -> str:
     if _missing(status):
         return "no HTTP answer"
     code = finding.get("error_code")
-    return f"HTTP {int(status)}" + ("" if _missing(code) or not code else f" {code}")
+    return f"HTTP {int(str(status))}" + ("" if _missing(code) or not code else f" {code}")
 
 
 def _action(reason: str) -> str:
@@ -178,8 +178,8 @@ def _catalog_facts(finding: dict[str, Any], listed: bool | None) -> str:
     provider = finding.get("provider") or "the router's choice"
     status = finding.get("mapping_status") or "unknown"
     task = finding.get("mapping_task") or "unknown"
-    listing = {True: "the router lists it", False: "the router does not list it"}.get(
-        listed, "the router list was not read")
+    listing = ("the router list was not read" if listed is None
+               else "the router lists it" if listed else "the router does not list it")
     tag_text = f"pipeline tag {tag}" if tag else "no pipeline tag (which is not evidence of anything)"
     return f"{tag_text}; {provider} mapping {status} (task {task}); {listing}"
 
@@ -298,13 +298,14 @@ def _history_sentences(rca: ModelRca) -> list[str]:
     judged = rca.judged[rca.judged["run_status"].isin(SUCCESSFUL) & ~rca.judged["predicted"].astype(bool)
                         & ~rca.judged["reason"].isin(RUN_LEVEL)]
     for provider, rows in judged.sort_values("run_id").groupby("provider", sort=True):
-        runs = ", ".join(f"run {int(r['run_id'])}: {r['reason']} as {_route(r)}" for r in rows.to_dict("records"))
+        records = [{str(k): v for k, v in r.items()} for r in rows.to_dict("records")]
+        runs = ", ".join(f"run {int(r['run_id'])}: {r['reason']} as {_route(r)}" for r in records)
         if rows["reason"].nunique() == 1:
             sentences.append(f"Every successful run agrees for {provider} ({runs}).")
         else:
             sentences.append(f"The verdict for {provider} changed across successful runs ({runs}); "
                              f"run {rca.run_id} is the one this report judges.")
-        for r in rows[rows["reason"] == "route_mismatch"].to_dict("records"):
+        for r in [r for r in records if r["reason"] == "route_mismatch"]:
             sentences.append(f"In run {int(r['run_id'])} our route {_route(r)} was refused while "
                              f"{_working_route(r) or 'another route'} answered: the route was at fault, not the "
                              "model, so it was not blocked.")
@@ -558,7 +559,7 @@ def authors_table(fleet: FleetRca) -> Block:
 
 def changes(fleet: FleetRca) -> Block:
     """Newly blocked, recovered and reason-changed targets against the compared run."""
-    if fleet.diff is None:
+    if fleet.diff is None or fleet.compare_run is None:
         return Paragraph("No earlier successful run of the same scope to compare with.")
     blocks: list[Block] = [Paragraph(f"From run {fleet.compare_run['id']} to run {fleet.run['id']}.")]
     for change, title in (("newly_blocked", "Newly blocked"), ("recovered", "Recovered"),

@@ -275,7 +275,7 @@ class _Connection(sqlite3.Connection):
 
     store_path: Path = Path()
 
-    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:  # type: ignore[override]
+    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
         try:
             return super().execute(sql, parameters)
         except (sqlite3.IntegrityError, sqlite3.ProgrammingError):
@@ -283,7 +283,7 @@ class _Connection(sqlite3.Connection):
         except sqlite3.Error as exc:
             raise _store_error(self.store_path, exc) from None
 
-    def executemany(self, sql: str, parameters: Any, /) -> sqlite3.Cursor:  # type: ignore[override]
+    def executemany(self, sql: str, parameters: Any, /) -> sqlite3.Cursor:
         try:
             return super().executemany(sql, parameters)
         except (sqlite3.IntegrityError, sqlite3.ProgrammingError):
@@ -295,7 +295,7 @@ class _Connection(sqlite3.Connection):
 def _connect(target: str | Path, path: Path, uri: bool = False) -> sqlite3.Connection:
     db = sqlite3.connect(target, uri=uri, timeout=30, isolation_level=None, check_same_thread=False,
                          factory=_Connection)
-    db.store_path = path  # type: ignore[attr-defined]
+    db.store_path = path
     return db
 
 
@@ -473,7 +473,7 @@ class Store:
             " mode, pid, host, taxonomy_version) VALUES (?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (_now(), source, provider, hub_url, router_url, _dumps(settings), tool_version, mode, os.getpid(),
              socket.gethostname(), taxonomy_version))
-        return int(cur.lastrowid)
+        return int(cur.lastrowid or 0)
 
     def set_faulted(self, run_id: int, faulted: dict[str, dict[str, str]]) -> None:
         """Record the providers with a run-level fault in this run (provider -> reason, cause, hint)."""
@@ -556,7 +556,7 @@ class Store:
         cur = self._write("INSERT INTO overrides (model_id, provider, action, reason, author, created_at, expires_at)"
                           " VALUES (?, ?, ?, ?, ?, ?, ?)",
                           (model_id, provider, action, reason, author, _now(), expires_at))
-        return int(cur.lastrowid)
+        return int(cur.lastrowid or 0)
 
     def remove_override(self, override_id: int) -> bool:
         return self._write("DELETE FROM overrides WHERE id = ?", (override_id,)).rowcount == 1
@@ -611,7 +611,8 @@ class Store:
         frame = self._frame("SELECT * FROM runs ORDER BY id")
         frame["settings"] = [_loads(s, {}) for s in frame["settings_json"]]
         frame["counts"] = [_loads(s, {}) for s in frame["counts_json"]]
-        frame["canaries"] = [_canaries(_loads(s, {})) for s in frame["canaries_json"]]
+        frame["canaries"] = pd.Series([_canaries(_loads(s, {})) for s in frame["canaries_json"]], index=frame.index,
+                                      dtype=object)
         frame["faulted"] = [_loads(s, {}) for s in frame["faulted_json"]]
         return frame.drop(columns=["settings_json", "counts_json", "canaries_json", "faulted_json"])
 
