@@ -8,8 +8,9 @@ from datetime import datetime, timezone
 import streamlit as st
 
 from analysis.outputs import dashboard
-from analysis.outputs.export import BLOCKLIST_COLUMNS, blocklist_bytes, blocklist_frame, routes_bytes, routes_frame
+from analysis.outputs.export import blocklist_bytes, blocklist_frame, routes_bytes, routes_frame
 from analysis.outputs.overrides import apply_overrides
+from analysis.schema import BLOCKLIST_COLUMNS
 from analysis.store import SUCCESSFUL
 from analysis.taxonomy import REASON_NAMES, RUN_LEVEL
 from app_pages import shared

@@ -29,7 +29,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from analysis.pipeline.catalog import CATALOG_COLUMNS
-from analysis.pipeline.diagnose import FINDING_COLUMNS
+from analysis.schema import FINDING_COLUMNS
 from analysis.store import open_store
 from analysis.taxonomy import BLOCKING, reason_info
 

@@ -9,11 +9,12 @@ import pandas as pd
 import pytest
 
 from analysis.pipeline.canaries import choose_canaries, judge_canaries, majority_fault, parse_canary
-from analysis.pipeline.diagnose import FINDING_COLUMNS, Facts, classify, diagnose, request_fault, user_message
+from analysis.pipeline.diagnose import Facts, classify, diagnose, request_fault, user_message
 from analysis.pipeline.experiments import plan_change
 from analysis.pipeline.probe import ProbeSettings, RequestChange
 from analysis.pipeline.signature import CONNECTION_SIGNATURE, TIMEOUT_SIGNATURE, error_signature
 from analysis.pipeline.targets import Target
+from analysis.schema import FINDING_COLUMNS
 from analysis.taxonomy import BLOCKING, REASON_NAMES, RUN_LEVEL, TAXONOMY_VERSION, TRANSIENT, reason_info
 
 ENABLED = "The requested model '{m}' is not supported by any provider you have enabled."

@@ -9,8 +9,9 @@ import json
 
 import pandas as pd
 
-from analysis.outputs.export import BLOCKLIST_COLUMNS, FINDINGS_COLUMNS, blocklist_bytes, findings_bytes, neutralise
-from analysis.pipeline.diagnose import FINDING_COLUMNS
+from analysis.outputs.export import blocklist_bytes, findings_bytes, neutralise
+from analysis.schema import BLOCKLIST_COLUMNS, FINDING_COLUMNS
+from analysis.schema import FINDINGS_EXPORT_COLUMNS as FINDINGS_COLUMNS
 
 
 def _findings() -> pd.DataFrame:

@@ -59,7 +59,16 @@ def test_help_imports_neither_pandas_nor_httpx():
 def test_the_finding_columns_are_defined_once():
     definitions = [path for path in PACKAGE.rglob("*.py")
                    if "\nFINDING_COLUMNS = " in path.read_text(encoding="utf-8")]
-    assert [p.relative_to(PACKAGE).as_posix() for p in definitions] == ["pipeline/diagnose.py"]
+    assert [p.relative_to(PACKAGE).as_posix() for p in definitions] == ["schema.py"]
+
+
+def test_the_store_holds_every_finding_column(tmp_path):
+    from analysis.schema import FINDING_COLUMNS, HISTORY_COLUMNS
+    from analysis.store import open_store
+
+    with open_store(tmp_path / "s.sqlite") as store:
+        stored = {row[1] for row in store.db.execute("PRAGMA table_info(findings)")}
+    assert set(FINDING_COLUMNS) | set(HISTORY_COLUMNS) <= stored
 
 
 def test_the_console_script_is_installed():

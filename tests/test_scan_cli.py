@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from analysis.devtools.simulator import default_scenario, synthetic_scenario
-from analysis.outputs.export import BLOCKLIST_COLUMNS
 from analysis.pipeline.scan import run_scan
+from analysis.schema import BLOCKLIST_COLUMNS
 from analysis.store import open_store
 
 from .helpers import FAST_FLAGS, SECRET_TOKEN, fast_config, run_cli, sim_stats

@@ -13,10 +13,18 @@ from typing import Any
 
 import pandas as pd
 
+from analysis.schema import (
+    BLOCKLIST_COLUMNS,
+    BLOCKLIST_EXTRA_COLUMNS,
+    FINDINGS_EVIDENCE_COLUMNS,
+    FINDINGS_EXPORT_COLUMNS,
+    FINDINGS_HISTORY_COLUMNS,
+    ROUTES_COLUMNS,
+    is_missing,
+)
 from analysis.untrusted import show_controls
 
 __all__ = [
-    "FINDINGS_COLUMNS",
     "BLOCKLIST_COLUMNS",
     "FORMATS",
     "neutralise",
@@ -27,17 +35,8 @@ __all__ = [
     "routes_frame",
     "routes_bytes",
     "export_bytes",
-    "ROUTES_COLUMNS",
 ]
 
-FINDINGS_COLUMNS = ["model_id", "provider", "reason", "blocked", "http_status", "pipeline_tag", "detail", "message",
-                    "latency_ms", "attempts", "checked_at"]
-# Extra evidence columns that follow the contract columns when the frame has them.
-FINDINGS_EXTRA = ["model_string", "action", "predicted", "error_code", "note", "mapping_status", "in_router_list",
-                  "working_route", "working_settings", "error_signature", "carried"]
-BLOCKLIST_COLUMNS = ["model_id", "provider", "reason", "http_status", "pipeline_tag", "detail", "message", "checked_at"]
-ROUTES_COLUMNS = ["model_id", "provider", "reason", "broken_route", "working_route", "working_settings", "detail",
-                  "checked_at"]
 FORMATS = ("csv", "json", "python")
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -51,7 +50,7 @@ def neutralise(value: Any) -> Any:
 
 
 def _plain(value: Any) -> Any:
-    if value is None or value is pd.NA or (isinstance(value, float) and value != value):
+    if is_missing(value):
         return None
     if hasattr(value, "item"):
         value = value.item()
@@ -136,10 +135,8 @@ def blocklist_frame(findings: pd.DataFrame, reasons: set[str] | None = None) -> 
 
 def findings_bytes(findings: pd.DataFrame, fmt: str) -> bytes:
     """All findings: the contract columns in order, then extra evidence columns."""
-    columns = FINDINGS_COLUMNS + [c for c in FINDINGS_EXTRA if c in findings.columns]
-    extra = [c for c in ("alternatives", "first_failed_at", "last_ok_at", "consecutive_failures", "flaps",
-                         "override") if c in findings.columns]
-    columns += extra
+    columns = FINDINGS_EXPORT_COLUMNS + [c for c in FINDINGS_EVIDENCE_COLUMNS + FINDINGS_HISTORY_COLUMNS
+                                         if c in findings.columns]
     frame = findings.sort_values(["model_id", "provider"]) if not findings.empty else findings
     if fmt == "csv":
         return csv_bytes(frame, columns)
@@ -154,7 +151,7 @@ def blocklist_bytes(findings: pd.DataFrame, fmt: str, reasons: set[str] | None =
     """The blocklist (blocked rows only) as CSV, JSON or a Python set."""
     frame = blocklist_frame(findings, reasons)
     # carried: the row comes from the provider's last successful run (its part of this run had a run-level fault)
-    columns = BLOCKLIST_COLUMNS + [c for c in ("alternatives", "carried", "override") if c in frame.columns]
+    columns = BLOCKLIST_COLUMNS + [c for c in BLOCKLIST_EXTRA_COLUMNS if c in frame.columns]
     if fmt == "csv":
         return csv_bytes(frame, columns)
     if fmt == "json":

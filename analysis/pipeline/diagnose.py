@@ -20,6 +20,7 @@ import pandas as pd
 
 from analysis.pipeline.signature import error_signature
 from analysis.pipeline.targets import mapping_facts
+from analysis.schema import FINDING_COLUMNS, is_missing
 from analysis.taxonomy import BLOCKING, CHAT_PIPELINE_TAGS, RUN_LEVEL, TRANSIENT, reason_info
 
 __all__ = [
@@ -35,12 +36,6 @@ __all__ = [
     "predict",
 ]
 
-FINDING_COLUMNS = [
-    "model_id", "provider", "reason", "blocked", "http_status", "pipeline_tag", "detail", "message",
-    "latency_ms", "attempts", "checked_at", "model_string", "action", "predicted", "error_code", "note",
-    "mapping_status", "mapping_task", "in_router_list", "gated", "working_route", "working_settings",
-    "error_signature", "carried",
-]
 
 REFUSAL_STATUSES = frozenset({400, 404, 422})
 CHAT_TASK = "conversational"
@@ -275,15 +270,11 @@ def user_message(reason: str, model_id: str, working_route: str | None = None,
 
 
 def _nullable_int(value: Any) -> int | None:
-    if value is None or (isinstance(value, float) and value != value) or value is pd.NA:
-        return None
-    return int(value)
+    return None if is_missing(value) else int(value)
 
 
 def _nullable(value: Any) -> Any:
-    if value is None or value is pd.NA or (isinstance(value, float) and value != value):
-        return None
-    return value
+    return None if is_missing(value) else value
 
 
 def _experiments(probes: pd.DataFrame, kinds: pd.Series) -> tuple[dict[tuple[str, str], str], dict[tuple[str, str],

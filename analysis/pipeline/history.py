@@ -9,14 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import pandas as pd
 
+from analysis.schema import HISTORY_COLUMNS
 from analysis.taxonomy import TRANSIENT, reason_info
 
 __all__ = ["HISTORY_COLUMNS", "PersistencePolicy", "summarise_history", "apply_persistence", "newly_blocked"]
 
-HISTORY_COLUMNS = ["first_failed_at", "last_ok_at", "consecutive_failures", "flaps"]
 # Reasons that may add up to a persistent failure.  persistent_failure itself
 # counts, so a blocked model stays blocked until it answers again.
 _STREAK_REASONS = TRANSIENT | {"persistent_failure"}
@@ -42,7 +43,8 @@ def _outage_runs(previous: pd.DataFrame, share: float) -> set[int]:
         return set()
     transient = previous["reason"].isin(_STREAK_REASONS)
     shares = transient.groupby(previous["run_id"]).mean()
-    return {int(str(run_id)) for run_id, value in shares.items() if value > share}
+    run_ids: list[Any] = list(shares.index)  # ints from the store; Any for the type checker's sake
+    return {int(run_id) for run_id, value in zip(run_ids, shares.tolist()) if value > share}
 
 
 def _parse(ts: str) -> datetime:

@@ -21,7 +21,7 @@ import pandas as pd
 from analysis import config
 from analysis.errors import UsageError
 from analysis.outputs import charts, views
-from analysis.outputs.export import BLOCKLIST_COLUMNS, blocklist_frame
+from analysis.outputs.export import blocklist_frame
 from analysis.outputs.overrides import apply_overrides
 from analysis.reports.render import (
     Block,
@@ -35,6 +35,7 @@ from analysis.reports.render import (
     Table,
     cell_text,
 )
+from analysis.schema import BLOCKLIST_COLUMNS
 from analysis.store import SUCCESSFUL, Store, open_store
 from analysis.taxonomy import BLOCKING, CHAT_PIPELINE_TAGS, RUN_LEVEL, TRANSIENT, reason_info
 
@@ -154,7 +155,8 @@ def _answer(finding: dict[str, Any]) -> str:
     if _missing(status):
         return "no HTTP answer"
     code = finding.get("error_code")
-    return f"HTTP {int(str(status))}" + ("" if _missing(code) or not code else f" {code}")
+    number: Any = status  # an int, or a float from a frame with missing values
+    return f"HTTP {int(number)}" + ("" if _missing(code) or not code else f" {code}")
 
 
 def _action(reason: str) -> str:

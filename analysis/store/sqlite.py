@@ -452,7 +452,7 @@ class Store:
                 db.execute("""CREATE TABLE IF NOT EXISTS schema_migrations (
                     version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)""")
                 migrate(db)
-                db.execute("INSERT INTO schema_migrations VALUES (?, ?, ?)", (version, name, _now()))
+                db.execute(_insert("schema_migrations", ("version", "name", "applied_at")), (version, name, _now()))
                 db.execute(f"PRAGMA user_version = {version}")
 
     def schema_version(self) -> int:
@@ -490,10 +490,12 @@ class Store:
                  None if _opt_bool(r["in_router_list"]) is None else int(bool(r["in_router_list"])),
                  _dumps(list(r["router_providers"])))
                 for r in catalog.to_dict("records")]
-        self._tx("INSERT INTO catalog VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        self._tx(_insert("catalog", ("run_id", "model_id", "author", "pipeline_tag", "tags_json", "library_name",
+                                     "gated", "downloads", "likes", "created_at", "last_modified", "mapping_json",
+                                     "mapping_shape", "in_router_list", "router_providers_json")), rows)
 
     def save_targets(self, run_id: int, targets: Iterable[Any]) -> None:
-        self._tx("INSERT INTO targets VALUES (?, ?, ?, ?, ?)",
+        self._tx(_insert("targets", ("run_id", "seq", "model_id", "provider", "model_string")),
                  [(run_id, i, t.model_id, t.provider, t.model_string) for i, t in enumerate(targets)])
 
     def save_probes(self, run_id: int, results: Iterable[Any]) -> None:
@@ -505,10 +507,10 @@ class Store:
                          _dumps([a.__dict__ for a in r.attempt_log]), r.started_at, r.finished_at, r.note,
                          getattr(r, "settings", "") or ""))
         if rows:
-            self._tx("INSERT INTO probes (run_id, kind, model_id, provider, route_for, model_string, url, http_status,"
-                     " outcome, error_code, error_message, latency_ms, attempts, attempt_log_json, started_at,"
-                     " finished_at, note, settings) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                     rows)
+            self._tx(_insert("probes", ("run_id", "kind", "model_id", "provider", "route_for", "model_string", "url",
+                                        "http_status", "outcome", "error_code", "error_message", "latency_ms",
+                                        "attempts", "attempt_log_json", "started_at", "finished_at", "note",
+                                        "settings")), rows)
 
     def save_findings(self, run_id: int, findings: pd.DataFrame) -> None:
         with self.transaction():
@@ -765,6 +767,11 @@ class Store:
         frame["blocked"] = frame["blocked"].astype(bool)
         frame["alternatives"] = [_loads(s, []) for s in frame["alternatives_json"]]
         return frame.drop(columns=["alternatives_json"])
+
+
+def _insert(table: str, columns: Sequence[str]) -> str:
+    """An INSERT that names its columns: a migration that adds or reorders columns cannot shift the values."""
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
 
 
 def _canaries(value: Any) -> dict[str, list[str]]:
