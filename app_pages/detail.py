@@ -10,7 +10,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from analysis.outputs import dashboard, views
+from analysis.outputs import dashboard, explain, views
 from app_pages import shared
 
 _BOX = {"works": "success", "blocked": "error", "wait": "warning", "fix": "warning", "not_judged": "warning",
@@ -57,7 +57,7 @@ st.query_params.update({"model": model_id, "provider": provider})
 
 evidence = shared.load_evidence(ctx.store_path, ctx.version, ctx.run_id, model_id, provider)
 finding = evidence["finding"]
-verdict = dashboard.verdict(finding)
+verdict = explain.verdict(finding)
 
 st.subheader("Verdict")
 shared.say(_BOX[verdict.kind], verdict.title, evidence["why"])

@@ -18,7 +18,7 @@ from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
 from analysis.devtools.simulator import synthetic_scenario
-from analysis.outputs import dashboard, views
+from analysis.outputs import dashboard, explain, views
 from analysis.outputs.export import blocklist_bytes
 from analysis.store import open_store
 from analysis.taxonomy import BLOCKING, REASON_NAMES
@@ -590,14 +590,14 @@ def test_block_reasons_default_is_the_cli_policy():
 
 
 def test_verdict_and_word():
-    assert dashboard.verdict({"reason": "ok"}).kind == "works"
-    assert dashboard.verdict({"reason": "gated", "blocked": True}).title.startswith("Blocked: gated")
-    assert dashboard.verdict({"reason": "timeout", "blocked": False}).kind == "wait"
-    assert dashboard.verdict({"reason": "endpoint_error"}).kind == "not_judged"
-    assert dashboard.verdict({"reason": "non_chat_task", "predicted": True}).kind == "predicted"
-    assert dashboard.verdict({"reason": "[x](http://e)"}).title.startswith("unknown")
-    assert dashboard.word("non_chat_task") == "non_chat_task"
-    assert dashboard.word("*bold*") == dashboard.word(None) == "unknown"
+    assert explain.verdict({"reason": "ok"}).kind == "works"
+    assert explain.verdict({"reason": "gated", "blocked": True}).title.startswith("Blocked: gated")
+    assert explain.verdict({"reason": "timeout", "blocked": False}).kind == "wait"
+    assert explain.verdict({"reason": "endpoint_error"}).kind == "not_judged"
+    assert explain.verdict({"reason": "non_chat_task", "predicted": True}).kind == "predicted"
+    assert explain.verdict({"reason": "[x](http://e)"}).title.startswith("unknown")
+    assert explain.word("non_chat_task") == "non_chat_task"
+    assert explain.word("*bold*") == explain.word(None) == "unknown"
 
 
 def test_store_fingerprint_sees_a_wal_commit(sample_copy):

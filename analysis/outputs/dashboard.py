@@ -14,7 +14,6 @@ turn a URL in an error message into a live link.
 from __future__ import annotations
 
 import os
-import re
 import shlex
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,9 +23,10 @@ from typing import Any
 import pandas as pd
 
 from analysis import config
+from analysis.outputs.explain import word
 from analysis.outputs.views import hf_model_url, mapping_status_of
 from analysis.pipeline.scan import ScanOutcome
-from analysis.taxonomy import BLOCKING, REASON_NAMES, RUN_LEVEL, TRANSIENT, reason_info
+from analysis.taxonomy import BLOCKING, REASON_NAMES, TRANSIENT
 
 __all__ = [
     "BLOCKED_CHOICES",
@@ -36,13 +36,11 @@ __all__ = [
     "env_token_allowed",
     "is_sample_store",
     "store_fingerprint",
-    "word",
     "models_table",
     "filter_options",
     "chart_filters",
     "default_block_reasons",
     "block_reasons",
-    "verdict",
     "run_problem",
     "resume_command",
     "run_level_episodes",
@@ -105,15 +103,6 @@ def store_fingerprint(path: str | os.PathLike[str]) -> tuple[int, ...]:
         except OSError:
             parts += [0, 0]
     return tuple(parts)
-
-
-# Upstream words (reasons, run failure kinds) go into headlines only if they look like ours.
-_WORD = re.compile(r"[a-z][a-z0-9_]{0,39}")
-
-
-def word(value: Any) -> str:
-    """``value`` if it is a short snake_case word (a reason name), else ``unknown``: safe in a markdown headline."""
-    return value if isinstance(value, str) and _WORD.fullmatch(value) else "unknown"
 
 
 def models_table(findings: pd.DataFrame) -> pd.DataFrame:
@@ -203,43 +192,6 @@ def block_reasons(selected: list[str] | None) -> set[str] | None:
     """
     chosen = set(selected or [])
     return None if chosen == set(default_block_reasons()) else chosen
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """The headline of a model detail page: ``kind`` picks the colour, ``title`` says it (no upstream text)."""
-
-    kind: str  # works | blocked | wait | fix | not_judged | predicted
-    title: str
-
-
-def verdict(finding: dict[str, Any]) -> Verdict:
-    """The verdict of one finding in a sentence, from its reason and blocked flag."""
-    reason = word(finding.get("reason"))
-    if finding.get("predicted"):
-        return Verdict("predicted", f"Predicted {reason} from metadata only: no request was sent, so it blocks "
-                                    "nothing.")
-    if reason == "ok":
-        return Verdict("works", "Works: the router answered a chat completion.")
-    if finding.get("carried") and finding.get("blocked"):
-        return Verdict("blocked", f"Blocked (carried forward): {reason} in the provider's last successful run; this "
-                                  "run had a run-level fault for the provider and did not judge it.")
-    if reason in RUN_LEVEL:
-        return Verdict("not_judged", f"Not judged: a run-level fault ({reason}) of the token, credits, endpoint or "
-                                     "account settings, not of this model. Nothing was blocked.")
-    if reason not in REASON_NAMES:
-        return Verdict("fix", f"{reason}: not a reason this tool knows. Not blocked by it.")
-    when = reason_info(reason).when
-    if finding.get("blocked"):
-        return Verdict("blocked", f"Blocked: {reason}, {when}.")
-    if reason in TRANSIENT:
-        return Verdict("wait", f"Not blocked, transient: {reason}, {when}. Wait and scan again.")
-    if reason == "route_mismatch":
-        return Verdict("fix", "Not blocked: the model works through another route. Fix the gateway's routing.")
-    if reason == "probe_error":
-        return Verdict("fix", "Not blocked: it works with adjusted request settings. Send it those settings, or fix "
-                              "the probe's.")
-    return Verdict("fix", f"{reason}, not blocked in this run.")
 
 
 def run_problem(run: dict[str, Any], store_path: str | os.PathLike[str] | None = None) -> tuple[str, str] | None:

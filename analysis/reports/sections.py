@@ -21,6 +21,7 @@ import pandas as pd
 from analysis import config
 from analysis.errors import UsageError
 from analysis.outputs import charts, views
+from analysis.outputs.explain import ACTION_TEXT
 from analysis.outputs.export import blocklist_frame
 from analysis.outputs.overrides import apply_overrides
 from analysis.reports.render import (
@@ -75,14 +76,6 @@ __all__ = [
 
 ERROR_EXCERPT = 200  # characters of an error body shown per attempt
 
-ACTION_TEXT = {
-    "block": "block it",
-    "fix route": "fix our route to it instead of blocking it",
-    "wait": "wait and scan again; a transient failure never blocks a model on its own",
-    "fix probe": "keep it listed and send it the request settings that worked; nothing is blocked",
-    "fix setup": "fix our setup (token, credits, endpoint or account settings) and scan again; nothing is blocked",
-    "none": "nothing to do: keep it listed",
-}
 
 
 # --------------------------------------------------------------------------- parameters
@@ -397,7 +390,7 @@ def history_table(rca: ModelRca) -> Block:
 
 
 def model_why(rca: ModelRca) -> Block:
-    """The reason of each route, explained from its evidence (:func:`analysis.views.explain`)."""
+    """The reason of each route, explained from its evidence (:func:`analysis.outputs.explain.explain`)."""
     if len(rca.evidences) == 1:
         return Paragraph(rca.evidences[0]["why"])
     return BulletList([[Strong(_route(e["finding"])), ": ", e["why"]] for e in rca.evidences])
