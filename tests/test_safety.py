@@ -349,3 +349,11 @@ def test_overrides_apply_to_every_export_and_expire(sample_store, tmp_path, caps
 def test_bad_overrides_are_exit_2(healthy_store, capsys, argv, words):
     code, _, err = run(capsys, *argv, "--store", str(healthy_store))
     assert code == 2 and words in err
+
+
+@pytest.mark.parametrize("url", ["postgresql://user@host/db", "sqlite:///x.db"])
+def test_a_store_url_is_refused_and_creates_nothing(tmp_path, capsys, monkeypatch, url):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(capsys, "scan", "--store", url, "--router-url", "http://127.0.0.1:9/v1")
+    assert code == 2 and "is not supported" in err and "user@host" not in err
+    assert list(tmp_path.iterdir()) == []

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import sqlite3
 from contextlib import contextmanager
@@ -308,6 +309,9 @@ class Store:
     """
 
     def __init__(self, path: str | os.PathLike[str], *, create: bool = True, readonly: bool = False) -> None:
+        scheme = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", str(path))
+        if scheme:  # a URL would otherwise become a folder named "postgresql:" with a SQLite file in it
+            raise StoreError(f"--store {scheme.group(1)}://... is not supported: the store is a SQLite file path")
         self.path = Path(path)
         self.readonly = readonly
         if self.path.exists():
