@@ -77,7 +77,8 @@ row[1].button("Clear filters", key="models_clear", on_click=_clear_filters, widt
 filters = {"reasons": reasons, "blocked": dashboard.BLOCKED_CHOICES[blocked], "pipeline_tags": tags,
            "mapping_statuses": statuses, "search": search}
 st.session_state["model_filters"] = filters
-shown = table.loc[views.filter_findings(findings, **filters).index]
+picked = views.filter_findings(findings, **filters).index
+shown = table[table.index.isin(picked)]  # the table's triage order: failures first
 
 st.caption(f"{len(shown)} of {len(table)} targets in run #{ctx.run_id}. Select a row to open its evidence; "
            "click a column header to sort.")

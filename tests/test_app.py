@@ -612,7 +612,7 @@ def test_models_table_keeps_the_findings_index(sample_store):
     findings = latest(sample_store).findings
     table = dashboard.models_table(findings)
     assert list(table.columns) == dashboard.MODEL_COLUMNS
-    assert table.index.equals(findings.index)
+    assert sorted(table.index) == sorted(findings.index)  # the same rows and labels, in triage order
     assert str(table["http_status"].dtype) == "Int64"
     empty = dashboard.models_table(findings.iloc[0:0])
     assert empty.empty and list(empty.columns) == dashboard.MODEL_COLUMNS
@@ -668,3 +668,14 @@ def test_a_predicted_run_is_labelled_as_such(open_app, sim, tmp_path):
     at = open_app(store)
     assert any("PREDICTED" in w.value for w in at.warning)
     assert any("(predicted)" in option for option in at.sidebar.selectbox(key="run_id").options)
+
+
+def test_models_page_shows_failures_first(open_app, sample_store):
+    at = open_app(sample_store, "app_pages/models.py")
+    table = shown_table(at)
+    blocked = list(table["blocked"])
+    assert blocked[: sum(blocked)] == [True] * sum(blocked) and sum(blocked) > 0  # blocked rows lead
+    actions = [a for a in table["action"] if a != "block"]
+    first_ok = actions.index("none")
+    assert "fix route" in actions[:first_ok] and "wait" in actions[:first_ok]  # then fixes and transient
+    assert set(actions[first_ok:]) <= {"none", "fix setup"}

@@ -52,6 +52,7 @@ __all__ = [
 
 # Labels of the models page's "blocked" filter -> ``filter_findings(blocked=...)``.
 BLOCKED_CHOICES: dict[str, bool | None] = {"all": None, "blocked": True, "not blocked": False}
+_TRIAGE = {"fix route": 1, "fix probe": 1, "wait": 2, "fix setup": 3, "none": 5}
 MODEL_COLUMNS = ["model_id", "provider", "reason", "blocked", "action", "http_status", "pipeline_tag",
                  "mapping_status", "in_router_list", "latency_ms", "attempts", "message", "hub_page"]
 
@@ -106,7 +107,8 @@ def store_fingerprint(path: str | os.PathLike[str]) -> tuple[int, ...]:
 
 
 def models_table(findings: pd.DataFrame) -> pd.DataFrame:
-    """The models page's rows (``MODEL_COLUMNS``), same index as ``findings`` so filters can pick rows.
+    """The models page's rows (``MODEL_COLUMNS``), failures first, same index as ``findings`` so filters can pick
+    rows.
 
     ``hub_page`` is the model's Hugging Face URL; ``mapping_status`` shows
     ``(none)`` when the catalog does not map the probed provider.
@@ -124,7 +126,11 @@ def models_table(findings: pd.DataFrame) -> pd.DataFrame:
     table["http_status"] = pd.to_numeric(table["http_status"], errors="coerce").astype("Int64")
     table["in_router_list"] = table["in_router_list"].astype("boolean")
     table["blocked"] = table["blocked"].astype(bool)
-    return table
+    # Triage first: blocked, then our own faults to fix (route, probe), then transient, then the rest.
+    rank = [0 if b else _TRIAGE.get(a, 4) for b, a in zip(table["blocked"], table["action"])]
+    order = sorted(range(len(table)), key=lambda i: (rank[i], str(table["model_id"].iat[i]),
+                                                     str(table["provider"].iat[i])))
+    return table.iloc[order]
 
 
 def filter_options(findings: pd.DataFrame) -> dict[str, list[str]]:
