@@ -172,6 +172,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
                             persistent_min_hours=args.persistent_min_hours, fail_on=args.fail_on,
                             token=_token())
         scan_config.validate()  # before the store is created: bad flags leave no file behind
+        if args.plan:
+            return _print_plan(scan_config, args, observer)
     else:
         ignored = [f"--{name.replace('_', '-')}" for name, default in _SCAN_DEFAULTS.items()
                    if name not in ("resume", "store", "quiet") and getattr(args, name) != default]
@@ -198,6 +200,20 @@ def cmd_scan(args: argparse.Namespace) -> int:
         else:
             _err(f"fail-on new-blocked: nothing newly blocked since {since}")
     return outcome.exit_code
+
+
+def _print_plan(scan_config: ScanConfig, args: argparse.Namespace, observer: ScanObserver) -> int:
+    import json
+
+    from analysis.pipeline.scan import plan_scan
+
+    plan = plan_scan(scan_config, args.store, observer)
+    if args.format == "json":
+        sys.stdout.write(json.dumps(plan.as_dict(), indent=2) + "\n")
+    else:
+        for line in plan.lines():
+            _out(line)
+    return EXIT_OK
 
 
 def _int(text: str, flag: str) -> int:
@@ -628,6 +644,10 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--resume", nargs="?", const="latest", metavar="RUN_ID",
                       help="finish an incomplete run (Ctrl-C, killed), probing only targets without a result; "
                            "default: the newest incomplete run")
+    scan.add_argument("--plan", action="store_true",
+                      help="send no chat request: print the targets, the requests expected, the estimated cost (from "
+                           "the router's USD-per-million-token pricing) and duration; creates no run, needs no token")
+    scan.add_argument("--format", choices=["text", "json"], default="text", help="with --plan: the output format")
     scan.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     scan.set_defaults(func=cmd_scan)
     _SCAN_DEFAULTS.update({a.dest: a.default for a in scan._actions if a.dest != "help"})

@@ -192,3 +192,27 @@ def test_taxonomy_version_is_stored_and_a_version_change_holds_back_fail_on(make
 def test_provider_exclusions_need_all(tmp_path, capsys, spec, error):
     code, _, err = run(capsys, "scan", "--provider", spec, "--store", str(tmp_path / "s.sqlite"))
     assert code == 2 and error in err
+
+
+def test_scan_plan_sends_no_chat_request_creates_no_run_and_prices_from_the_router(make_sim, tmp_path, capsys):
+    import json
+
+    server = make_sim(two_providers())
+    store = tmp_path / "rca.sqlite"
+    code, out, err = run(capsys, "scan", "--plan", "--format", "json", "--hub-url", server.url, "--router-url",
+                         server.router_url, "--provider", "together", "--store", str(store), *FAST_FLAGS)
+    assert code == 0, err
+    plan = json.loads(out)
+    assert plan["targets"] == 12 and plan["requests"]["probes"] == 12 and plan["canaries"] == 3
+    # the simulator lists 0.1 / 0.3 USD per million tokens; 20 prompt and 16 output tokens a request
+    assert plan["priced_targets"] == 12 and plan["unpriced_targets"] == 0
+    assert plan["cost_usd"] == pytest.approx(12 * (20 * 0.1 + 16 * 0.3) / 1e6, rel=1e-3)
+    assert sim_stats(server)["chat_requests"] == 0 and not store.exists()
+    # after a real scan, the plan uses its observed rates
+    assert run(capsys, "scan", "--hub-url", server.url, "--router-url", server.router_url, "--provider", "together",
+               "--store", str(store), *FAST_FLAGS)[0] == 0
+    code, out, _ = run(capsys, "scan", "--plan", "--hub-url", server.url, "--router-url", server.router_url,
+                       "--provider", "together", "--store", str(store), *FAST_FLAGS)
+    assert code == 0 and "observed in the previous run" in out and "route_checks" in out
+    with open_store(store, readonly=True) as s:
+        assert len(s.runs()) == 1

@@ -44,6 +44,7 @@ __all__ = [
     "normalise_hub_models",
     "normalise_router_models",
     "read_catalog_file",
+    "router_pricing",
 ]
 
 
@@ -354,12 +355,34 @@ def normalise_router_models(data: dict[str, Any], token: str | None = None, *, r
             "mapping": mapping, "mapping_shape": "router" if providers else "missing",
             "in_router_list": True, "router_providers": sorted(mapping),
         })
-    return _catalog_frame(rows, skipped)
+    frame = _catalog_frame(rows, skipped)
+    frame.attrs["pricing"] = router_pricing(data)
+    return frame
+
+
+def router_pricing(router_data: dict[str, Any] | None) -> dict[tuple[str, str], tuple[float, float]]:
+    """``(model_id, provider) -> (input, output)`` prices from the router's ``/models``, in USD per million tokens
+    (the unit Hugging Face's own playground reads them in)."""
+    prices: dict[tuple[str, str], tuple[float, float]] = {}
+    for item in (router_data or {}).get("data", []):
+        if not isinstance(item, dict) or not isinstance(item.get("id"), str):
+            continue
+        providers: list[Any] = item["providers"] if isinstance(item.get("providers"), list) else []
+        for p in providers:
+            pricing = p.get("pricing") if isinstance(p, dict) else None
+            if isinstance(pricing, dict) and isinstance(p.get("provider"), str):
+                try:
+                    prices[(item["id"], p["provider"])] = (float(pricing["input"]), float(pricing["output"]))
+                except (KeyError, TypeError, ValueError):
+                    continue
+    return prices
 
 
 def attach_router_list(catalog: pd.DataFrame, router_data: dict[str, Any] | None) -> pd.DataFrame:
-    """Record for each catalog model whether the router lists it (``None`` when unknown)."""
+    """Record for each catalog model whether the router lists it (``None`` when unknown), and the router's
+    prices in ``attrs["pricing"]``."""
     out = catalog.copy()
+    out.attrs["pricing"] = router_pricing(router_data)
     if router_data is None:
         out["in_router_list"] = pd.Series([None] * len(out), index=out.index, dtype=object)
         out["router_providers"] = [[] for _ in range(len(out))]

@@ -77,6 +77,7 @@ from analysis.pipeline.history import (
     summarise_history,
 )
 from analysis.pipeline.observer import ScanObserver
+from analysis.pipeline.plan import ScanPlan, build_plan
 from analysis.pipeline.probe import (
     Experiment,
     ProbeResult,
@@ -98,7 +99,7 @@ from analysis.store import SUCCESSFUL, Store
 from analysis.taxonomy import CHAT_PIPELINE_TAGS, RUN_LEVEL, TAXONOMY_VERSION, TRANSIENT, reason_info
 
 __all__ = ["SOURCES", "ScanConfig", "ScanObserver", "ScanOutcome", "ScanInterrupted", "run_scan", "resume_scan",
-           "validate_url"]
+           "plan_scan", "validate_url"]
 
 # Probe kinds that stand for a target's own answer; the others are evidence around it.
 OWN_ANSWER_KINDS = ("primary", "canary")
@@ -238,6 +239,32 @@ def run_scan(config: ScanConfig, store: Store, observer: ScanObserver | None = N
     store.set_canaries(run_id, chosen)
     observer.canaries_chosen(chosen)
     return _probe_and_finish(config, store, run_id, catalog, targets, canaries, observer)
+
+
+def plan_scan(config: ScanConfig, store_path: str | None = None,
+              observer: ScanObserver | None = None) -> ScanPlan:
+    """The cost plan of a scan (``scan --plan``): the catalog is read, no chat request is sent, no run created.
+
+    The rates of route checks, request experiments and retries come from the previous successful run of the
+    same scope in ``store_path`` (opened read-only), when there is one.
+    """
+    from pathlib import Path
+
+    from analysis.store import open_store
+
+    observer = observer or ScanObserver()
+    config.validate()
+    catalog = _load_catalog(config, observer)
+    targets = _targets(config, catalog)
+    canaries = choose_canaries(catalog, targets, config.canaries, config.canary_count, config.uses_suffix)
+    previous = None
+    if store_path is not None and Path(store_path).exists():
+        with open_store(store_path, readonly=True) as store:
+            run_id = store.latest_run_id(SUCCESSFUL, source=config.source, provider=config.scope_provider,
+                                         mode="probe")
+            previous = store.probes(run_id) if run_id is not None else None
+    return build_plan(catalog, targets, canaries, max_tokens=config.max_tokens, concurrency=config.concurrency,
+                      previous=previous)
 
 
 def resume_scan(store: Store, run_id: int | None, token: str | None,
