@@ -22,9 +22,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
-__all__ = ["TEXT_LIMIT", "clean_text", "clean_id", "scrub_secrets", "show_controls", "terminal_line", "valid_id"]
+__all__ = ["TEXT_LIMIT", "EXCERPT_LIMIT", "clean_text", "clean_id", "scrub_secrets", "show_controls",
+           "terminal_line", "valid_id"]
 
-TEXT_LIMIT = 2000  # characters of one upstream text kept (messages, body excerpts)
+TEXT_LIMIT = 2000  # characters of one upstream text kept
+EXCERPT_LIMIT = 2048  # the one cap for a stored body excerpt: the detail page shows it whole
 FRAGMENT = 8  # an hf_ token fragment this long is treated as the token
 
 # C0 controls except tab and newline, DEL, C1 controls, and the bidi/format characters

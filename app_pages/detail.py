@@ -82,6 +82,23 @@ with reproduce:
     st.code(evidence["curl"], language="bash", wrap_lines=True)
     st.link_button("Open on Hugging Face", evidence["hub_page"], icon=":material/open_in_new:", key="detail_hub_link")
 
+answer = evidence["answer"]
+if answer["outcome"] not in (None, "chat"):
+    st.subheader("What came back")
+    cells = st.columns([1, 2, 5])
+    cells[0].metric("Status", "no answer" if answer["http_status"] is None else str(answer["http_status"]),
+                    border=True)
+    cells[1].metric("Error code", answer["error_code"] or "-", border=True)
+    with cells[2]:
+        st.caption("Message")
+        st.code(answer["error_message"] or "", language=None, wrap_lines=True)
+    if answer["body_excerpt"]:
+        st.caption("Body (excerpt, control characters shown escaped, the token scrubbed)")
+        st.code(answer["body_excerpt"], language=None, wrap_lines=True)
+    if answer["headers"]:
+        st.dataframe(pd.DataFrame(sorted(answer["headers"].items()), columns=["header", "value"]),
+                     key="detail_answer_headers", hide_index=True, width="stretch")
+
 st.subheader("Probe attempts")
 st.dataframe(evidence["attempts"], key="detail_attempts", hide_index=True, width="stretch")
 

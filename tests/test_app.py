@@ -679,3 +679,14 @@ def test_models_page_shows_failures_first(open_app, sample_store):
     first_ok = actions.index("none")
     assert "fix route" in actions[:first_ok] and "wait" in actions[:first_ok]  # then fixes and transient
     assert set(actions[first_ok:]) <= {"none", "fix setup"}
+
+
+def test_the_detail_shows_what_came_back(open_app, sample_store):
+    # Qwen2.5-1.5B is refused with model_not_supported on hf-inference: the body and headers are evidence
+    at = open_app(sample_store, "app_pages/detail.py", model="Qwen/Qwen2.5-1.5B-Instruct", provider="hf-inference")
+    assert "What came back" in texts(at, "subheader")
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Status"] == "400" and metrics["Error code"] == "model_not_supported"
+    assert '"code": "model_not_supported"' in texts(at, "code")  # the body excerpt, as text
+    headers = frame(at, "header", "value", exact=True)
+    assert "content-type" in set(headers["header"])

@@ -272,6 +272,11 @@ def model_evidence(store: Store, run_id: int, model_id: str, provider: str | Non
                                                      "outcome", "latency_ms", "error_code", "error_message",
                                                      "retry_after", "waited_s"])
     primary = _first(probes[probes["kind"].isin(["primary", "canary"])])
+    log = (primary or {}).get("attempt_log") or []
+    last = log[-1] if log else {}
+    answer = {"http_status": last.get("http_status"), "outcome": last.get("outcome"),
+              "error_code": last.get("error_code"), "error_message": last.get("error_message"),
+              "body_excerpt": last.get("body_excerpt"), "headers": last.get("headers") or {}}
     settings = run.get("settings") or {}
     url = (primary or {}).get("url") or f"{str(run.get('router_url') or '').rstrip('/')}/chat/completions"
     history = model_history(store, model_id, finding["provider"])
@@ -283,6 +288,7 @@ def model_evidence(store: Store, run_id: int, model_id: str, provider: str | Non
         "in_router_list": (cat_row or {}).get("in_router_list"),
         "router_providers": (cat_row or {}).get("router_providers") or [],
         "probes": probes.drop(columns=["attempt_log"]),
+        "answer": answer,  # what came back on our route's last attempt
         "attempts": attempts_frame,
         "request": {"url": url, "model_string": finding.get("model_string") or model_id,
                     "max_tokens": settings.get("max_tokens", 16)},

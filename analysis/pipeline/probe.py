@@ -30,7 +30,7 @@ from analysis.config import USER_AGENT
 from analysis.errors import scrub
 from analysis.pipeline.targets import Target
 from analysis.pipeline.transport import lean_transport
-from analysis.untrusted import clean_text
+from analysis.untrusted import EXCERPT_LIMIT, clean_text
 
 __all__ = [
     "ProbeSettings",
@@ -91,6 +91,15 @@ class Attempt:
     error_message: str | None = None
     retry_after: float | None = None
     waited_s: float | None = None
+    # What came back when it was not a chat completion: the start of the body and the headers that explain it,
+    # through the untrusted-text boundary (EXCERPT_LIMIT characters, the one cap for stored upstream text).
+    body_excerpt: str | None = None
+    headers: dict[str, str] | None = None
+
+
+# The answer headers that explain a failure; the rest are noise (and cookies).
+EVIDENCE_HEADERS = ("content-type", "retry-after", "x-error-code", "x-error-message", "x-request-id",
+                    "x-inference-provider", "ratelimit", "x-ratelimit-remaining", "x-ratelimit-reset", "server")
 
 
 @dataclass
@@ -322,17 +331,24 @@ async def _attempt_once(client: httpx.AsyncClient, settings: ProbeSettings, targ
     status: int | None = None
 
     def done(outcome: str, code: str | None = None, message: str | None = None,
-             retry_after: float | None = None) -> Attempt:
+             retry_after: float | None = None, evidence: tuple[bytes, httpx.Headers] | None = None) -> Attempt:
         # Exception texts pass the untrusted-text boundary too: they may quote what was sent.
-        return Attempt(n, started_at, round((time.perf_counter() - start) * 1000, 1), status, outcome,
-                       code, clean_text(message, settings.token, limit=MESSAGE_LIMIT) if message else message,
-                       retry_after)
+        attempt = Attempt(n, started_at, round((time.perf_counter() - start) * 1000, 1), status, outcome,
+                          code, clean_text(message, settings.token, limit=MESSAGE_LIMIT) if message else message,
+                          retry_after)
+        if evidence is not None:
+            raw, headers = evidence
+            attempt.body_excerpt = clean_text(raw[: EXCERPT_LIMIT * 4], settings.token, limit=EXCERPT_LIMIT)
+            attempt.headers = {name: clean_text(headers[name], settings.token, limit=200)
+                               for name in EVIDENCE_HEADERS if name in headers}
+        return attempt
 
     try:
         async with asyncio.timeout(settings.timeout):
             async with client.stream("POST", settings.chat_url, json=payload) as resp:
                 status = resp.status_code
                 content_type = resp.headers.get("content-type", "")
+                answer_headers = resp.headers
                 retry_after = _retry_after_seconds(resp.headers.get("retry-after"))
                 if streamed and 200 <= status < 300:
                     body, oversized = await _read_first_event(resp, settings.max_body_bytes), False
@@ -358,11 +374,13 @@ async def _attempt_once(client: httpx.AsyncClient, settings: ProbeSettings, targ
                 return done("chat", None, "streamed: the first chunk is a chat completion chunk (stream closed there)")
             return done("invalid", "not_chat_completion", "2xx stream whose first event is not a chat completion chunk")
         is_chat, note = classify_body(body, content_type)
-        return done("chat" if is_chat else "invalid", None if is_chat else "not_chat_completion", note or None)
+        if is_chat:
+            return done("chat", None, note or None)
+        return done("invalid", "not_chat_completion", note or None, evidence=(body, answer_headers))
     code, message, param = parse_error_body(body, content_type, (settings.token,))
     if param:
         message = f"{message} [param={param}]"
-    return done("http_error", code, message, retry_after)
+    return done("http_error", code, message, retry_after, evidence=(body, answer_headers))
 
 
 async def _probe_one(client: httpx.AsyncClient, settings: ProbeSettings, target: Target, kind: str,
