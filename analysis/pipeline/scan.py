@@ -95,6 +95,7 @@ from analysis.pipeline.targets import (
     parse_provider_spec,
     route_alternatives,
 )
+from analysis.schema import is_missing
 from analysis.store import SUCCESSFUL, Store
 from analysis.taxonomy import CHAT_PIPELINE_TAGS, RUN_LEVEL, TAXONOMY_VERSION, TRANSIENT, reason_info
 
@@ -389,7 +390,7 @@ class _Answers:
         columns = ["kind", "model_id", "provider", "route_for", "model_string", "http_status", "outcome",
                    "error_code", "error_message"]
         for values in zip(*(probes[c].tolist() for c in columns)):
-            row = SimpleNamespace(**{c: None if _missing(v) else v for c, v in zip(columns, values)})
+            row = SimpleNamespace(**{c: None if is_missing(v) else v for c, v in zip(columns, values)})
             row.http_status = None if row.http_status is None else int(row.http_status)
             if row.kind in OWN_ANSWER_KINDS:
                 self.own[(row.model_id, row.provider)] = row
@@ -405,10 +406,6 @@ class _Answers:
             if row is not None:
                 return row
         return self.own.get((target.model_id, target.provider))
-
-
-def _missing(value: Any) -> bool:
-    return value is None or value is pd.NA or (isinstance(value, float) and value != value)
 
 
 def _canary_faults(canaries: dict[str, list[Target]], answers: _Answers) -> dict[str, ProviderFault]:
@@ -433,9 +430,8 @@ def _transient_canaries(canaries: dict[str, list[Target]], answers: _Answers) ->
     return todo
 
 
-def _majority_faults(config: ScanConfig, canaries: dict[str, list[Target]], answers: _Answers,
-                     faults: dict[str, ProviderFault], recheck: Callable[[list[Target]], _Answers]) -> dict[str,
-                                                                                                        ProviderFault]:
+def _majority_faults(canaries: dict[str, list[Target]], answers: _Answers, faults: dict[str, ProviderFault],
+                     recheck: Callable[[list[Target]], _Answers]) -> dict[str, ProviderFault]:
     """Providers where one refusal covers most answered targets and the canaries, probed again, agree."""
     by_provider: dict[str, list[Any]] = {}
     for (_, provider), row in answers.own.items():
@@ -563,7 +559,7 @@ def _probe_and_finish(config: ScanConfig, store: Store, run_id: int, catalog: pd
         fresh = [c for c in group if ("majority_recheck", c.model_string, c.provider) not in answers.rechecked]
         return phase(lambda: probe_targets(fresh, settings, recorder, kind="majority_recheck")) if fresh else answers
 
-    faults.update(_majority_faults(config, canaries, answers, faults, recheck))
+    faults.update(_majority_faults(canaries, answers, faults, recheck))
     answers = _Answers(store.probes(run_id)) if faults else answers
 
     # Phase 3: request experiments, at most one per target.

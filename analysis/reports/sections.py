@@ -36,7 +36,7 @@ from analysis.reports.render import (
     Table,
     cell_text,
 )
-from analysis.schema import BLOCKLIST_COLUMNS
+from analysis.schema import BLOCKLIST_COLUMNS, is_missing
 from analysis.store import SUCCESSFUL, Store, open_store
 from analysis.taxonomy import BLOCKING, CHAT_PIPELINE_TAGS, RUN_LEVEL, TRANSIENT, reason_info
 
@@ -138,18 +138,14 @@ def _route(finding: dict[str, Any]) -> str:
     return finding.get("model_string") or finding["model_id"]
 
 
-def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and value != value)
-
-
 def _answer(finding: dict[str, Any]) -> str:
     """What came back, in a few words: ``HTTP 400 model_not_supported`` or ``no HTTP answer``."""
     status = finding.get("http_status")
-    if _missing(status):
+    if is_missing(status):
         return "no HTTP answer"
     code = finding.get("error_code")
     number: Any = status  # an int, or a float from a frame with missing values
-    return f"HTTP {int(number)}" + ("" if _missing(code) or not code else f" {code}")
+    return f"HTTP {int(number)}" + ("" if is_missing(code) or not code else f" {code}")
 
 
 def _action(reason: str) -> str:
@@ -158,7 +154,7 @@ def _action(reason: str) -> str:
 
 def _working_route(finding: dict[str, Any]) -> str | None:
     route = finding.get("working_route")
-    return None if _missing(route) or not route else str(route)
+    return None if is_missing(route) or not route else str(route)
 
 
 def _failure(finding: dict[str, Any]) -> str:
@@ -250,7 +246,7 @@ def _decision(rca: ModelRca) -> list[str]:
     for e in rca.evidences:
         f = e["finding"]
         if f["reason"] == "ok":
-            latency = "" if _missing(f.get("latency_ms")) else f", {cell_text(f['latency_ms'])} ms"
+            latency = "" if is_missing(f.get("latency_ms")) else f", {cell_text(f['latency_ms'])} ms"
             sentences.append(f"Keep {_route(f)} listed and do not block it: it answered a chat completion "
                              f"({_answer(f)}{latency}) in run {rca.run_id}.")
         else:
@@ -361,7 +357,7 @@ def probe_attempts(rca: ModelRca) -> Block:
         attempts = e["attempts"]
         if attempts.empty:
             continue
-        error = [" ".join(str(p) for p in (code, message) if not _missing(p) and p)
+        error = [" ".join(str(p) for p in (code, message) if not is_missing(p) and p)
                  for code, message in zip(attempts["error_code"], attempts["error_message"])]
         frames.append(pd.DataFrame({
             "route": e["finding"]["provider"], "kind": attempts["kind"], "attempt": attempts["n"],
@@ -406,7 +402,7 @@ def model_recommendations(rca: ModelRca) -> Block:
         items: list[Any] = [["Action: ", Strong(action), f" ({ACTION_TEXT[action]})."],
                             ["User-facing message to return: ", Code(f.get("message") or "")]]
         settings = f.get("working_settings")
-        if f["reason"] == "probe_error" and not _missing(settings) and settings:
+        if f["reason"] == "probe_error" and not is_missing(settings) and settings:
             items.append(["Request settings that work: ", Code(str(settings)),
                           " (send them for this model, or set the probe to them)."])
         if f["reason"] == "provider_mapping_error":

@@ -23,6 +23,7 @@ import pandas as pd
 
 from analysis.config import missing_store_hint
 from analysis.errors import StoreError, StoreFullError, UsageError
+from analysis.schema import is_missing
 from analysis.taxonomy import RUN_LEVEL, TAXONOMY_VERSION
 
 __all__ = ["Store", "open_store", "SCHEMA_VERSION", "RUN_STATUSES", "SUCCESSFUL"]
@@ -227,7 +228,7 @@ def _opt_bool(value: Any) -> bool | None:
 
 
 def _opt(value: Any) -> Any:
-    if value is None or value is pd.NA or (isinstance(value, float) and value != value):
+    if is_missing(value):
         return None
     if hasattr(value, "item"):  # numpy scalar
         return value.item()
