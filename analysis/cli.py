@@ -176,7 +176,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
             return _print_plan(scan_config, args, observer)
     else:
         ignored = [f"--{name.replace('_', '-')}" for name, default in _SCAN_DEFAULTS.items()
-                   if name not in ("resume", "store", "quiet") and getattr(args, name) != default]
+                   if name not in ("resume", "store", "quiet", "notify", "notify_always", "app_url")
+                   and getattr(args, name) != default]
         if ignored:
             _err(f"warning: ignored with --resume (the run keeps its own settings): {', '.join(ignored)}")
     with open_store(args.store, create=scan_config is not None) as store:  # a resume never creates a store
@@ -186,6 +187,9 @@ def cmd_scan(args: argparse.Namespace) -> int:
         else:
             outcome = run_scan(scan_config, store, observer)
     print(_summary(outcome, args.store))
+    urls = list(args.notify or []) + [u for u in os.environ.get("RCA_NOTIFY_URLS", "").replace(",", " ").split() if u]
+    if urls:
+        _notify(urls, args.store, outcome.run_id, args.app_url, args.notify_always)
     if outcome.status != "ok":
         _err(f"error: {outcome.failure_reason}: {outcome.message}")
     if outcome.taxonomy_changed:
@@ -200,6 +204,50 @@ def cmd_scan(args: argparse.Namespace) -> int:
         else:
             _err(f"fail-on new-blocked: nothing newly blocked since {since}")
     return outcome.exit_code
+
+
+def _notify(urls: list[str], store_path: str, run_id: int, app_url: str | None, always: bool) -> None:
+    """Post one message about the run to each URL, on transitions only (or always).  A failed notification is a
+    warning and never fails the scan; the URLs are secrets: never stored, never printed whole."""
+    import json
+    from urllib.parse import urlsplit
+
+    import httpx
+
+    from analysis.outputs.notify import build_message
+    from analysis.store import SUCCESSFUL, open_store
+
+    with open_store(store_path, readonly=True) as store:
+        run = store.get_run(run_id)
+        findings = store.findings(run_id)
+        earlier = store.latest_run_id(None, source=run["source"], provider=run["provider"], before=run_id)
+        judged = store.latest_run_id(SUCCESSFUL, source=run["source"], provider=run["provider"], before=run_id,
+                                     mode="probe")
+        message = build_message(run, findings, store.findings(judged) if judged is not None else None,
+                                store.get_run(earlier) if earlier is not None else None, app_url=app_url,
+                                always=always)
+    if message is None:
+        _err("notify: nothing changed since the previous run; no message sent (--notify-always sends one anyway)")
+        return
+    body = scrub(json.dumps(message), _token()).encode("utf-8")
+    for url in urls:
+        where = urlsplit(url).hostname or "the notify URL"
+        tries = 0
+        for wait in (0.0, 0.5, 1.5, 3.0):  # about 10 s in all, timeouts included
+            time.sleep(wait)
+            tries += 1
+            try:
+                answer = httpx.post(url, content=body, headers={"Content-Type": "application/json"}, timeout=2.0)
+            except httpx.HTTPError as exc:
+                problem = type(exc).__name__
+            else:
+                if answer.status_code < 300:
+                    _err(f"notify: sent to {where}")
+                    break
+                problem = f"HTTP {answer.status_code}"
+        else:
+            _err(f"warning: notify: {where} did not take the message ({problem}, {tries} attempts); the scan "
+                 "is unaffected")
 
 
 def _print_plan(scan_config: ScanConfig, args: argparse.Namespace, observer: ScanObserver) -> int:
@@ -644,6 +692,12 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--resume", nargs="?", const="latest", metavar="RUN_ID",
                       help="finish an incomplete run (Ctrl-C, killed), probing only targets without a result; "
                            "default: the newest incomplete run")
+    scan.add_argument("--notify", action="append", metavar="URL",
+                      help="after the run, post one JSON message (a Slack/Mattermost 'text' field) of what changed: a "
+                           "new run-level failure, newly blocked, recovered, new fixes (repeatable; also "
+                           "RCA_NOTIFY_URLS). The URLs are secrets: never stored or shown")
+    scan.add_argument("--notify-always", action="store_true", help="notify even when nothing changed")
+    scan.add_argument("--app-url", metavar="URL", help="the dashboard's base URL, for links in notifications")
     scan.add_argument("--plan", action="store_true",
                       help="send no chat request: print the targets, the requests expected, the estimated cost (from "
                            "the router's USD-per-million-token pricing) and duration; creates no run, needs no token")

@@ -216,3 +216,98 @@ def test_scan_plan_sends_no_chat_request_creates_no_run_and_prices_from_the_rout
     assert code == 0 and "observed in the previous run" in out and "route_checks" in out
     with open_store(store, readonly=True) as s:
         assert len(s.runs()) == 1
+
+
+class _Receiver:
+    """A local webhook receiver (real HTTP on loopback) that records every message and answers ``status``."""
+
+    def __init__(self, status: int = 200) -> None:
+        import http.server
+        import threading
+
+        received: list[dict] = []
+        self.received = received
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+                import json
+
+                length = int(self.headers.get("Content-Length", "0"))
+                received.append(json.loads(self.rfile.read(length)))
+                self.send_response(status)
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver():
+    servers: list[_Receiver] = []
+
+    def start(status: int = 200) -> _Receiver:
+        servers.append(_Receiver(status))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def test_notify_posts_one_message_per_run_on_transitions_only(make_sim, tmp_path, capsys, receiver, monkeypatch):
+    hook = receiver()
+    server = make_sim(two_providers())
+    store = tmp_path / "rca.sqlite"
+    monkeypatch.setenv("HF_TOKEN", "hf_" + "NotifyFakeToken9QzXv7Lp2Wm9Kt4Rj8Hn")
+    args = ["scan", "--hub-url", server.url, "--router-url", server.router_url, "--provider", "together",
+            "--store", str(store), "--route-checks", "0", "--notify", hook.url, "--app-url", "http://rca.local",
+            *FAST_FLAGS]
+    assert run(capsys, *args)[0] == 0
+    assert len(hook.received) == 1  # a first run: org/gone is newly blocked
+    first = hook.received[0]
+    assert first["newly_blocked"] == [{"model_id": "org/gone", "provider": "together", "reason": "not_found"}]
+    assert "1 newly blocked" in first["text"] and first["link"] == "http://rca.local/?run=1"
+    assert run(capsys, *args)[0] == 0
+    assert len(hook.received) == 1  # nothing changed: quiet
+    assert run(capsys, *args, "--notify-always")[0] == 0
+    assert len(hook.received) == 2
+    for message in hook.received:
+        assert "NotifyFakeToken" not in str(message)
+    with open_store(store, readonly=True) as s:
+        assert hook.url not in str(s.runs()["settings"].tolist())  # a notify URL is a secret: never stored
+
+
+def test_a_failing_receiver_is_retried_and_never_fails_the_scan(make_sim, tmp_path, capsys, receiver):
+    hook = receiver(status=500)
+    server = make_sim(two_providers())
+    code, _, err = run(capsys, "scan", "--hub-url", server.url, "--router-url", server.router_url, "--provider",
+                       "together", "--store", str(tmp_path / "rca.sqlite"), "--notify", hook.url, *FAST_FLAGS)
+    assert code == 0
+    assert len(hook.received) == 4 and "did not take the message (HTTP 500, 4 attempts)" in err
+    assert hook.url not in err
+
+
+def test_a_notification_escapes_upstream_text_for_chat_webhooks():
+    from analysis.outputs.notify import slack_escape
+
+    assert slack_escape("<!channel> & <http://x|y>\n\x1b[2J") == "&lt;!channel&gt; &amp; &lt;http://x|y&gt;\\x0a\\x1b[2J"
+
+
+def test_a_new_run_level_failure_is_notified_once(make_sim, tmp_path, capsys, receiver):
+    hook = receiver()
+    server = make_sim(two_providers())
+    args = ["scan", "--hub-url", server.url, "--router-url", f"{server.url}/retired/v1", "--provider", "together",
+            "--store", str(tmp_path / "rca.sqlite"), "--notify", hook.url, *FAST_FLAGS]
+    assert run(capsys, *args)[0] == 3
+    assert run(capsys, *args)[0] == 3
+    assert len(hook.received) == 1  # the first failure, not its repetition
+    assert hook.received[0]["status"] == "failed" and "FAILED at run level (endpoint_error)" in hook.received[0]["text"]
