@@ -43,20 +43,24 @@ deltas = dashboard.kpi_deltas(trend, ctx.run_id)
 age, when = dashboard.scan_time(figures["last_scan_at"], datetime.now(timezone.utc))
 
 st.title("Overview")
-st.caption(f"Run #{ctx.run_id}, finished {when}: {figures['targets']} targets probed over {figures['models']} models.")
+st.caption(f"Run #{ctx.run_id}, finished {when} ({age}"
+           + (f", {figures['duration_s']:.1f} s" if figures["duration_s"] is not None else "")
+           + f"): {figures['targets']} targets over {figures['models']} models. Each target is in one tile: "
+             "the tiles add up to the targets.")
 
-tiles = st.columns([1, 1, 1, 1, 1.3, 1])
-tiles[0].metric("Models", figures["models"], help="Distinct model ids; a model may have several provider routes.",
-                border=True)
-tiles[1].metric("Working", figures["working"], deltas["working"], border=True,
-                chart_data=list(trend["working"]) if len(trend) > 1 else None)
-tiles[2].metric("Blocked", figures["blocked"], deltas["blocked"], delta_color="inverse", border=True,
-                chart_data=list(trend["blocked"]) if len(trend) > 1 else None)
-tiles[3].metric("Transient", figures["transient"], deltas["transient"], delta_color="inverse", border=True,
-                help="Rate limits, timeouts, 5xx, resets: never blocked on their own.")
-tiles[4].metric("Last scan", age, help=f"Finished {when}", border=True)
-tiles[5].metric("Duration", "unknown" if figures["duration_s"] is None else f"{figures['duration_s']:.1f} s",
-                border=True)
+tiles = figures["tiles"]
+columns = st.columns(len(tiles))
+helps = {"working": "Answered a chat completion.", "blocked": "On the blocklist of this run.",
+         "route fix": "Works through another route: fix our routing.",
+         "probe fix": "Works with other request settings: fix the probe or send them.",
+         "transient": "Rate limits, timeouts, 5xx, resets: never blocked on their own.",
+         "not judged": "A run-level fault of the token, credits, endpoint or account, or a prediction."}
+trend_of = {"working": "working", "blocked": "blocked", "transient": "transient"}
+for column, (name, value) in zip(columns, tiles.items()):
+    series = trend_of.get(name)
+    column.metric(name.capitalize(), value, deltas.get(series) if series else None, border=True, help=helps[name],
+                  delta_color="inverse" if name in ("blocked", "transient") else "normal",
+                  chart_data=list(trend[series]) if series and len(trend) > 1 else None)
 
 links = st.columns(4)
 if links[0].button("Show blocked models", key="overview_show_blocked", width="stretch"):

@@ -113,12 +113,12 @@ def test_every_page_renders_on_the_sample(open_app, sample_store, page):
 def test_overview_tiles_and_charts(open_app, sample_store):
     at = open_app(sample_store)
     figures = views.kpis(latest(sample_store))
-    tiles = {m.label: m.value for m in at.metric}
-    assert tiles["Models"] == str(figures["models"])
-    assert tiles["Working"] == str(figures["working"])
-    assert tiles["Blocked"] == str(figures["blocked"])
-    assert tiles["Transient"] == str(figures["transient"])
-    assert tiles["Duration"] == f"{figures['duration_s']:.1f} s"
+    tiles = {m.label: int(m.value) for m in at.metric}
+    assert list(tiles) == ["Working", "Blocked", "Route fix", "Probe fix", "Transient", "Not judged"]
+    assert sum(tiles.values()) == figures["targets"]  # each target in exactly one tile
+    assert tiles["Working"] == figures["working"] and tiles["Blocked"] == figures["blocked"]
+    assert tiles["Route fix"] == figures["route_mismatch"] > 0 and tiles["Probe fix"] == figures["probe_error"] > 0
+    assert f"{figures['models']} models" in texts(at, "caption")
     charts = at.get("plotly_chart")
     assert len(charts) == 4
 
@@ -690,3 +690,12 @@ def test_the_detail_shows_what_came_back(open_app, sample_store):
     assert '"code": "model_not_supported"' in texts(at, "code")  # the body excerpt, as text
     headers = frame(at, "header", "value", exact=True)
     assert "content-type" in set(headers["header"])
+
+
+def test_target_tiles_put_a_failed_runs_targets_under_not_judged(sample_store):
+    with open_store(sample_store, readonly=True) as store:
+        failed = int(store.runs().query("status == 'failed'")["id"].max())  # the account-level run
+        findings = store.findings(failed)
+    tiles = views.target_tiles(findings)
+    assert tiles["not judged"] == len(findings) > 0 and tiles["blocked"] == 0
+    assert sum(tiles.values()) == len(findings)

@@ -30,6 +30,7 @@ __all__ = [
     "load_run",
     "kpis",
     "reason_counts",
+    "target_tiles",
     "tag_reason_counts",
     "working_latencies",
     "run_trend",
@@ -110,9 +111,28 @@ def kpis(view: RunView) -> dict[str, Any]:
         "transient": int(f["reason"].isin(TRANSIENT).sum()) if len(f) else 0,
         "route_mismatch": int((f["reason"] == "route_mismatch").sum()) if len(f) else 0,
         "probe_error": int((f["reason"] == "probe_error").sum()) if len(f) else 0,
+        "tiles": target_tiles(f),
         "last_scan_at": view.run.get("finished_at") or view.run.get("started_at"),
         "duration_s": view.run.get("duration_s"),
     }
+
+
+def target_tiles(findings: pd.DataFrame) -> dict[str, int]:
+    """The Overview's tiles, counted in targets and adding up to all of them: each target in exactly one."""
+    if findings.empty:
+        return {"working": 0, "blocked": 0, "route fix": 0, "probe fix": 0, "transient": 0, "not judged": 0}
+    blocked = findings["blocked"].astype(bool)
+    reason = findings["reason"]
+    tiles = {
+        "working": int(((reason == "ok") & ~blocked).sum()),
+        "blocked": int(blocked.sum()),
+        "route fix": int(((reason == "route_mismatch") & ~blocked).sum()),
+        "probe fix": int(((reason == "probe_error") & ~blocked).sum()),
+        "transient": int((reason.isin(TRANSIENT) & ~blocked).sum()),
+    }
+    # the rest: run-level (not judged), predicted or allowed by an override
+    tiles["not judged"] = len(findings) - sum(tiles.values())
+    return tiles
 
 
 def reason_counts(findings: pd.DataFrame) -> pd.DataFrame:
