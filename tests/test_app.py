@@ -699,3 +699,11 @@ def test_target_tiles_put_a_failed_runs_targets_under_not_judged(sample_store):
     tiles = views.target_tiles(findings)
     assert tiles["not judged"] == len(findings) > 0 and tiles["blocked"] == 0
     assert sum(tiles.values()) == len(findings)
+
+
+def test_a_working_model_shows_no_empty_evidence_sections(open_app, sample_store):
+    at = open_app(sample_store, "app_pages/detail.py", model=ARCH, provider="hf-inference")
+    assert "nan" not in texts(at, "code").split()
+    subheaders = texts(at, "subheader")
+    assert "Same cause elsewhere" not in subheaders and "What came back" not in subheaders
+    assert "Request settings that worked" not in texts(at, "caption")

@@ -20,6 +20,7 @@ from analysis.config import HUB_URL
 from analysis.errors import UsageError
 from analysis.outputs.explain import explain
 from analysis.outputs.export import blocklist_frame
+from analysis.schema import is_missing
 from analysis.store import SUCCESSFUL, Store
 from analysis.taxonomy import BLOCKING, REASON_NAMES, RUN_LEVEL, TRANSIENT, reason_info
 
@@ -260,7 +261,10 @@ def _scope_covers(run_provider: str, provider: str | None) -> bool:
 
 
 def _first(frame: pd.DataFrame) -> dict[str, Any] | None:
-    return None if frame.empty else {str(k): v for k, v in frame.iloc[0].to_dict().items()}
+    """The first row as a dict, with missing cells as ``None`` (NaN is truthy: ``if row["x"]`` would lie)."""
+    if frame.empty:
+        return None
+    return {str(k): None if is_missing(v) else v for k, v in frame.iloc[0].to_dict().items()}
 
 
 def model_evidence(store: Store, run_id: int, model_id: str, provider: str | None = None) -> dict[str, Any]:
