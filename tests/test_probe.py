@@ -173,3 +173,52 @@ def test_a_configured_proxy_falls_back_to_httpx_pooled_clients(make_sim, monkeyp
     assert lean_transport(server.router_url) is None
     result = probe(server, ["x"])["x"]
     assert result.outcome == "chat" and result.attempts == 1
+
+
+@pytest.mark.parametrize("body, is_chat", [
+    (b'data: {"object":"chat.completion.chunk","choices":[{"delta":{"content":"O"}}]}\n\n', True),
+    (b': keep-alive\nevent: message\ndata: {"id":"x","choices":[{"index":0,"delta":{"role":"assistant"}}]}\n\n', True),
+    (b'data: {"error":{"message":"overloaded"},"choices":[]}\n\n', False),
+    (b'data: [DONE]\n\n', False),
+    (b'data: {"choices":[{"text":"not a chat chunk"}]}\n\n', False),
+])
+def test_sse_bodies_are_read_by_their_first_data_event(body, is_chat):
+    from analysis.pipeline.probe import classify_body
+
+    assert classify_body(body, "text/event-stream")[0] is is_chat
+
+
+def test_a_streamed_experiment_answered_in_one_piece_still_counts():
+    """A provider that ignores stream=true and sends the whole completion as JSON answered: not a refusal."""
+    import http.server
+    import json
+    import threading
+
+    from analysis.pipeline.probe import Experiment, RequestChange, run_experiments
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+            self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            body = json.dumps({"object": "chat.completion", "choices": [
+                {"message": {"role": "assistant", "content": "OK"}, "finish_reason": "stop"}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        settings = ProbeSettings(router_url=f"http://127.0.0.1:{server.server_address[1]}/v1", concurrency=1)
+        target = Target("org/m", "p", "org/m:p")
+        [result] = asyncio.run(run_experiments([Experiment(target, RequestChange(max_tokens=4096, stream=True))],
+                                               settings))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.outcome == "chat" and result.settings == "max_tokens=4096; stream=true"
+    assert "in one piece" in result.note

@@ -239,8 +239,13 @@ def _first_sse_event(text: str) -> Any:
 
 
 def _is_chat_chunk(event: Any) -> bool:
-    return (isinstance(event, dict) and event.get("object") == "chat.completion.chunk"
-            and isinstance(event.get("choices"), list))
+    """A chat completion chunk: ``object: chat.completion.chunk`` with ``choices``, or, from a provider that leaves
+    ``object`` out, choices that carry a ``delta`` (a streamed answer must never be taken for a refusal)."""
+    if not isinstance(event, dict) or not isinstance(event.get("choices"), list) or "error" in event:
+        return False
+    if event.get("object") == "chat.completion.chunk":
+        return True
+    return any(isinstance(c, dict) and isinstance(c.get("delta"), dict) for c in event["choices"])
 
 
 def classify_body(body: bytes, content_type: str = "") -> tuple[bool, str]:
@@ -368,11 +373,17 @@ async def _attempt_once(client: httpx.AsyncClient, settings: ProbeSettings, targ
     if 200 <= status < 300:
         if oversized:
             return done("invalid", "oversized_body", f"2xx body larger than {settings.max_body_bytes // 1024} KB")
-        if streamed:
-            text = body.decode("utf-8", errors="replace")
+        text = body.decode("utf-8", errors="replace") if streamed else ""
+        if streamed and ("event-stream" in content_type.lower() or text.lstrip().startswith(("data:", ":", "event:"))):
             if _is_chat_chunk(_first_sse_event(text)):
                 return done("chat", None, "streamed: the first chunk is a chat completion chunk (stream closed there)")
-            return done("invalid", "not_chat_completion", "2xx stream whose first event is not a chat completion chunk")
+            return done("invalid", "not_chat_completion", "2xx stream whose first event is not a chat completion chunk",
+                        evidence=(body, answer_headers))
+        if streamed:  # a provider that ignored stream=true and answered in one piece: judge that piece
+            is_chat, note = classify_body(body, content_type)
+            note = note or "answered in one piece although the probe asked for stream=true"
+            return done("chat" if is_chat else "invalid", None if is_chat else "not_chat_completion", note,
+                        evidence=None if is_chat else (body, answer_headers))
         is_chat, note = classify_body(body, content_type)
         if is_chat:
             return done("chat", None, note or None)
