@@ -110,7 +110,7 @@ st.caption("Reads the provider's catalog from the Hub API, probes every model wi
            "`http://127.0.0.1:8765/v1`).")
 
 with st.form("scan_form", clear_on_submit=True):
-    store_path = st.text_input("Store file", value=last["store"], key="scan_store",
+    store_path = st.text_input("Write results to (store file)", value=last["store"], key="scan_store",
                                help="Created if missing. The run is added to this store.")
     hub_url = st.text_input("Hub URL", value=last["hub_url"], key="scan_hub")
     router_url = st.text_input("Router URL", value=last["router_url"], key="scan_router")

@@ -167,7 +167,7 @@ def sidebar(explicit_store: str | None) -> Context:
     run_id = run = error = None
     error_detail = ""
     version: tuple[int, ...] = ()
-    path = st.sidebar.text_input("Store file", key="store_path",
+    path = st.sidebar.text_input("Viewing (store file)", key="store_path",
                                  help="A SQLite store written by python -m analysis scan.").strip()
     state["chosen_store"] = path
     if Path(path) == choice.path:
