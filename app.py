@@ -1,9 +1,10 @@
 """Catalog RCA Explorer dashboard: ``streamlit run app.py [-- --store PATH]``.
 
 The store is ``--store PATH`` or the ``RCA_STORE`` environment variable, else
-``data/rca.sqlite`` if it exists, else the built-in offline sample (built on
-first start).  This file and ``analysis/cli.py`` are the only places that read
-the environment.  Pages live in ``app_pages/``; add one by adding an
+``rca.sqlite`` in the data dir (``RCA_HOME``, else ``./data``) if it exists, else
+the built-in offline sample (built on first start, and labelled).  This file,
+``analysis/cli.py`` and ``analysis/config.py`` (the paths) are the only places that
+read the environment.  Pages live in ``app_pages/``; add one by adding an
 ``st.Page`` to ``PAGES``.
 """
 

@@ -1,11 +1,12 @@
 """``python -m analysis``: the command line.  Each command calls one package function.
 
-This module and ``app.py`` are the only places that read the environment; the
-token comes from ``HF_TOKEN`` and nowhere else.
+This module, ``app.py`` and :mod:`analysis.config` (the paths) are the only places
+that read the environment; the token comes from ``HF_TOKEN`` and nowhere else.
 
 Exit codes: 0 ok; 1 a ``--fail-on`` condition holds; 2 bad usage or input;
-3 run-level failure (auth_error, payment_required, endpoint_error); 4 internal
-error; 130 interrupted.
+3 run-level failure (token, credits, endpoint, account settings, an outage; a
+partial run; no run to publish a blocklist from); 4 internal error (a bug);
+130 interrupted.
 """
 
 from __future__ import annotations
@@ -313,6 +314,7 @@ def _write_output(data: bytes, out: str | None) -> None:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from analysis.outputs.export import export_bytes
+    from analysis.outputs.views import publishable_run
     from analysis.store import open_store
 
     reasons = None
@@ -327,7 +329,8 @@ def cmd_export(args: argparse.Namespace) -> int:
                              "faults of the setup, never of a model")
     with open_store(args.store, readonly=True) as store:
         if args.what in ("blocklist", "routes"):
-            run_id = _blocklist_run(store, args.run, args.max_age)
+            run_id = publishable_run(store, _int(args.run, "--run") if args.run is not None else None,
+                                     args.max_age)
         else:
             found, run = _resolve_run(store, args.run)
             if found is None or run is None:
@@ -402,48 +405,6 @@ def cmd_override(args: argparse.Namespace) -> int:
         target = rule["model_id"] + (f":{rule['provider']}" if rule["provider"] else "")
         _out(f"{rule['id']:>4}  {target}  {describe(rule)}{'  [EXPIRED: not applied]' if rule['id'] in old else ''}")
     return EXIT_OK
-
-
-def _blocklist_run(store: Store, run: str | None, max_age: float | None) -> int:
-    """The run a blocklist may come from, or :class:`NoBlocklistError` (exit 3, nothing written).
-
-    Only a successful probing run feeds a blocklist: an empty file from a failed,
-    incomplete or predicted run would unblock every model downstream.
-    """
-    from datetime import datetime, timezone
-
-    from analysis.errors import NoBlocklistError
-    from analysis.store import SUCCESSFUL
-
-    if run is None:
-        run_id = store.latest_run_id(mode="probe")
-        if run_id is None:
-            raise NoBlocklistError(f"no successful probing run in {store.path}: no blocklist written (an empty one "
-                                   "would unblock every model)")
-        info = store.get_run(run_id)
-    else:
-        run_id = _int(run, "--run")
-        info = store.get_run(run_id)
-        if info["status"] not in SUCCESSFUL or info.get("mode") == "predict":
-            what = "a metadata-only (predicted) run" if info["status"] in SUCCESSFUL else info["status"]
-            why = f" ({info['failure_reason']})" if info.get("failure_reason") else ""
-            raise NoBlocklistError(f"run {run_id} is {what}{why}: only a successful probing run feeds a blocklist; "
-                                   "nothing written")
-    if max_age is not None:
-        finished = info.get("finished_at") or info.get("started_at")
-        when = datetime.fromisoformat(str(finished).replace("Z", "+00:00"))
-        age = (datetime.now(timezone.utc) - when).total_seconds()
-        if age > max_age:
-            raise NoBlocklistError(f"run {run_id} finished {_human_age(age)} ago, older than --max-age "
-                                   f"{_human_age(max_age)}: nothing written; run a new scan")
-    return run_id
-
-
-def _human_age(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.1f}{unit}".replace(".0" + unit, unit)
-    return f"{seconds:.0f}s"
 
 
 def _duration(text: str) -> float:

@@ -69,7 +69,7 @@ def sample_blocklist() -> Path:
 
 
 def reports_dir() -> Path:
-    """Where reports go without ``--out``: ``$RCA_HOME/reports``, else ``./reports``."""
+    """Where reports go without ``--out``: ``reports/`` in ``--data-dir`` or ``RCA_HOME``, else ``./reports``."""
     home = _data_dir_flag or _home()
     return home / "reports" if home is not None else Path("reports")
 

@@ -9,7 +9,11 @@ It replays the seed incident the right way round:
    called them: ``katanemo/Arch-Router-1.5B`` is refused, the route check finds
    ``katanemo/Arch-Router-1.5B:hf-inference`` working: ``route_mismatch``;
 3. and 4. the whole real provider table (``--provider all``) in two phases of
-   the scenario, so the sample has history (recoveries, changed reasons).
+   the scenario, so the sample has history (recoveries, changed reasons), with
+   ``probe_error`` models that work with other request settings;
+5. the same scope from an account with every provider switched off in its
+   settings: a run-level ``endpoint_error`` that names the settings and blocks
+   nothing.
 """
 
 from __future__ import annotations

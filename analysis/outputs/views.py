@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import shlex
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote
 
 import pandas as pd
 
 from analysis.config import HUB_URL
-from analysis.errors import UsageError
+from analysis.errors import NoBlocklistError, UsageError
 from analysis.outputs.explain import explain
 from analysis.outputs.export import blocklist_frame
 from analysis.schema import is_missing
@@ -46,6 +47,7 @@ __all__ = [
     "failing_authors",
     "conflicts",
     "top_causes",
+    "publishable_run",
     "same_signature",
 ]
 
@@ -448,3 +450,43 @@ def same_signature(findings: pd.DataFrame, model_id: str, provider: str) -> pd.D
     same = findings[(findings["error_signature"] == mine.iloc[0])
                     & ~((findings["model_id"] == model_id) & (findings["provider"] == provider))]
     return same[columns].sort_values(["model_id", "provider"]).reset_index(drop=True)
+
+
+def _human_age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}".replace(".0" + unit, unit)
+    return f"{seconds:.0f}s"
+
+
+def publishable_run(store: Store, run_id: int | None, max_age_s: float | None,
+                    now: datetime | None = None) -> int:
+    """The run a blocklist (or the fixes) may be published from, or :class:`NoBlocklistError` (exit 3).
+
+    Only a successful probing run feeds a blocklist: an empty file from a failed,
+    incomplete or predicted run would unblock every model downstream.  ``run_id=None``
+    is the latest successful probing run; ``max_age_s`` refuses a run that finished
+    longer ago.
+    """
+    if run_id is None:
+        found = store.latest_run_id(mode="probe")
+        if found is None:
+            raise NoBlocklistError(f"no successful probing run in {store.path}: no blocklist written (an empty one "
+                                   "would unblock every model)")
+        run_id = found
+        info = store.get_run(run_id)
+    else:
+        info = store.get_run(run_id)
+        if info["status"] not in SUCCESSFUL or info.get("mode") == "predict":
+            what = "a metadata-only (predicted) run" if info["status"] in SUCCESSFUL else info["status"]
+            why = f" ({info['failure_reason']})" if info.get("failure_reason") else ""
+            raise NoBlocklistError(f"run {run_id} is {what}{why}: only a successful probing run feeds a blocklist; "
+                                   "nothing written")
+    if max_age_s is not None:
+        finished = info.get("finished_at") or info.get("started_at")
+        when = datetime.fromisoformat(str(finished).replace("Z", "+00:00"))
+        age = ((now or datetime.now(timezone.utc)) - when).total_seconds()
+        if age > max_age_s:
+            raise NoBlocklistError(f"run {run_id} finished {_human_age(age)} ago, older than --max-age "
+                                   f"{_human_age(max_age_s)}: nothing written; run a new scan")
+    return run_id
