@@ -313,7 +313,7 @@ def _write_output(data: bytes, out: str | None) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from analysis.outputs.export import export_bytes
+    from analysis.outputs.export import Provenance, export_bytes
     from analysis.outputs.views import publishable_run
     from analysis.store import open_store
 
@@ -337,7 +337,8 @@ def cmd_export(args: argparse.Namespace) -> int:
                 raise UsageError(f"no successful run in {args.store}; pass --run ID to export another run")
             run_id = found
         findings = _with_overrides(store, store.findings(run_id))
-    _write_output(export_bytes(args.what, findings, args.format, reasons), args.out)
+        provenance = Provenance.of_run(args.what, store.get_run(run_id))
+    _write_output(export_bytes(args.what, findings, args.format, reasons, provenance), args.out)
     if args.out not in (None, "-"):
         _err(f"wrote {args.what} of run {run_id} to {args.out}")
     return EXIT_OK

@@ -21,6 +21,14 @@ FAST_FLAGS = ["--timeout", "1", "--backoff", "0.01", "--retry-after-cap", "0.5"]
 CLI_HOME: list[Path] = []  # set by conftest's session fixture: where a CLI run's default paths land
 
 
+def csv_rows(text: str) -> list[dict[str, str]]:
+    """The rows of an exported CSV: the provenance comment lines (``# ...``) skipped, as a consumer would."""
+    import csv
+
+    return list(csv.DictReader(io.StringIO("".join(line for line in text.splitlines(keepends=True)
+                                                   if not line.startswith("#")))))
+
+
 def sim_stats(server: SimulatorServer) -> dict:
     return httpx.get(f"{server.url}/_sim/stats").json()
 

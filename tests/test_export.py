@@ -9,7 +9,8 @@ import json
 
 import pandas as pd
 
-from analysis.outputs.export import blocklist_bytes, findings_bytes, neutralise
+from analysis import __version__
+from analysis.outputs.export import Provenance, blocklist_bytes, findings_bytes, neutralise, routes_bytes
 from analysis.schema import BLOCKLIST_COLUMNS, FINDING_COLUMNS
 from analysis.schema import FINDINGS_EXPORT_COLUMNS as FINDINGS_COLUMNS
 
@@ -99,3 +100,37 @@ def test_predicted_rows_never_block():
     frame = _findings()
     frame["predicted"] = True
     assert list(csv.DictReader(io.StringIO(blocklist_bytes(frame, "csv").decode()))) == []
+
+
+def _provenance() -> Provenance:
+    run = {"id": 7, "source": "hub", "provider": "together", "finished_at": "2026-12-02T10:02:00Z",
+           "started_at": "2026-12-02T10:00:00Z", "taxonomy_version": 2}
+    return Provenance.of_run("blocklist", run)
+
+
+def test_every_format_says_which_run_it_comes_from():
+    provenance = _provenance()
+    document = json.loads(blocklist_bytes(_findings(), "json", provenance=provenance))
+    assert document["provenance"] == {"kind": "blocklist", "run_id": 7, "source": "hub", "provider": "together",
+                                      "generated_at": "2026-12-02T10:02:00Z", "tool_version": __version__,
+                                      "taxonomy_version": 2, "tool": "catalog-rca",
+                                      "scope": "hub provider=together"}
+    assert document["rows"] == json.loads(blocklist_bytes(_findings(), "json"))
+    for fmt in ("csv", "python"):
+        text = blocklist_bytes(_findings(), fmt, provenance=provenance).decode()
+        comment = [line for line in text.splitlines() if line.startswith("# ")]
+        assert "# run_id: 7" in comment and "# scope: hub provider=together" in comment
+        assert "# taxonomy_version: 2" in comment and f"# tool_version: {__version__}" in comment
+        # the rest is the file without provenance, unchanged
+        assert text.endswith(blocklist_bytes(_findings(), fmt).decode())
+    namespace: dict = {}
+    exec(blocklist_bytes(_findings(), "python", provenance=provenance).decode(), namespace)  # noqa: S102
+    assert "UNSUPPORTED_MODELS" in namespace
+
+
+def test_a_hostile_scope_cannot_break_out_of_the_comment():
+    provenance = Provenance(kind="routes", run_id=1, source="hub", provider="x\nmodel_id,evil\r\n=cmd",
+                            generated_at="t", tool_version="0", taxonomy_version=None)
+    text = routes_bytes(pd.DataFrame(), "csv", provenance).decode()
+    assert all(line.startswith("# ") for line in text.splitlines()[:7])
+    assert text.splitlines()[7].startswith("model_id,")

@@ -16,7 +16,7 @@ from analysis.pipeline.history import PersistencePolicy, apply_persistence, summ
 from analysis.pipeline.scan import run_scan
 from analysis.store import open_store
 
-from .helpers import FAST_FLAGS, fast_config, run_cli
+from .helpers import FAST_FLAGS, csv_rows, fast_config, run_cli
 
 # --------------------------------------------------------------------------- pure
 
@@ -202,12 +202,12 @@ def test_fail_on_new_blocked_and_diff(make_sim, tmp_path):
 
 def test_exports_carry_history_and_alternatives(sample_store):
     result = run_cli("export", "findings", "--store", str(sample_store), "--format", "json")
-    rows = json.loads(result.stdout)
+    rows = json.loads(result.stdout)["rows"]
     assert {"alternatives", "first_failed_at", "last_ok_at", "consecutive_failures", "flaps"} <= set(rows[0])
     blocked = [r for r in rows if r["blocked"] and r["pipeline_tag"] == "text-generation"]
     assert any(r["alternatives"] for r in blocked)
-    csv_rows = list(csv.DictReader(io.StringIO(run_cli("export", "blocklist", "--store", str(sample_store)).stdout)))
-    assert "alternatives" in csv_rows[0]
+    blocklist = csv_rows(run_cli("export", "blocklist", "--store", str(sample_store)).stdout)
+    assert "alternatives" in blocklist[0]
 
 
 def test_prune_keeps_the_newest_runs(make_sim, tmp_path):

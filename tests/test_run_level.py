@@ -7,8 +7,6 @@ faulted provider's blocklist forward.
 
 from __future__ import annotations
 
-import csv
-import io
 import sqlite3
 
 import pytest
@@ -18,7 +16,7 @@ from analysis.devtools.simulator import Scenario
 from analysis.pipeline.scan import run_scan
 from analysis.store import open_store
 
-from .helpers import FAST_FLAGS, fast_config, sim_stats
+from .helpers import FAST_FLAGS, csv_rows, fast_config, sim_stats
 
 ENABLED = "not supported by any provider you have enabled"
 
@@ -97,7 +95,7 @@ def test_one_provider_switched_off_leaves_the_run_partial_and_carries_its_blockl
     # the blocklist of the partial run holds the judged provider and the carried rows: nothing was unblocked
     code, out, err = run(capsys, "export", "blocklist", "--store", str(store))
     assert code == 0, err
-    rows = {(r["model_id"], r["provider"]) for r in csv.DictReader(io.StringIO(out))}
+    rows = {(r["model_id"], r["provider"]) for r in csv_rows(out)}
     assert rows == {("org/gone", "together"), ("org/gone", "novita")}
 
 

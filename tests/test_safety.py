@@ -5,9 +5,6 @@ CLI checks run in process (``cli.main``), against a real simulator and real SQLi
 
 from __future__ import annotations
 
-import csv
-import io
-
 import pytest
 
 from analysis import cli
@@ -18,7 +15,7 @@ from analysis.pipeline.scan import run_scan
 from analysis.store import open_store
 from analysis.untrusted import clean_id, clean_text
 
-from .helpers import FAST_FLAGS, fast_config
+from .helpers import FAST_FLAGS, csv_rows, fast_config
 
 HF_TOKEN = "hf_" + "AbCdEfGhIjKlMnOpQrStUvWxYz0123456789"  # shaped like an hf_ token, not a real one
 
@@ -125,7 +122,8 @@ def test_blocklist_of_a_run_that_blocks_nothing_is_a_header_only_file(healthy_st
     out = tmp_path / "blocklist.csv"
     code, _, err = run(capsys, "export", "blocklist", "--store", str(healthy_store), "--out", str(out))
     assert code == 0, err
-    assert out.read_text().startswith("model_id,provider,reason") and out.read_text().count("\n") == 1
+    lines = [line for line in out.read_text().splitlines() if not line.startswith("# ")]
+    assert lines[0].startswith("model_id,provider,reason") and len(lines) == 1
 
 
 @pytest.mark.parametrize("extra, words", [(["--run", "2"], "run 2 is failed"),
@@ -211,7 +209,7 @@ def test_a_read_only_store_refuses_writers_with_exit_2_and_serves_readers(health
             store.create_run(source="hub", provider="p", hub_url=None, router_url=None, settings={})
         assert caught.value.exit_code == 2
     code, out, _ = run(capsys, "export", "findings", "--store", str(healthy_store))
-    assert code == 0 and out.startswith("model_id,")
+    assert code == 0 and out.startswith("# tool: catalog-rca") and "\nmodel_id," in out
 
 
 def test_a_corrupt_store_is_exit_2_and_left_as_it_is(healthy_store, capsys):
@@ -319,7 +317,7 @@ def test_overrides_apply_to_every_export_and_expire(sample_store, tmp_path, caps
                "=HYPERLINK(legal hold)", "--expires", "2099-01-01", "--store", str(store))[0] == 0
     code, out, _ = run(capsys, "export", "blocklist", "--store", str(store), "--format", "csv")
     assert code == 0
-    rows = {(r["model_id"], r["provider"]): r for r in csv.DictReader(io.StringIO(out))}
+    rows = {(r["model_id"], r["provider"]): r for r in csv_rows(out)}
     assert not any(m == blocked["model_id"] for m, _ in rows)  # allowed on every provider
     held = rows[(working["model_id"], working["provider"])]
     assert held["override"].startswith("block: =HYPERLINK(legal hold) (by ")
@@ -334,7 +332,7 @@ def test_overrides_apply_to_every_export_and_expire(sample_store, tmp_path, caps
     code, out, err = run(capsys, "export", "blocklist", "--store", str(store), "--format", "csv")
     assert code == 0 and "has expired and no longer applies" in err
     assert (working["model_id"], working["provider"]) not in {(r["model_id"], r["provider"])
-                                                              for r in csv.DictReader(io.StringIO(out))}
+                                                              for r in csv_rows(out)}
     assert "EXPIRED" in run(capsys, "override", "list", "--store", str(store))[1]
     assert run(capsys, "override", "remove", "2", "--store", str(store))[0] == 0
     assert run(capsys, "override", "remove", "2", "--store", str(store))[0] == 2

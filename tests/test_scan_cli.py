@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import ast
-import csv
-import io
 import json
 from pathlib import Path
 
@@ -15,7 +13,7 @@ from analysis.pipeline.scan import run_scan
 from analysis.schema import BLOCKLIST_COLUMNS
 from analysis.store import open_store
 
-from .helpers import FAST_FLAGS, SECRET_TOKEN, fast_config, run_cli, sim_stats
+from .helpers import FAST_FLAGS, SECRET_TOKEN, csv_rows, fast_config, run_cli, sim_stats
 
 # The default scenario's hf-inference slice: one or more models per taxonomy row.
 EXPECTED_HF_INFERENCE = {
@@ -96,24 +94,27 @@ def test_cli_scan_and_exports(sim, tmp_path):
 
     findings = run_cli("export", "findings", "--store", str(store), "--format", "csv")
     assert findings.returncode == 0, findings.stderr
-    rows = list(csv.DictReader(io.StringIO(findings.stdout)))
+    rows = csv_rows(findings.stdout)
     assert {r["model_id"]: r["reason"] for r in rows} == EXPECTED_HF_INFERENCE
 
     out = tmp_path / "out" / "blocklist.csv"
     blocklist = run_cli("export", "blocklist", "--store", str(store), "--format", "csv", "--out", str(out))
     assert blocklist.returncode == 0
-    blocked = list(csv.DictReader(io.StringIO(out.read_text())))
+    blocked = csv_rows(out.read_text())
     assert list(blocked[0])[: len(BLOCKLIST_COLUMNS)] == BLOCKLIST_COLUMNS
     assert {r["model_id"] for r in blocked} == {m for m, r in EXPECTED_HF_INFERENCE.items()
                                                 if r in ("non_chat_task", "gated", "not_found", "not_supported",
                                                          "provider_mapping_error")}
 
     python = run_cli("export", "blocklist", "--store", str(store), "--format", "python")
+    assert python.stdout.startswith("# tool: catalog-rca\n")  # the provenance comment, then the set
     tree = ast.parse(python.stdout)
     assert ast.literal_eval(tree.body[0].value) == {r["model_id"] for r in blocked}
 
     as_json = run_cli("export", "blocklist", "--store", str(store), "--format", "json", "--run", "1")
-    assert len(json.loads(as_json.stdout)) == len(blocked)
+    document = json.loads(as_json.stdout)
+    assert len(document["rows"]) == len(blocked)
+    assert document["provenance"]["run_id"] == 1 and document["provenance"]["kind"] == "blocklist"
 
 
 def test_wrong_token_exits_3_names_the_token_and_blocks_nothing(make_sim, tmp_path):
@@ -256,6 +257,6 @@ def test_demo_writes_sample_store_and_blocklist(tmp_path):
     # a reasoning model refusing the probe's budget works with a large one: not blocked, and says how
     qwen3 = latest[latest["model_id"] == "Qwen/Qwen3-0.6B"].iloc[0]
     assert qwen3["reason"] == "probe_error" and qwen3["working_settings"] == "max_tokens=4096; stream=true"
-    blocked = list(csv.DictReader(io.StringIO((tmp_path / "sample-blocklist.csv").read_text())))
+    blocked = csv_rows((tmp_path / "sample-blocklist.csv").read_text())
     assert len(blocked) == int(latest["blocked"].sum()) > 0
     assert not any(name.startswith(".sample-") for name in map(lambda p: p.name, Path(tmp_path).iterdir()))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 
 import pytest
@@ -13,7 +11,7 @@ from analysis.pipeline.catalog import read_catalog_file
 from analysis.pipeline.scan import run_scan
 from analysis.store import open_store
 
-from .helpers import FAST_FLAGS, fast_config, reset_stats, run_cli, sim_stats
+from .helpers import FAST_FLAGS, csv_rows, fast_config, reset_stats, run_cli, sim_stats
 from .test_scan_cli import EXPECTED_HF_INFERENCE
 
 
@@ -117,7 +115,7 @@ def test_no_probe_makes_zero_chat_calls_and_blocks_nothing(sim, tmp_path):
     assert findings.loc["katanemo/Arch-Router-1.5B", "reason"] == "ok"
     assert findings.loc["BAAI/bge-small-en-v1.5", "detail"].startswith("predicted from metadata")
     assert set(findings.index) == set(EXPECTED_HF_INFERENCE)
-    exported = list(csv.DictReader(io.StringIO(run_cli("export", "findings", "--store", str(store)).stdout)))
+    exported = csv_rows(run_cli("export", "findings", "--store", str(store)).stdout)
     assert {r["predicted"] for r in exported} == {"true"}
     blocklist = run_cli("export", "blocklist", "--store", str(store))
     assert blocklist.returncode == 3 and blocklist.stdout == ""  # a prediction never feeds a blocklist

@@ -28,7 +28,7 @@ import httpx
 
 from analysis import config
 from analysis.devtools.simulator import Scenario, SimulatorServer, default_scenario
-from analysis.outputs.export import blocklist_bytes
+from analysis.outputs.export import Provenance, blocklist_bytes
 from analysis.pipeline.scan import ScanConfig, ScanObserver, ScanOutcome, run_scan
 from analysis.store import Store
 
@@ -84,6 +84,7 @@ def build_sample_store(store_path: str | os.PathLike[str] | None = None,
             latest = run_scan(sample_config(sim.url, sim.router_url), store, observer)
             outcomes.append(("all providers, phase 1", latest))
             findings = store.findings(latest.run_id)
+            provenance = Provenance.of_run("blocklist", store.get_run(latest.run_id))
             step("scan 5: every provider again, from an account with every provider switched off in its settings")
             outcomes.append(("all providers, providers switched off in the account", run_scan(
                 sample_config(sim.url, f"{sim.url}/noproviders/v1"), store, observer)))
@@ -101,7 +102,7 @@ def build_sample_store(store_path: str | os.PathLike[str] | None = None,
     written_blocklist = None
     if blocklist_path is not None:
         written_blocklist = Path(blocklist_path)
-        written_blocklist.write_bytes(blocklist_bytes(findings, "csv"))
+        written_blocklist.write_bytes(blocklist_bytes(findings, "csv", provenance=provenance))
     return SampleResult(store_path, written_blocklist, outcomes)
 
 

@@ -2,6 +2,12 @@
 
 The CLI and the dashboard both call these functions, so a downloaded file is
 byte for byte what ``python -m analysis export`` writes.
+
+Every export says where it comes from (:class:`Provenance`): the JSON export is an object
+``{"provenance": {...}, "rows": [...]}``; the CSV and Python exports start with ``#`` comment
+lines carrying the same fields (read the CSV with ``comment="#"`` in pandas, or skip lines that
+start with ``#``).  ``generated_at`` is when the run's verdicts were made (the run's end), so the
+same run always exports the same bytes.
 """
 
 from __future__ import annotations
@@ -9,7 +15,8 @@ from __future__ import annotations
 import csv
 import io
 import json
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import Any, Mapping
 
 import pandas as pd
 
@@ -27,6 +34,7 @@ from analysis.untrusted import show_controls
 __all__ = [
     "BLOCKLIST_COLUMNS",
     "FORMATS",
+    "Provenance",
     "neutralise",
     "csv_bytes",
     "blocklist_frame",
@@ -40,6 +48,46 @@ __all__ = [
 FORMATS = ("csv", "json", "python")
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where an export comes from: which run, which scope, judged when, by which tool and rules."""
+
+    kind: str  # findings, blocklist or routes
+    run_id: int
+    source: str
+    provider: str
+    generated_at: str  # when the run's verdicts were made (its end; its start while unfinished)
+    tool_version: str
+    taxonomy_version: int | None
+    tool: str = "catalog-rca"
+
+    @property
+    def scope(self) -> str:
+        return f"{self.source} provider={self.provider}"
+
+    @classmethod
+    def of_run(cls, kind: str, run: Mapping[str, Any]) -> "Provenance":
+        from analysis import __version__
+
+        version = run.get("taxonomy_version")
+        return cls(kind=kind, run_id=int(run["id"]), source=str(run.get("source") or ""),
+                   provider=str(run.get("provider") or ""),
+                   generated_at=str(run.get("finished_at") or run.get("started_at") or ""),
+                   tool_version=__version__, taxonomy_version=None if is_missing(version) else int(version))
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["scope"] = self.scope
+        return data
+
+    def comment(self) -> bytes:
+        """The same fields as ``#`` comment lines (CSV and Python exports); control characters never go raw."""
+        fields = self.as_dict()
+        return "".join(f"# {name}: {_one_line(fields[name])}\n" for name in
+                       ("tool", "tool_version", "kind", "run_id", "scope", "generated_at",
+                        "taxonomy_version")).encode("utf-8")
 
 
 def neutralise(value: Any) -> Any:
@@ -84,8 +132,15 @@ def csv_bytes(frame: pd.DataFrame, columns: list[str]) -> bytes:
     return buf.getvalue().encode("utf-8")
 
 
-def _json(frame: pd.DataFrame, columns: list[str]) -> bytes:
-    return (json.dumps(_records(frame, columns), indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+def _json(frame: pd.DataFrame, columns: list[str], provenance: Provenance | None = None) -> bytes:
+    rows = _records(frame, columns)
+    data: Any = rows if provenance is None else {"provenance": provenance.as_dict(), "rows": rows}
+    return (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def _framed(body: bytes, fmt: str, provenance: Provenance | None) -> bytes:
+    """CSV and Python bodies behind the provenance comment (JSON carries it inside)."""
+    return body if provenance is None or fmt == "json" else provenance.comment() + body
 
 
 def _one_line(text: Any) -> str:
@@ -133,31 +188,33 @@ def blocklist_frame(findings: pd.DataFrame, reasons: set[str] | None = None) -> 
     return findings[mask].sort_values(["model_id", "provider"]).reset_index(drop=True)
 
 
-def findings_bytes(findings: pd.DataFrame, fmt: str) -> bytes:
+def findings_bytes(findings: pd.DataFrame, fmt: str, provenance: Provenance | None = None) -> bytes:
     """All findings: the contract columns in order, then extra evidence columns."""
     columns = FINDINGS_EXPORT_COLUMNS + [c for c in FINDINGS_EVIDENCE_COLUMNS + FINDINGS_HISTORY_COLUMNS
                                          if c in findings.columns]
     frame = findings.sort_values(["model_id", "provider"]) if not findings.empty else findings
     if fmt == "csv":
-        return csv_bytes(frame, columns)
+        return _framed(csv_bytes(frame, columns), fmt, provenance)
     if fmt == "json":
-        return _json(frame, columns)
+        return _json(frame, columns, provenance)
     if fmt == "python":
-        return _python(blocklist_frame(findings), "UNSUPPORTED_MODELS", _several_providers(findings))
+        return _framed(_python(blocklist_frame(findings), "UNSUPPORTED_MODELS", _several_providers(findings)), fmt,
+                       provenance)
     raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
 
 
-def blocklist_bytes(findings: pd.DataFrame, fmt: str, reasons: set[str] | None = None) -> bytes:
+def blocklist_bytes(findings: pd.DataFrame, fmt: str, reasons: set[str] | None = None,
+                    provenance: Provenance | None = None) -> bytes:
     """The blocklist (blocked rows only) as CSV, JSON or a Python set."""
     frame = blocklist_frame(findings, reasons)
     # carried: the row comes from the provider's last successful run (its part of this run had a run-level fault)
     columns = BLOCKLIST_COLUMNS + [c for c in BLOCKLIST_EXTRA_COLUMNS if c in frame.columns]
     if fmt == "csv":
-        return csv_bytes(frame, columns)
+        return _framed(csv_bytes(frame, columns), fmt, provenance)
     if fmt == "json":
-        return _json(frame, columns)
+        return _json(frame, columns, provenance)
     if fmt == "python":
-        return _python(frame, "UNSUPPORTED_MODELS", _several_providers(findings))
+        return _framed(_python(frame, "UNSUPPORTED_MODELS", _several_providers(findings)), fmt, provenance)
     raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
 
 
@@ -194,25 +251,27 @@ def _python_routes(frame: pd.DataFrame) -> bytes:
     return ("\n".join(lines) + "\n").encode("utf-8")
 
 
-def routes_bytes(findings: pd.DataFrame, fmt: str) -> bytes:
+def routes_bytes(findings: pd.DataFrame, fmt: str, provenance: Provenance | None = None) -> bytes:
     """The route and request fixes as CSV, JSON or Python dicts: what the gateway team changes instead of
     blocking."""
     frame = routes_frame(findings)
     if fmt == "csv":
-        return csv_bytes(frame, ROUTES_COLUMNS)
+        return _framed(csv_bytes(frame, ROUTES_COLUMNS), fmt, provenance)
     if fmt == "json":
-        return _json(frame, ROUTES_COLUMNS)
+        return _json(frame, ROUTES_COLUMNS, provenance)
     if fmt == "python":
-        return _python_routes(frame)
+        return _framed(_python_routes(frame), fmt, provenance)
     raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
 
 
-def export_bytes(kind: str, findings: pd.DataFrame, fmt: str, reasons: set[str] | None = None) -> bytes:
-    """``kind`` is ``findings``, ``blocklist`` or ``routes``."""
+def export_bytes(kind: str, findings: pd.DataFrame, fmt: str, reasons: set[str] | None = None,
+                 provenance: Provenance | None = None) -> bytes:
+    """``kind`` is ``findings``, ``blocklist`` or ``routes``; with ``provenance``, the file says which run it
+    comes from."""
     if kind == "findings":
-        return findings_bytes(findings, fmt)
+        return findings_bytes(findings, fmt, provenance)
     if kind == "blocklist":
-        return blocklist_bytes(findings, fmt, reasons)
+        return blocklist_bytes(findings, fmt, reasons, provenance)
     if kind == "routes":
-        return routes_bytes(findings, fmt)
+        return routes_bytes(findings, fmt, provenance)
     raise ValueError(f"unknown export {kind!r}")
