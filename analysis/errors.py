@@ -9,9 +9,14 @@ __all__ = [
     "CatalogUnavailable",
     "NoBlocklistError",
     "RunBusyError",
+    "ScopeBusyError",
+    "LeaseLostError",
     "RunLevelError",
     "StoreError",
     "StoreFullError",
+    "StoreNotEmptyError",
+    "StoreUnavailableError",
+    "UnsupportedStoreError",
     "EXIT_OK",
     "EXIT_FAIL_ON",
     "EXIT_USAGE",
@@ -50,6 +55,21 @@ class StoreFullError(StoreError):
     exit_code = EXIT_RUN_LEVEL
 
 
+class StoreUnavailableError(StoreError):
+    """The database server went away while a command used it (restarted, unreachable): an outage, not bad usage,
+    so exit 3; a scan's run is left incomplete and resumable."""
+
+    exit_code = EXIT_RUN_LEVEL
+
+
+class UnsupportedStoreError(StoreError):
+    """A store location with a scheme the tool does not speak (only a file path or ``postgresql://``): exit 2."""
+
+
+class StoreNotEmptyError(StoreError):
+    """``store copy`` into a store that already holds rows: exit 2, nothing written (a copy never merges)."""
+
+
 class CatalogError(RcaError):
     """The catalog request was refused (a 4xx that is not about the token, an empty catalog): exit 2."""
 
@@ -65,6 +85,28 @@ class RunBusyError(RcaError):
     """Another process holds the run (a scan or a resume of it is running): exit 3, nothing touched."""
 
     exit_code = EXIT_RUN_LEVEL
+
+
+class ScopeBusyError(RunBusyError):
+    """A live scan of an overlapping scope holds the lease: exit 3, nothing touched.
+
+    Carries the holder so that the CLI and the dashboard can say who is running since when.
+    """
+
+    def __init__(self, message: str, *, source: str, providers: str, pid: int, host: str, started_at: str,
+                 run_id: int | None) -> None:
+        super().__init__(message)
+        self.source = source
+        self.providers = providers
+        self.pid = pid
+        self.host = host
+        self.started_at = started_at
+        self.run_id = run_id
+
+
+class LeaseLostError(RunBusyError):
+    """This scan's lease is gone (its heartbeat stopped longer than the TTL and another scan took the scope
+    over): exit 3."""
 
 
 class NoBlocklistError(RcaError):

@@ -60,3 +60,20 @@ def sample_store(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("sample")
     result = build_sample_store(folder / "sample.sqlite", folder / "sample-blocklist.csv")
     return result.store_path
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A throwaway PostgreSQL cluster for the session (see tests/pg_cluster.py), stopped and removed at the end.
+
+    Skips the tests that use it when no server is installed, unless RCA_REQUIRE_POSTGRES=1 (CI), which fails.
+    """
+    from .pg_cluster import start_cluster
+
+    cluster = start_cluster()
+    if cluster is None:
+        pytest.skip("no PostgreSQL server installed (Debian's postgresql; RCA_REQUIRE_POSTGRES=1 makes this fail)")
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

@@ -1,10 +1,12 @@
-"""The SQLite store: WAL, migrations, refusal of foreign files, readers as DataFrames."""
+"""The store on both backends (SQLite and PostgreSQL): migrations, refusals, readers as DataFrames; SQLite's
+file checks and WAL."""
 
 from __future__ import annotations
 
 import sqlite3
 
 import pandas as pd
+import psycopg
 import pytest
 
 from analysis.errors import StoreError
@@ -13,6 +15,16 @@ from analysis.pipeline.probe import Attempt, ProbeResult
 from analysis.pipeline.targets import Target
 from analysis.store import SCHEMA_VERSION, open_store
 
+from .pg_cluster import BACKENDS, store_location
+
+# A duplicate row is our bug on either backend (exit 4), never a store error.
+INTEGRITY_ERRORS = (sqlite3.IntegrityError, psycopg.IntegrityError)
+
+
+@pytest.fixture(params=BACKENDS)
+def location(request, tmp_path) -> str:
+    return store_location(request, tmp_path)
+
 
 def _result(model_id: str, status: int = 200, outcome: str = "chat") -> ProbeResult:
     attempt = Attempt(1, "2026-01-01T00:00:00Z", 10.0, status, outcome)
@@ -20,22 +32,36 @@ def _result(model_id: str, status: int = 200, outcome: str = "chat") -> ProbeRes
                        None, None, 10.0, 1, [attempt], "2026-01-01T00:00:00Z", "2026-01-01T00:00:01Z")
 
 
-def test_new_store_is_wal_and_migrated(store_path):
+def test_new_sqlite_store_is_wal(store_path):
     with open_store(store_path) as store:
         assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_new_store_is_migrated(location):
+    with open_store(location) as store:
         rows = store.db.execute("SELECT version, name FROM schema_migrations ORDER BY version").fetchall()
         assert [r[0] for r in rows] == list(range(1, SCHEMA_VERSION + 1))
         assert store.schema_version() == SCHEMA_VERSION
 
 
-def test_reopening_applies_nothing_twice(store_path):
-    open_store(store_path).close()
-    with open_store(store_path) as store:
+def test_reopening_applies_nothing_twice(location):
+    open_store(location).close()
+    with open_store(location) as store:
         count = store.db.execute("SELECT COUNT(*) FROM schema_migrations").fetchone()[0]
     assert count == SCHEMA_VERSION
 
 
-def test_newer_schema_is_refused_and_untouched(store_path):
+def test_newer_schema_is_refused_and_untouched(location):
+    with open_store(location) as store:
+        store.db.execute("INSERT INTO schema_migrations VALUES (999, 'from the future', 'x')")
+    with pytest.raises(StoreError, match="newer"):
+        open_store(location)
+    with pytest.raises(StoreError, match="newer"):
+        open_store(location, readonly=True)
+
+
+def test_newer_sqlite_file_is_untouched(store_path):
     open_store(store_path).close()
     db = sqlite3.connect(store_path)
     db.execute("INSERT INTO schema_migrations VALUES (999, 'from the future', 'x')")
@@ -61,11 +87,19 @@ def test_missing_store_for_readers(tmp_path):
     assert not (tmp_path / "absent.sqlite").exists()
 
 
-def test_run_lifecycle_and_readers(store_path):
+def test_empty_database_is_no_store_for_readers(location):
+    for kwargs in ({"create": False}, {"readonly": True}):
+        with pytest.raises(StoreError, match="no store"):
+            open_store(location, **kwargs)
+    with open_store(location) as store:  # and nothing was created by those attempts
+        assert store.runs().empty
+
+
+def test_run_lifecycle_and_readers(location):
     catalog = normalise_hub_models([{"id": "a/x", "pipeline_tag": "text-generation", "tags": ["t"],
                                      "inferenceProviderMapping": [{"provider": "p", "status": "live",
                                                                    "task": "conversational"}]}])
-    with open_store(store_path) as store:
+    with open_store(location) as store:
         run_id = store.create_run(source="hub", provider="p", hub_url="h", router_url="r", settings={"a": 1})
         store.save_catalog(run_id, catalog)
         store.save_targets(run_id, [Target("a/x", "p", "a/x:p")])
@@ -84,23 +118,29 @@ def test_run_lifecycle_and_readers(store_path):
         assert store.previous_ok_run(run_id) is None
 
 
-def test_probe_rows_are_unique(store_path):
-    with open_store(store_path) as store:
+def test_probe_rows_are_unique(location):
+    with open_store(location) as store:
         run_id = store.create_run(source="hub", provider="p", hub_url="h", router_url="r", settings={})
         store.save_probes(run_id, [_result("a/x")])
-        with pytest.raises(sqlite3.IntegrityError):
+        with pytest.raises(INTEGRITY_ERRORS):
             store.save_probes(run_id, [_result("a/x"), _result("a/y")])
         # the failed batch rolled back as a whole
         assert store.probed_keys(run_id) == {("a/x", "p")}
 
 
-def test_concurrent_reader_sees_committed_batches(store_path):
-    with open_store(store_path) as writer, open_store(store_path, create=False) as reader:
+class _Rollback(Exception):
+    pass
+
+
+def test_concurrent_reader_sees_committed_batches(location):
+    with open_store(location) as writer, open_store(location, create=False) as reader:
         run_id = writer.create_run(source="hub", provider="p", hub_url="h", router_url="r", settings={})
         writer.save_probes(run_id, [_result(f"a/{i}") for i in range(10)])
         assert len(reader.probes(run_id)) == 10
-        writer.db.execute("BEGIN IMMEDIATE")
-        writer.db.execute("DELETE FROM probes")
-        # an open write transaction does not block the reader, which sees the last commit
+        with pytest.raises(_Rollback):
+            with writer.transaction() as db:
+                db.execute("DELETE FROM probes")
+                # an open write transaction does not block the reader, which sees the last commit
+                assert len(reader.probes(run_id)) == 10
+                raise _Rollback
         assert len(reader.probes(run_id)) == 10
-        writer.db.execute("ROLLBACK")
