@@ -14,6 +14,11 @@ interleaved so that a noisy neighbour hits every contender alike:
   same targets (the probing alone, without catalog, store or diagnosis);
 - ``reference``: 64 raw ``asyncio.open_connection`` keep-alive sockets sending
   hand-written HTTP/1.1 POSTs, the floor for Python on this machine;
+- the transport contenders (issue 10, item 9): the whole in-process scan
+  again, with the probe layer's clients swapped for
+  ``httpx-per-worker`` (httpx's default transport, one ``AsyncClient`` per
+  worker) and ``httpx-pooled`` (one pooled ``AsyncClient`` shared by all 64
+  workers), so the transport is chosen by a figure measured in the same run;
 - the ideal, 6000 x 0.05 s / 64, and a sequential baseline extrapolated from a
   sample of one-at-a-time requests.
 
@@ -29,14 +34,16 @@ import sqlite3
 import subprocess
 import tempfile
 import time
-from contextlib import closing
+from contextlib import closing, contextmanager
 from datetime import datetime
 from pathlib import Path
+from typing import Callable, Iterator
 from urllib.parse import urlsplit
 
 import _common as c
 import httpx
 
+from analysis.pipeline import probe as probe_module
 from analysis.pipeline.catalog import fetch_hub_models, normalise_hub_models
 from analysis.pipeline.probe import ProbeSettings, probe_targets
 from analysis.pipeline.scan import ScanConfig
@@ -55,11 +62,55 @@ PROMPT = "Reply with the single word OK."
 def settings(quick: bool) -> dict[str, int]:
     if quick:
         return {"models": 1200, "rounds": 1, "sequential": 40, "warmup": 128}
-    # Five rounds: the machine is shared and noisy, and a median of five shrugs off two bad runs.
-    return {"models": 6000, "rounds": 5, "sequential": 200, "warmup": 512}
+    # Three rounds: the machine is shared and noisy, and a median of three shrugs off a bad run; the
+    # pooled-httpx contender alone takes about a minute a round, so five rounds would not fit run_all's limit.
+    return {"models": 6000, "rounds": 3, "sequential": 200, "warmup": 512}
 
 
 # --------------------------------------------------------------------------- the contenders
+
+
+def _headers(probe_settings: ProbeSettings) -> dict[str, str]:
+    headers = {"User-Agent": "bench", "Content-Type": "application/json"}
+    if probe_settings.token:
+        headers["Authorization"] = f"Bearer {probe_settings.token}"
+    return headers
+
+
+def _httpx_per_worker(probe_settings: ProbeSettings) -> list[httpx.AsyncClient]:
+    """httpx's default transport, one ``AsyncClient`` (and so one small pool) per worker."""
+    return [httpx.AsyncClient(headers=_headers(probe_settings), timeout=httpx.Timeout(probe_settings.timeout),
+                              follow_redirects=False) for _ in range(max(1, probe_settings.concurrency))]
+
+
+def _httpx_pooled(probe_settings: ProbeSettings) -> list[httpx.AsyncClient]:
+    """One ``AsyncClient`` whose pool holds a connection per worker, shared by all workers."""
+    width = max(1, probe_settings.concurrency)
+    limits = httpx.Limits(max_connections=width, max_keepalive_connections=width)
+    return [httpx.AsyncClient(headers=_headers(probe_settings), timeout=httpx.Timeout(probe_settings.timeout),
+                              limits=limits, follow_redirects=False)]
+
+
+# The probe layer's client factory, swapped for a contender while it runs (the probe code itself is unchanged).
+CLIENT_LAYOUTS: dict[str, Callable[[ProbeSettings], list[httpx.AsyncClient]] | None] = {
+    "": None,  # the probe layer's own clients
+    "httpx-per-worker": _httpx_per_worker,
+    "httpx-pooled": _httpx_pooled,
+}
+
+
+@contextmanager
+def client_layout(name: str) -> Iterator[None]:
+    factory = CLIENT_LAYOUTS[name]
+    if factory is None:
+        yield
+        return
+    original = probe_module._clients
+    probe_module._clients = factory  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        probe_module._clients = original
 
 
 async def _reference(url: str, model_strings: list[str], concurrency: int) -> dict[int, int]:
@@ -101,10 +152,10 @@ def run_reference(sim: c.Simulator, model_strings: list[str]) -> dict:
     return {"s": t["s"], "cpu_s": time.process_time() - cpu, "note": f"statuses {statuses}"}
 
 
-def run_probe_targets(sim: c.Simulator, targets: list) -> dict:
+def run_probe_targets(sim: c.Simulator, targets: list, layout: str = "") -> dict:
     probe_settings = ProbeSettings(router_url=sim.router_url, concurrency=CONCURRENCY)
     cpu = time.process_time()
-    with c.stopwatch() as t:
+    with client_layout(layout), c.stopwatch() as t:
         results = asyncio.run(probe_targets(targets, probe_settings))
     outcomes: dict[str, int] = {}
     for r in results:
@@ -112,12 +163,12 @@ def run_probe_targets(sim: c.Simulator, targets: list) -> dict:
     return {"s": t["s"], "cpu_s": time.process_time() - cpu, "note": f"outcomes {outcomes}"}
 
 
-def run_library_scan(sim: c.Simulator, workdir: Path, n: int) -> dict:
+def run_library_scan(sim: c.Simulator, workdir: Path, n: int, layout: str = "") -> dict:
     """The full scan in this process, on a fresh store, with the CLI's defaults but the concurrency."""
     config = ScanConfig(hub_url=sim.url, router_url=sim.router_url, provider=PROVIDER, concurrency=CONCURRENCY)
     store_path = workdir / f"lib-{time.monotonic_ns()}.sqlite"
     cpu = time.process_time()
-    with c.stopwatch() as t, open_store(store_path) as store:
+    with client_layout(layout), c.stopwatch() as t, open_store(store_path) as store:
         outcome = scan_in_process(config, store)
     if outcome.status != "ok" or sum(outcome.counts.values()) != n:
         raise RuntimeError(f"run_scan: {outcome.status} with {outcome.counts}")
@@ -214,6 +265,9 @@ def main() -> None:
             "run_scan": lambda: run_library_scan(sim, Path(tmp), n),
             "scan": lambda: run_scan(sim, Path(tmp), n),
         }
+        for layout in CLIENT_LAYOUTS:
+            if layout:
+                contenders[f"run_scan {layout}"] = (lambda lay=layout: run_library_scan(sim, Path(tmp), n, lay))
         runs = c.interleave(sim, contenders, cfg["rounds"], lambda s: _served(s, n, model_strings))
         sim.reset()
         sample = model_strings[: cfg["sequential"]]
@@ -292,6 +346,35 @@ def report(cfg: dict, ideal: float, runs: dict[str, list[dict]], sequential: lis
         c.md_table(["run", "chat requests", "each model once", "peak in flight", "result"], served_rows),
         f"The sequential figure is extrapolated: {len(sequential)} requests were sent one at a time over one "
         f"keep-alive `httpx.Client`, and their mean time is multiplied by {n:,}.",
+        transport_section(runs, ref),
+    ])
+
+
+TRANSPORT_RATIO = 1.2
+
+
+def transport_section(runs: dict[str, list[dict]], ref: float) -> str:
+    """The transport contenders (issue 10, item 9): the same scan with the probe layer's clients swapped."""
+    layouts = [("the probe layer's own clients", "")] + [(name, name) for name in CLIENT_LAYOUTS if name]
+    rows = []
+    for label, layout in layouts:
+        scan_runs = runs["run_scan" + (f" {layout}" if layout else "")]
+        scan_s = c.median([r["s"] for r in scan_runs])
+        rows.append([label, c.fmt_runs([r["s"] for r in scan_runs]), f"{scan_s / ref:.2f}x",
+                     c.fmt_runs([r["cpu_s"] for r in scan_runs])])
+    per_worker = c.median([r["s"] for r in runs["run_scan httpx-per-worker"]]) / ref
+    pooled = c.median([r["s"] for r in runs["run_scan httpx-pooled"]]) / ref
+    return "\n\n".join([
+        "### Transport contenders",
+        c.summary(f"Transport: whole scan on httpx's default transport, one client per worker, "
+                  f"{per_worker:.2f}x the reference; one pooled client {pooled:.2f}x (decision threshold "
+                  f"{TRANSPORT_RATIO}x)"),
+        "The whole in-process scan (`run_scan`), with the probe layer's client factory swapped for each contender; "
+        "interleaved with the reference above, in the same rounds.",
+        c.md_table(["clients", "scan (`run_scan`)", "vs reference", "client CPU"], rows),
+        f"**httpx's default transport, one client per worker: the whole scan at {per_worker:.2f}x the reference "
+        f"({'within' if per_worker <= TRANSPORT_RATIO else 'beyond'} {TRANSPORT_RATIO}x); one pooled client shared "
+        f"by all workers: {pooled:.2f}x.**",
     ])
 
 

@@ -52,6 +52,7 @@ import hashlib
 import json
 import random
 import re
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -810,6 +811,7 @@ class SimulatorApp:
     def reset_stats(self) -> None:
         self.in_flight = 0
         self.peak_in_flight = 0
+        self.connections = 0  # connections accepted (a keep-alive client opens one per worker)
         self.open_streams = 0  # SSE bodies being sent right now (a client still reading)
         self.chat_requests = 0
         self.attempts: dict[str, int] = {}
@@ -847,6 +849,7 @@ class SimulatorApp:
             "phase": self.phase,
             "peak_in_flight": self.peak_in_flight,
             "in_flight": self.in_flight,
+            "connections": self.connections,
             "open_streams": self.open_streams,
             "chat_requests": self.chat_requests,
             "attempts": dict(self.attempts),
@@ -1379,10 +1382,13 @@ class SimulatorServer:
             httpx.get(sim.hub_url + "/api/models")
     """
 
-    def __init__(self, scenario: Scenario | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, scenario: Scenario | None = None, host: str = "127.0.0.1", port: int = 0,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.app = SimulatorApp(scenario or default_scenario())
         self.host = host
         self.port = port
+        # With a server TLS context the simulator speaks https, as the real router does (tests of the TLS path).
+        self.ssl_context = ssl_context
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: asyncio.base_events.Server | None = None
@@ -1391,7 +1397,7 @@ class SimulatorServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.ssl_context is not None else 'http'}://{self.host}:{self.port}"
 
     hub_url = url
 
@@ -1411,7 +1417,8 @@ class SimulatorServer:
         self._loop = asyncio.new_event_loop()
         asyncio.set_event_loop(self._loop)
         try:
-            self._server = self._loop.run_until_complete(_start_server(self.app, self.host, self.port))
+            self._server = self._loop.run_until_complete(_start_server(self.app, self.host, self.port,
+                                                                       self.ssl_context))
             self.port = self._server.sockets[0].getsockname()[1]
         except BaseException as exc:  # noqa: BLE001 - handed to the starting thread
             self._error = exc
@@ -1438,15 +1445,18 @@ class SimulatorServer:
         self.stop()
 
 
-async def _start_server(app: SimulatorApp, host: str, port: int) -> asyncio.base_events.Server:
+async def _start_server(app: SimulatorApp, host: str, port: int,
+                        ssl_context: ssl.SSLContext | None = None) -> asyncio.base_events.Server:
     holder: dict[str, str] = {}
 
     def factory(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> Any:
+        with app.lock:
+            app.connections += 1
         return _Protocol(app, holder["base"]).handle(reader, writer)
 
-    server = await asyncio.start_server(factory, host, port, backlog=1024)
+    server = await asyncio.start_server(factory, host, port, backlog=1024, ssl=ssl_context)
     real_port = server.sockets[0].getsockname()[1]
-    holder["base"] = f"http://{host}:{real_port}"
+    holder["base"] = f"{'https' if ssl_context is not None else 'http'}://{host}:{real_port}"
     return server
 
 

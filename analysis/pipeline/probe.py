@@ -3,11 +3,13 @@
 Public surface: :class:`ProbeSettings`, :class:`ProbeResult`, :func:`probe_targets`
 and :func:`classify_body`.
 
-One ``httpx.AsyncClient`` shared by many connections tops out near 125 requests/s
-here (httpcore's pool bookkeeping grows with the pool and eats the CPU).  So each
-worker owns its own client, on a one-connection keep-alive transport
-(:mod:`analysis.pipeline.transport`); probing then runs at the latency bound, on par with
-raw asyncio sockets (see ``benchmarks/RESULTS.md``).  When a proxy is configured,
+One ``httpx.AsyncClient`` shared by 64 workers makes a 6,000-model scan about 12x
+slower than raw asyncio sockets, and httpx's default transport with one client per
+worker about 3x (httpcore's pool and anyio streams eat the CPU; measured in
+``benchmarks/bench_probe.py``).  So each worker owns its own client, on a
+one-connection keep-alive transport (:mod:`analysis.pipeline.transport`); probing
+then runs at the latency bound, on par with raw asyncio sockets (see
+``benchmarks/RESULTS.md``).  When a proxy is configured,
 workers share small pooled httpx clients of ``CONNECTIONS_PER_CLIENT`` instead.
 """
 
