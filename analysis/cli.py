@@ -91,6 +91,9 @@ class CliObserver(ScanObserver):
     def warning(self, text: str) -> None:
         _err(f"warning: {text}")
 
+    def info(self, text: str) -> None:
+        self._say(f"  {text}")
+
     def probes_started(self, total: int, already_done: int) -> None:
         if self.tty and not self.quiet:
             from tqdm import tqdm
@@ -171,20 +174,21 @@ def cmd_scan(args: argparse.Namespace) -> int:
                             canaries=list(args.canary or []), probe=not args.no_probe,
                             persistent_after=args.persistent_after,
                             persistent_min_hours=args.persistent_min_hours, fail_on=args.fail_on,
+                            changed_only=args.changed_only, max_age_s=args.max_age, budget_usd=args.budget_usd,
                             token=_token())
         scan_config.validate()  # before the store is created: bad flags leave no file behind
         if args.plan:
             return _print_plan(scan_config, args, observer)
     else:
         ignored = [f"--{name.replace('_', '-')}" for name, default in _SCAN_DEFAULTS.items()
-                   if name not in ("resume", "store", "quiet", "notify", "notify_always", "app_url")
+                   if name not in ("resume", "store", "quiet", "notify", "notify_always", "app_url", "budget_usd")
                    and getattr(args, name) != default]
         if ignored:
             _err(f"warning: ignored with --resume (the run keeps its own settings): {', '.join(ignored)}")
     with open_store(args.store, create=scan_config is not None) as store:  # a resume never creates a store
         if scan_config is None:
             run_id = None if args.resume == "latest" else _int(args.resume, "--resume")
-            outcome = resume_scan(store, run_id, _token(), observer)
+            outcome = resume_scan(store, run_id, _token(), observer, budget_usd=args.budget_usd)
         else:
             outcome = run_scan(scan_config, store, observer)
     print(_summary(outcome, args.store))
@@ -664,6 +668,17 @@ def build_parser() -> argparse.ArgumentParser:
                       help="send no chat request: print the targets, the requests expected, the estimated cost (from "
                            "the router's USD-per-million-token pricing) and duration; creates no run, needs no token")
     scan.add_argument("--format", choices=["text", "json"], default="text", help="with --plan: the output format")
+    scan.add_argument("--budget-usd", type=_finite_float, metavar="USD",
+                      help="stop cleanly, before the estimated spend of this invocation could pass USD (only answers "
+                           "are billed; each at its prompt plus --max-tokens at the router's price): exit 3, the run "
+                           "incomplete, the resume command printed; with --resume it replaces the run's budget")
+    scan.add_argument("--changed-only", action="store_true",
+                      help="probe only targets whose catalog entry changed since the last successful run "
+                           "(lastModified, mapping status, router listing), that were transient, or whose evidence "
+                           "is older than --max-age; carry the other verdicts forward (marked carried). Canaries "
+                           "are always probed")
+    scan.add_argument("--max-age", type=_duration, metavar="AGE",
+                      help="with --changed-only: evidence older than AGE is probed again (default 24h; e.g. 6h, 7d)")
     scan.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     scan.set_defaults(func=cmd_scan)
     _SCAN_DEFAULTS.update({a.dest: a.default for a in scan._actions if a.dest != "help"})

@@ -111,6 +111,11 @@ class ScanConfig:
     persistent_after: int = 3
     persistent_min_hours: float = 12.0
     fail_on: str | None = None  # "new-blocked"
+    # Incremental re-scan: probe only what may have changed, carry the rest (see analysis.pipeline.incremental).
+    changed_only: bool = False
+    max_age_s: float | None = None  # with changed_only: evidence older than this is probed again (default 24 h)
+    # Spending limit of one invocation in USD (see analysis.pipeline.budget); a resume may raise it.
+    budget_usd: float | None = None
     token: str | None = field(default=None, repr=False)
 
     def public(self) -> dict[str, Any]:
@@ -154,6 +159,12 @@ class ScanConfig:
             raise UsageError(f"--route must be 'auto', 'suffix' or 'bare' (got {self.route!r})")
         if self.hub_limit < 1:
             raise UsageError(f"--hub-limit must be at least 1 (got {self.hub_limit})")
+        if self.max_age_s is not None and not self.changed_only:
+            raise UsageError("--max-age needs --changed-only (a full scan probes everything whatever its age)")
+        if self.max_age_s is not None and not 0 <= self.max_age_s < math.inf:
+            raise UsageError(f"--max-age must be a finite, non-negative duration (got {self.max_age_s})")
+        if self.budget_usd is not None and not 0 < self.budget_usd < math.inf:
+            raise UsageError(f"--budget-usd must be a finite amount > 0 (got {self.budget_usd})")
         if self.fail_on not in (None, "new-blocked"):
             raise UsageError(f"--fail-on supports 'new-blocked' (got {self.fail_on!r})")
         from analysis.pipeline.targets import parse_provider_spec

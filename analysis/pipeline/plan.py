@@ -16,11 +16,11 @@ from typing import Any, Sequence
 
 import pandas as pd
 
+from analysis.pipeline.budget import PROMPT_TOKENS, price_of, request_cost
 from analysis.pipeline.targets import Target
 
 __all__ = ["PROMPT_TOKENS", "DEFAULT_LATENCY_S", "ScanPlan", "build_plan"]
 
-PROMPT_TOKENS = 20  # our one-line prompt inside a chat template: a generous count
 DEFAULT_LATENCY_S = 1.0  # without an earlier run: most answers take about a second
 
 
@@ -96,15 +96,12 @@ def build_plan(catalog: pd.DataFrame, targets: Sequence[Target], canaries: dict[
     priced = 0
     unpriced: list[str] = []
     for target in targets:
-        price = pricing.get((target.model_id, target.provider))
-        if price is None and not target.provider:  # the router chooses: the cheapest listed is a fair guess
-            options = [p for (m, _), p in pricing.items() if m == target.model_id]
-            price = min(options, key=lambda p: p[0] + p[1]) if options else None
+        price = price_of(pricing, target.model_id, target.provider)
         if price is None:
             unpriced.append(target.model_string)
             continue
         priced += 1
-        cost += per_target * (PROMPT_TOKENS * price[0] + max_tokens * price[1]) / 1_000_000
+        cost += per_target * request_cost(price, max_tokens)
     requests = {"probes": float(len(targets)), "canaries": float(outside),
                 **{name: rate * len(targets) for name, rate in rates.items()}}
     total = sum(requests.values())

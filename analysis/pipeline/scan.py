@@ -51,6 +51,7 @@ from analysis.errors import (
     scrub,
 )
 from analysis.pipeline.alternatives import suggest_alternatives
+from analysis.pipeline.budget import Budget
 from analysis.pipeline.canaries import (
     ProviderFault,
     choose_canaries,
@@ -66,6 +67,7 @@ from analysis.pipeline.catalog import (
     normalise_hub_models,
     normalise_router_models,
     read_catalog_file,
+    router_pricing,
 )
 from analysis.pipeline.diagnose import REFUSAL_STATUSES, answer_kind, diagnose, predict, user_message
 from analysis.pipeline.experiments import plan_change
@@ -76,6 +78,7 @@ from analysis.pipeline.history import (
     newly_blocked,
     summarise_history,
 )
+from analysis.pipeline.incremental import DEFAULT_MAX_AGE_S, select_changed
 from analysis.pipeline.observer import ScanObserver
 from analysis.pipeline.plan import ScanPlan, build_plan
 from analysis.pipeline.probe import (
@@ -129,6 +132,21 @@ class ScanInterrupted(RcaError):
     def __init__(self, run_id: int, store_path: str, probed: int, total: int) -> None:
         super().__init__(f"interrupted: run {run_id} stored with {probed}/{total} targets probed; "
                          f"finish it with: python -m analysis scan --resume {run_id} --store {shlex.quote(store_path)}")
+        self.run_id = run_id
+
+
+class BudgetExhausted(RcaError):
+    """The next requests could pass ``--budget-usd``: the run stops before sending them and can be resumed."""
+
+    exit_code = EXIT_RUN_LEVEL
+
+    def __init__(self, run_id: int, store_path: str, budget: Budget, probed: int, total: int) -> None:
+        unpriced = (f"; {len(budget.unpriced)} unpriced targets counted as free" if budget.unpriced else "")
+        super().__init__(
+            f"budget: the next requests could pass --budget-usd {budget.limit_usd:g} (estimated spend "
+            f"${budget.spent_usd:.6f}{unpriced}); run {run_id} stopped with {probed}/{total} targets probed and "
+            f"stays incomplete; finish it with: python -m analysis scan --resume {run_id} "
+            f"--store {shlex.quote(store_path)} --budget-usd AMOUNT")
         self.run_id = run_id
 
 
@@ -239,7 +257,34 @@ def run_scan(config: ScanConfig, store: Store, observer: ScanObserver | None = N
     chosen = {p: [c.model_string for c in group] for p, group in canaries.items()}
     store.set_canaries(run_id, chosen)
     observer.canaries_chosen(chosen)
-    return _probe_and_finish(config, store, run_id, catalog, targets, canaries, observer)
+    budget = _budget(config, config.budget_usd, catalog.attrs.get("pricing", {}))
+    return _probe_and_finish(config, store, run_id, catalog, targets, canaries, observer, budget)
+
+
+def _budget(config: ScanConfig, limit_usd: float | None, pricing: Any) -> Budget | None:
+    return None if limit_usd is None else Budget(limit_usd, pricing or {}, config.max_tokens)
+
+
+def _select(config: ScanConfig, store: Store, run_id: int, catalog: pd.DataFrame, targets: list[Target],
+            canaries: dict[str, list[Target]], observer: ScanObserver) -> tuple[list[Target], pd.DataFrame]:
+    """The targets to probe in this run, and (``--changed-only``) the previous verdicts carried instead."""
+    if not config.changed_only:
+        return targets, pd.DataFrame()
+    from datetime import datetime, timezone
+
+    run = store.get_run(run_id)
+    previous = store.latest_run_id(SUCCESSFUL, source=run["source"], provider=run["provider"], before=run_id,
+                                   mode="probe")
+    selection = select_changed(
+        targets, catalog, store.catalog(previous) if previous is not None else None,
+        store.findings(previous) if previous is not None else None, previous, now=datetime.now(timezone.utc),
+        max_age_s=config.max_age_s if config.max_age_s is not None else DEFAULT_MAX_AGE_S,
+        always={(c.model_id, c.provider) for group in canaries.values() for c in group},
+        catalog_facts=config.source in ("hub", "router"))
+    if previous is None:
+        observer.warning("--changed-only: no earlier successful run of this scope, so every target is probed")
+    observer.info(selection.describe())
+    return selection.probe, selection.carried
 
 
 def plan_scan(config: ScanConfig, store_path: str | None = None,
@@ -269,12 +314,12 @@ def plan_scan(config: ScanConfig, store_path: str | None = None,
 
 
 def resume_scan(store: Store, run_id: int | None, token: str | None,
-                observer: ScanObserver | None = None) -> ScanOutcome:
+                observer: ScanObserver | None = None, budget_usd: float | None = None) -> ScanOutcome:
     """Finish an interrupted (or killed) run: probe only the targets without a stored result.
 
     ``run_id=None`` picks the newest ``incomplete`` run.  A run still marked
     ``running`` whose process is gone (killed) was marked incomplete when the
-    store was opened.
+    store was opened.  ``budget_usd`` replaces the run's own ``--budget-usd`` for this invocation.
     """
     observer = observer or ScanObserver()
     if run_id is None:
@@ -302,7 +347,15 @@ def resume_scan(store: Store, run_id: int | None, token: str | None,
     canaries = {provider: [by_key.get((s, provider)) or _extra_canary(s, provider) for s in strings]
                 for provider, strings in run["canaries"].items()}
     observer.run_started(run_id)
-    return _probe_and_finish(config, store, run_id, catalog, targets, canaries, observer)
+    limit = budget_usd if budget_usd is not None else config.budget_usd
+    pricing: Any = {}
+    if limit is not None:  # prices are not stored: ask the router again (one GET, no chat request)
+        try:
+            pricing = router_pricing(fetch_router_models(config.router_url, token, timeout=config.timeout))
+        except CatalogError as exc:
+            observer.warning(f"router prices unavailable, every target counted as free against the budget: {exc}")
+    return _probe_and_finish(config, store, run_id, catalog, targets, canaries, observer,
+                             _budget(config, limit, pricing))
 
 
 def _busy(run: dict[str, Any]) -> RunBusyError:
@@ -322,8 +375,10 @@ def _extra_canary(model_string: str, provider: str) -> Target:
 class _Recorder:
     """Commits probe results in small batches as they arrive: a crash loses at most one batch."""
 
-    def __init__(self, store: Store, run_id: int, batch_size: int, observer: ScanObserver) -> None:
+    def __init__(self, store: Store, run_id: int, batch_size: int, observer: ScanObserver,
+                 budget: Budget | None = None) -> None:
         self.store = store
+        self.budget = budget
         self.run_id = run_id
         self.batch_size = batch_size
         self.observer = observer
@@ -340,6 +395,10 @@ class _Recorder:
 
     def __call__(self, result: ProbeResult) -> None:
         self.buffer.append(result)
+        if self.budget is not None:  # only an answer is billed
+            status = result.http_status
+            self.budget.record(result.model_id, result.provider, result.model_string,
+                               answered=status is not None and 200 <= status < 300)
         if result.kind == "primary":
             self.probed += 1
         key = result.outcome if result.outcome != "http_error" else f"HTTP {result.http_status}"
@@ -512,16 +571,19 @@ def _route_checks(config: ScanConfig, catalog: pd.DataFrame, answers: _Answers,
 
 
 def _probe_and_finish(config: ScanConfig, store: Store, run_id: int, catalog: pd.DataFrame,
-                      targets: list[Target], canaries: dict[str, list[Target]],
-                      observer: ScanObserver) -> ScanOutcome:
+                      all_targets: list[Target], canaries: dict[str, list[Target]],
+                      observer: ScanObserver, budget: Budget | None = None) -> ScanOutcome:
     """Canaries, the other targets, the majority rule, request experiments and route checks, then the verdicts.
 
-    Every phase stores its probes as they arrive; a resumed run skips what is stored.
+    Every phase stores its probes as they arrive; a resumed run skips what is stored.  With ``--changed-only``
+    only the targets that may have changed are probed; with a ``budget`` a phase starts only when all its
+    requests fit in it (the big phase: as many targets as fit), and the run stops incomplete otherwise.
     """
     settings = config.probe_settings()
+    targets, carried = _select(config, store, run_id, catalog, all_targets, canaries, observer)
     answers = _Answers(store.probes(run_id))
     target_keys = {(t.model_id, t.provider) for t in targets}
-    recorder = _Recorder(store, run_id, config.batch_size, observer)
+    recorder = _Recorder(store, run_id, config.batch_size, observer, budget)
     recorder.probed = len(target_keys & set(answers.own))
     total = len(targets)
     observer.probes_started(total, recorder.probed)
@@ -529,6 +591,17 @@ def _probe_and_finish(config: ScanConfig, store: Store, run_id: int, catalog: pd
     def phase(factory: Callable[[], Coroutine[Any, Any, list[ProbeResult]]]) -> _Answers:
         _run_phase(factory, recorder, store, run_id, total)
         return _Answers(store.probes(run_id))
+
+    def afford(requests: list[Target]) -> None:
+        """Stop before a phase whose requests could pass the budget."""
+        if budget is not None and not budget.fits(requests):
+            _stop_for_budget()
+
+    def _stop_for_budget() -> None:
+        assert budget is not None
+        _leave_incomplete(recorder, store, run_id)
+        observer.probes_finished()
+        raise BudgetExhausted(run_id, str(store.path), budget, recorder.probed, total)
 
     # Phase 1: canaries, per provider.  Canaries from the catalog are targets too: not probed twice.
     todo = [c for group in canaries.values() for c in group if (c.model_id, c.provider) not in answers.own]
@@ -541,9 +614,11 @@ def _probe_and_finish(config: ScanConfig, store: Store, run_id: int, catalog: pd
             results = await probe_targets(inside, settings, recorder) if inside else []
             return results + (await probe_targets(outside, settings, recorder, kind="canary") if outside else [])
 
+        afford(todo)
         answers = phase(canary_phase)
     again = _transient_canaries(canaries, answers)
     if again:
+        afford(again)
         answers = phase(lambda: probe_targets(again, settings, recorder, kind="canary_recheck"))
     faults = _canary_faults(canaries, answers)
     for line in describe_faults(faults, config.router_url):
@@ -552,11 +627,16 @@ def _probe_and_finish(config: ScanConfig, store: Store, run_id: int, catalog: pd
     # Phase 2: every other target of the providers whose canaries passed.
     remaining = [t for t in targets if t.provider not in faults and (t.model_id, t.provider) not in answers.own]
     if remaining:
-        answers = phase(lambda: probe_targets(remaining, settings, recorder))
+        fits = budget.affordable(remaining) if budget is not None else len(remaining)
+        if fits:
+            answers = phase(lambda: probe_targets(remaining[:fits], settings, recorder))
+        if fits < len(remaining):
+            _stop_for_budget()
 
     # The majority rule: one refusal on most of a provider's answers is a run-level suspect.
     def recheck(group: list[Target]) -> _Answers:
         fresh = [c for c in group if ("majority_recheck", c.model_string, c.provider) not in answers.rechecked]
+        afford(fresh)
         return phase(lambda: probe_targets(fresh, settings, recorder, kind="majority_recheck")) if fresh else answers
 
     faults.update(_majority_faults(canaries, answers, faults, recheck))
@@ -565,6 +645,7 @@ def _probe_and_finish(config: ScanConfig, store: Store, run_id: int, catalog: pd
     # Phase 3: request experiments, at most one per target.
     experiments = _experiments(config, catalog, targets, answers, faults)
     if experiments:
+        afford([e.target for e in experiments])
         observer.experiments_started(len(experiments))
         answers = phase(lambda: run_experiments(experiments, settings, recorder))
 
@@ -572,11 +653,12 @@ def _probe_and_finish(config: ScanConfig, store: Store, run_id: int, catalog: pd
     if config.route_checks > 0:
         checks = _route_checks(config, catalog, answers, faults)
         if checks:
+            afford([route for check in checks for route in check.routes])
             observer.route_checks_started(len(checks))
             answers = phase(lambda: check_routes(checks, settings, recorder))
     observer.probes_finished()
     try:
-        return _finish_probed(config, store, run_id, catalog, targets, answers.frame, faults)
+        return _finish_probed(config, store, run_id, catalog, targets, answers.frame, faults, carried)
     except StoreError:
         _leave_incomplete(recorder, store, run_id)  # every probe is stored: a resume only judges
         raise
@@ -625,8 +707,11 @@ def _fault_message(faults: dict[str, ProviderFault], router_url: str, partial: b
 
 
 def _finish_probed(config: ScanConfig, store: Store, run_id: int, catalog: pd.DataFrame, targets: list[Target],
-                   probes: pd.DataFrame, faults: dict[str, ProviderFault]) -> ScanOutcome:
-    """Verdicts for a probed run: ok, partial (some providers faulted) or failed (all of them)."""
+                   probes: pd.DataFrame, faults: dict[str, ProviderFault],
+                   carried: pd.DataFrame | None = None) -> ScanOutcome:
+    """Verdicts for a probed run: ok, partial (some providers faulted) or failed (all of them).
+
+    ``carried``: verdicts kept from the previous run (``--changed-only``), added beside this run's own."""
     providers = {t.provider for t in targets}
     faulted = {p: (f.reason, f"{f.reason}: {f.hint(config.router_url)}") for p, f in faults.items()}
     all_faulted = bool(faults) and providers <= set(faults)
@@ -637,11 +722,14 @@ def _finish_probed(config: ScanConfig, store: Store, run_id: int, catalog: pd.Da
         first = faults[sorted(faults)[0]]
         return _fail_run_level(store, run_id, first.reason, _fault_message(faults, config.router_url, False),
                                "; ".join(f.evidence for f in faults.values()), findings)
+    if carried is not None and len(carried):
+        findings = pd.concat([findings, carried[[c for c in findings.columns if c in carried.columns]]],
+                             ignore_index=True)
     if faults:
         findings = _carry_forward(store, run_id, findings, faults)
     findings = _with_history(store, run_id, findings, catalog,
                              PersistencePolicy(config.persistent_after, config.persistent_min_hours))
-    outcome = _finish_ok(config, store, run_id, findings, len(targets), partial=bool(faults))
+    outcome = _finish_ok(config, store, run_id, findings, len(findings), partial=bool(faults))
     if faults:
         outcome.message = _fault_message(faults, config.router_url, True)
         outcome.failure_reason = faults[sorted(faults)[0]].reason
