@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable, Iterator, Sequence
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import pandas as pd
 
@@ -93,9 +93,11 @@ def display_location(location: str | os.PathLike[str]) -> str:
         if "@" in netloc:
             userinfo, _, hostinfo = netloc.rpartition("@")
             netloc = f"{userinfo.split(':', 1)[0]}@{hostinfo}"
-        query = urlencode([(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
-                           if k.lower() != "password"], safe="/:,")
-        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+        # The other parameters stay byte for byte: the shown URL is also the one a resume hint tells to use.
+        query = "&".join(p for p in parts.query.split("&")
+                         if p and unquote(p.split("=", 1)[0]).strip().lower() != "password")
+        return (f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
+                + (f"#{parts.fragment}" if parts.fragment else ""))
     except ValueError:  # a URL too broken to parse: show its scheme only, never a part that may be a secret
         return f"{text.split('://', 1)[0]}://..."
 
