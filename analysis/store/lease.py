@@ -116,9 +116,10 @@ class LeaseKeeper:
     heartbeat stalled for longer than the TTL); :meth:`check` raises then.
     """
 
-    def __init__(self, store: "Store", lease: Lease, interval_s: float) -> None:
+    def __init__(self, store: "Store", lease: Lease, ttl_s: float, interval_s: float) -> None:
         self.store = store
         self.lease = lease
+        self.ttl_s = ttl_s
         self.interval_s = interval_s
         self.lost = False
         self.renewals = 0
@@ -142,7 +143,7 @@ class LeaseKeeper:
             if self.lost:
                 return False
             try:
-                self.lease = self.store.renew_lease(self.lease)
+                self.lease = self.store.renew_lease(self.lease, ttl_s=self.ttl_s)
                 self.renewals += 1
             except LeaseLostError:
                 self.lost = True
@@ -183,7 +184,7 @@ def hold_lease(location: str, source: str, providers: str, *, run_id: int | None
     store = open_store(location)
     try:
         lease = store.acquire_lease(source, providers, run_id=run_id, ttl_s=ttl_s, wait_s=wait_s)
-        keeper = LeaseKeeper(store, lease, ttl_s / 4).start()
+        keeper = LeaseKeeper(store, lease, ttl_s, ttl_s / 4).start()
         try:
             yield keeper
         finally:
