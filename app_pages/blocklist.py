@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 import streamlit as st
 
 from analysis.outputs import dashboard
-from analysis.outputs.export import blocklist_bytes, blocklist_frame, routes_bytes, routes_frame
+from analysis.outputs.export import Provenance, blocklist_bytes, blocklist_frame, routes_bytes, routes_frame
 from analysis.outputs.overrides import apply_overrides
 from analysis.schema import BLOCKLIST_COLUMNS
 from analysis.store import SUCCESSFUL
@@ -53,9 +53,11 @@ else:
     st.caption("A custom choice of reasons: the same file as the command below.")
 st.code(_cli_line(ctx.store_path, ctx.run_id, reasons), language="bash", wrap_lines=True)
 
+# The files say which run they come from, as the CLI's exports do.
+provenance = Provenance.of_run("blocklist", ctx.run)
 buttons = st.columns(len(FORMATS))
 for column, (fmt, (label, suffix, mime)) in zip(buttons, FORMATS.items()):
-    column.download_button(f"Download {label}", data=blocklist_bytes(findings, fmt, reasons),
+    column.download_button(f"Download {label}", data=blocklist_bytes(findings, fmt, reasons, provenance),
                            file_name=f"blocklist-run{ctx.run_id}.{suffix}", mime=mime, key=f"bl_download_{fmt}",
                            on_click="ignore", icon=":material/download:", width="stretch")
 
@@ -85,9 +87,10 @@ routes = routes_frame(findings)
 st.caption("Targets not blocked because the fault was ours: route each one as its working route "
            "(route_mismatch), or send it the request settings that worked (probe_error). The same file as "
            f"`python -m analysis export routes --store {shlex.quote(ctx.store_path)} --run {ctx.run_id}`.")
+routes_provenance = Provenance.of_run("routes", ctx.run)
 route_buttons = st.columns(len(FORMATS))
 for column, (fmt, (label, suffix, mime)) in zip(route_buttons, FORMATS.items()):
-    column.download_button(f"Download fixes {label}", data=routes_bytes(findings, fmt),
+    column.download_button(f"Download fixes {label}", data=routes_bytes(findings, fmt, routes_provenance),
                            file_name=f"routes-run{ctx.run_id}.{suffix}", mime=mime, key=f"bl_routes_{fmt}",
                            on_click="ignore", icon=":material/download:", width="stretch")
 st.dataframe(routes, key="bl_routes", hide_index=True, width="stretch")

@@ -81,12 +81,18 @@ left, right = st.columns(2)
 with left:
     _chart(charts.reason_bar(views.reason_counts(run_view.findings)), "reasons",
            "Click a bar to list the models with that reason.")
-    _chart(charts.latency_histogram(views.working_latencies(run_view.findings)), "latency",
-           "Click a bar to list the working models.")
 with right:
     _chart(charts.tag_reason_bar(views.tag_reason_counts(run_view.findings)), "tag_reason",
            "Click a segment to list the models with that pipeline tag and reason.")
-    _chart(charts.trend_lines(trend), "trend", "Successful runs of this scope. Click a point to open that run.")
+left, right = st.columns(2)
+with left:
+    _chart(charts.latency_histogram(views.working_latencies(run_view.findings)), "latency",
+           "Click a bar to list the working models.")
+with right:
+    if len(trend) >= 2:  # one point is not a trend
+        _chart(charts.trend_lines(trend), "trend", "Successful runs of this scope. Click a point to open that run.")
+    else:
+        st.caption("The trend across runs appears once this scope has two successful runs.")
 
 st.subheader("Top causes")
 causes = views.top_causes(run_view.findings)

@@ -7,8 +7,12 @@ that write copy it first.
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
+import signal
 import sqlite3
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -17,13 +21,14 @@ import streamlit.testing.v1.app_test as app_test_module
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
+from analysis.config import ScanConfig
 from analysis.devtools.simulator import synthetic_scenario
-from analysis.outputs import dashboard, explain, views
-from analysis.outputs.export import blocklist_bytes
+from analysis.outputs import background, dashboard, explain, views
+from analysis.outputs.export import Provenance, blocklist_bytes
 from analysis.store import open_store
 from analysis.taxonomy import BLOCKING, REASON_NAMES
 
-from .helpers import PROJECT_ROOT, SECRET_TOKEN, run_cli
+from .helpers import PROJECT_ROOT, SECRET_TOKEN, run_cli, sim_stats
 
 APP = PROJECT_ROOT / "app.py"
 ARCH = "katanemo/Arch-Router-1.5B"
@@ -120,7 +125,38 @@ def test_overview_tiles_and_charts(open_app, sample_store):
     assert tiles["Route fix"] == figures["route_mismatch"] > 0 and tiles["Probe fix"] == figures["probe_error"] > 0
     assert f"{figures['models']} models" in texts(at, "caption")
     charts = at.get("plotly_chart")
-    assert len(charts) == 4
+    assert len(charts) == 4  # scope hub:all has two successful runs: the trend is drawn
+    # A scope with one successful run (hf-inference, run 2) has no trend to draw.
+    at.sidebar.selectbox(key="run_id").set_value(2).run()
+    assert len(at.get("plotly_chart")) == 3
+    assert "appears once this scope has two successful runs" in texts(at, "caption")
+
+
+def test_charts_read_in_words_in_one_palette(sample_store):
+    import json
+
+    from analysis.outputs import charts
+
+    findings = latest(sample_store).findings
+    figures = [charts.reason_bar(views.reason_counts(findings)),
+               charts.tag_reason_bar(views.tag_reason_counts(findings)),
+               charts.latency_histogram(views.working_latencies(findings)),
+               charts.trend_lines(pd.DataFrame({"run_id": [3, 4], "started_at": ["a", "b"], "total": [9, 9],
+                                                "working": [5, 6], "blocked": [3, 2], "transient": [1, 1]}))]
+    reasons = figures[0]
+    assert reasons.layout.xaxis.type == "log"  # one failure next to 150 working is still a visible bar
+    counts = views.reason_counts(findings).set_index("reason")["count"]
+    assert counts.min() == 1 and counts["ok"] > 100
+    assert all(trace.marker.color == charts.REASON_COLORS[trace.name] for trace in reasons.data)
+    assert "ok" not in {trace.name for trace in figures[1].data}  # failures apart from the working
+    for fig in figures:
+        spec = json.dumps(fig.to_plotly_json()["layout"])
+        titles = [fig.layout.title.text, fig.layout.xaxis.title.text, fig.layout.yaxis.title.text]
+        assert all(t is None or "_" not in t for t in titles), titles  # no raw column names
+        assert "count_of" not in spec and '"count"' not in spec
+        hover = {trace.hovertemplate for trace in fig.data}
+        assert all("=" not in h for h in hover), hover  # not Plotly's "column=value" default
+    assert list(figures[3].layout.xaxis.ticktext) == ["#3", "#4"]  # whole runs, no half-ticks
 
 
 def test_overview_ranks_top_causes_by_signature(open_app, sample_store):
@@ -166,7 +202,7 @@ def test_chart_click_filters_reach_the_models_page(open_app, sample_store):
     clicked = findings[findings["reason"] == "non_chat_task"].iloc[0]
     at = open_app(sample_store)
     at.session_state["model_filters"] = dashboard.chart_filters("tag_reason", [
-        {"x": clicked["pipeline_tag"], "legendgroup": "non_chat_task"}])
+        {"y": clicked["pipeline_tag"], "legendgroup": "non_chat_task"}])
     at.session_state["apply_model_filters"] = True
     at.switch_page("app_pages/models.py").run()
     table = shown_table(at)
@@ -334,9 +370,11 @@ def test_blocklist_downloads_are_the_export_bytes(open_app, sample_store, media,
     # no override in the sample: the export adds the (empty) override column, as the CLI does
     findings = apply_overrides(latest(sample_store).findings, pd.DataFrame(columns=OVERRIDE_COLUMNS),
                                datetime.now(timezone.utc))
+    with open_store(sample_store, readonly=True) as store:
+        provenance = Provenance.of_run("blocklist", store.get_run(latest(sample_store).run_id))
     assert at.multiselect(key="bl_reasons").value == [r for r in REASON_NAMES if r in BLOCKING]
     for fmt in ("csv", "json", "python"):
-        assert media(at, f"bl_download_{fmt}") == blocklist_bytes(findings, fmt, None)
+        assert media(at, f"bl_download_{fmt}") == blocklist_bytes(findings, fmt, None, provenance)
     # The very file the CLI writes.
     out = tmp_path / "cli.csv"
     result = run_cli("export", "blocklist", "--store", str(sample_store), "--format", "csv", "--out", str(out))
@@ -347,8 +385,8 @@ def test_blocklist_downloads_are_the_export_bytes(open_app, sample_store, media,
     at.multiselect(key="bl_reasons").set_value(chosen).run()
     for fmt in ("csv", "json", "python"):
         offered = media(at, f"bl_download_{fmt}")
-        assert offered == blocklist_bytes(findings, fmt, set(chosen))
-        assert offered != blocklist_bytes(findings, fmt, None)
+        assert offered == blocklist_bytes(findings, fmt, set(chosen), provenance)
+        assert offered != blocklist_bytes(findings, fmt, None, provenance)
     assert "--reasons gated,timeout" in texts(at, "code")
 
 
@@ -383,7 +421,8 @@ def test_blocklist_page_applies_and_shows_overrides(open_app, sample_copy, media
     shown = frame(at, "id", "model_id", "provider", "action")
     assert list(shown["model_id"]) == [allowed] and list(shown["author"]) == ["ops"]
     offered = media(at, "bl_download_csv").decode()
-    assert allowed not in offered and offered.startswith("model_id,provider,reason")
+    assert allowed not in offered and offered.startswith("# tool: catalog-rca\n")
+    assert "\nmodel_id,provider,reason" in offered
 
 
 def test_blocklist_shows_changes_since_previous_run(open_app, sample_store):
@@ -512,13 +551,35 @@ def fill_scan_form(at: AppTest, store: Path, hub: str, router: str, provider: st
         at.text_input(key="scan_token").set_value(token)
 
 
+def wait_for_scan(at: AppTest, seconds: float = 90) -> None:
+    """Rerun the page (as its fragment timer would) until the watched scan has finished; fail after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while "scan_watch" in at.session_state:
+        assert time.monotonic() < deadline, texts(at, "info", "text", "caption")
+        time.sleep(0.2)  # the poll interval
+        at.run()
+        assert not at.exception, [e.value for e in at.exception]
+
+
+def token_scenario(n: int, latency_ms: float):
+    scenario = synthetic_scenario(n, latency_ms=latency_ms)
+    scenario.token = SECRET_TOKEN  # the simulator answers only this token: a finished scan proves it arrived
+    return scenario
+
+
 def test_scan_page_adds_a_run_and_shows_it(open_app, make_sim, sample_copy, tmp_path):
-    server = make_sim(synthetic_scenario(6, latency_ms=1.0))
+    server = make_sim(token_scenario(6, latency_ms=1.0))
     at = open_app(sample_copy, "app_pages/scan.py")
     target = tmp_path / "new" / "rca.sqlite"
     fill_scan_form(at, target, server.url, server.router_url, token=SECRET_TOKEN)
     at.button(key="scan_submit").click().run(timeout=60)
     assert not at.exception, [e.value for e in at.exception]
+    # The form keeps what was typed, except the token.
+    assert at.text_input(key="scan_hub").value == server.url
+    assert at.text_input(key="scan_store").value == str(target)
+    assert at.number_input(key="scan_timeout").value == 2.0
+    assert at.text_input(key="scan_token").value == ""
+    wait_for_scan(at)
     assert "Run #1 finished" in texts(at, "success")
     assert "6 targets, 6 working, 0 blocked" in texts(at, "success")
     # The sidebar now shows the new store and run.
@@ -527,11 +588,13 @@ def test_scan_page_adds_a_run_and_shows_it(open_app, make_sim, sample_copy, tmp_
     with open_store(target, create=False) as store:
         runs = store.runs()
     assert list(runs["status"]) == ["ok"] and int(runs["n_targets"].iloc[0]) == 6
-    # The token went to the simulator, and nowhere else.
+    # The token went to the simulator (it answers nothing else), and nowhere else: not the state, the store
+    # or the scan's log.
     state = repr({k: at.session_state[k] for k in at.session_state})
     assert SECRET_TOKEN not in state
-    for suffix in ("", "-wal"):
-        data = Path(f"{target}{suffix}")
+    logs = list((tmp_path / "home" / "scans").glob("*.log"))
+    assert len(logs) == 1
+    for data in [Path(f"{target}"), Path(f"{target}-wal"), *logs]:
         assert not data.exists() or SECRET_TOKEN.encode() not in data.read_bytes()
     at.button(key="scan_open_overview").click().run()
     assert at.title[0].value == "Overview"
@@ -544,7 +607,7 @@ def test_scan_run_level_failure_says_nothing_was_blocked(open_app, sim, sample_c
     at = open_app(sample_copy, "app_pages/scan.py")
     fill_scan_form(at, sample_copy, sim.url, f"{sim.url}/retired/v1")
     at.button(key="scan_submit").click().run(timeout=60)
-    assert not at.exception
+    wait_for_scan(at)
     errors = texts(at, "error")
     assert "failed at run level (endpoint_error)" in errors
     assert "Nothing from this run was blocked" in errors
@@ -555,25 +618,89 @@ def test_scan_run_level_failure_says_nothing_was_blocked(open_app, sim, sample_c
 
 @pytest.mark.parametrize("hub, words", [
     ("http://127.0.0.1:9", "127.0.0.1:9"),  # unreachable: nothing listens on the discard port
-    ("not a url", "--hub-url"),
+    ("not a url", "--hub-url"),  # refused before any process starts
 ])
 def test_scan_errors_are_messages_not_tracebacks(open_app, sample_copy, hub, words):
     at = open_app(sample_copy, "app_pages/scan.py")
     fill_scan_form(at, sample_copy, hub, "http://127.0.0.1:9/v1")
     at.button(key="scan_submit").click().run(timeout=60)
+    wait_for_scan(at)
     assert not at.exception
-    assert "The scan stopped." in texts(at, "error")
     assert words in texts(at, "text")
+    assert at.error
+
+
+def test_scan_form_presets_and_catalog_source(open_app, sample_copy):
+    at = open_app(sample_copy, "app_pages/scan.py")
+    at.button(key="scan_preset_sim").click().run()
+    assert (at.text_input(key="scan_hub").value, at.text_input(key="scan_router").value) == (
+        "http://127.0.0.1:8765", "http://127.0.0.1:8765/v1")
+    at.button(key="scan_preset_hf").click().run()
+    assert at.text_input(key="scan_router").value == "https://router.huggingface.co/v1"
+    # A catalog file comes only as an upload: choosing the file source without one starts nothing.
+    at.selectbox(key="scan_source").set_value("file")
+    at.button(key="scan_submit").click().run()
+    assert "needs a file" in texts(at, "text")
+    assert "scan_watch" not in at.session_state
+    assert at.selectbox(key="scan_source").value == "file"  # kept, to fix and submit again
+
+
+def test_metadata_only_scan_from_the_page_is_predicted(open_app, make_sim, tmp_path):
+    server = make_sim(synthetic_scenario(4, latency_ms=1.0))
+    target = tmp_path / "predict.sqlite"
+    at = open_app(tmp_path / "none.sqlite", "app_pages/scan.py")
+    fill_scan_form(at, target, server.url, server.router_url)
+    at.checkbox(key="scan_no_probe").check()
+    at.button(key="scan_submit").click().run(timeout=60)
+    wait_for_scan(at)
+    assert "predicted" in texts(at, "success")
+    with open_store(target, readonly=True) as store:
+        assert list(store.runs()["mode"]) == ["predict"]
+    assert sim_stats(server)["chat_requests"] == 0
+
+
+def test_scan_page_reattaches_to_a_running_scan_and_resumes_a_stopped_one(open_app, make_sim, tmp_path):
+    server = make_sim(token_scenario(30, latency_ms=100))
+    store = tmp_path / "rca.sqlite"
+    cfg = ScanConfig(hub_url=server.url, router_url=server.router_url, concurrency=1, timeout=5.0, retries=0,
+                     token=SECRET_TOKEN)
+    # A scan started elsewhere (another tab, a closed one, a shell): the page finds it in the store.
+    job = background.start_scan(cfg, str(store), log_dir=tmp_path / "logs")
+    deadline = time.monotonic() + 60
+    while background.running_run(str(store)) is None:
+        assert time.monotonic() < deadline and background.job_alive(job), background.log_tail(job)
+        time.sleep(0.1)  # the poll interval
+    at = open_app(store, "app_pages/scan.py")
+    assert "scan_watch" in at.session_state
+    assert at.button(key="scan_submit").disabled  # one scan at a time from this page
+    bars = [p.proto.text for p in at.get("progress")]
+    assert len(bars) == 1 and re.match(r"Run #1: (\d+ of 30 targets probed|reading the catalog)", bars[0]), bars
+
+    # Killed before it finished: the page offers a resume, and the full command.
+    os.killpg(job.pid, signal.SIGKILL)
+    while background.exit_code(job) is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)  # the poll interval
+    wait_for_scan(at)
+    assert "Run #1 stopped before it finished" in texts(at, "error")
+    at.run()
+    assert "Run #1 stopped before it finished" in texts(at, "warning")
+    assert dashboard.resume_command(1, str(store)) in [c.value for c in at.code]
+    at.text_input(key="resume_token").set_value(SECRET_TOKEN)
+    at.button(key="resume_submit").click().run()
+    wait_for_scan(at)
+    assert "Run #1 finished" in texts(at, "success"), texts(at, "error", "warning", "text", "code")
+    assert "30 targets, 30 working" in texts(at, "success")
 
 
 # --------------------------------------------------------------------------- pure helpers
 
 
 def test_chart_filters():
-    assert dashboard.chart_filters("reasons", [{"x": "gated"}, {"x": "gated"}, {"x": "bogus"}]) == {
+    assert dashboard.chart_filters("reasons", [{"y": "gated"}, {"y": "gated"}, {"y": "bogus"}]) == {
         "reasons": ["gated"]}
-    assert dashboard.chart_filters("tag_reason", [{"x": "text-generation", "legendgroup": "ok"},
-                                                  {"x": "(none)", "legendgroup": "timeout"}]) == {
+    assert dashboard.chart_filters("tag_reason", [{"y": "text-generation", "legendgroup": "ok"},
+                                                  {"y": "(none)", "legendgroup": "timeout"}]) == {
         "pipeline_tags": ["text-generation", "(none)"], "reasons": ["ok", "timeout"]}
     assert dashboard.chart_filters("latency", [{"x": 12.5}]) == {"reasons": ["ok"]}
     assert dashboard.chart_filters("trend", [{"x": 3, "legendgroup": "working"}]) == {"run_id": 3}
@@ -707,3 +834,35 @@ def test_a_working_model_shows_no_empty_evidence_sections(open_app, sample_store
     subheaders = texts(at, "subheader")
     assert "Same cause elsewhere" not in subheaders and "What came back" not in subheaders
     assert "Request settings that worked" not in texts(at, "caption")
+
+
+def test_run_problem_tells_a_running_run_from_a_killed_one():
+    import socket
+    import subprocess
+    import sys
+
+    here = socket.gethostname()
+    title, detail = dashboard.run_problem({"id": 3, "status": "running", "pid": os.getpid(), "host": here}, "s.db")
+    assert "still running" in title and detail is None
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    title, detail = dashboard.run_problem({"id": 3, "status": "running", "pid": gone.pid, "host": here}, "s.db")
+    assert "stopped before it finished" in title
+    assert detail == "Finish it with: python -m analysis scan --resume 3 --store s.db"
+
+
+def test_progress_text_and_run_summary():
+    from datetime import datetime, timezone
+
+    now = datetime(2025, 7, 15, 12, 0, 30, tzinfo=timezone.utc)
+    progress = background.ScanProgress(7, "running", "probe", True, 37, 12, "2025-07-15T11:59:00Z",
+                                       "2025-07-15T12:00:25Z")
+    assert dashboard.progress_text(progress, now) == "Run #7: 12 of 37 targets probed, last result saved 5 s ago."
+    reading = background.ScanProgress(7, "running", "probe", True, 0, 0, None, None)
+    assert dashboard.progress_text(reading, now) == "Run #7: reading the catalog..."
+    kind, title, _ = dashboard.run_summary({"id": 7, "status": "ok", "n_targets": 37, "n_ok": 30, "n_blocked": 5,
+                                            "n_transient": 2, "duration_s": 3.25, "mode": "probe"})
+    assert (kind, title) == ("ok", "Run #7 finished in 3.2 s: 37 targets, 30 working, 5 blocked, 2 transient.")
+    kind, title, detail = dashboard.run_summary({"id": 8, "status": "failed", "failure_reason": "auth_error",
+                                                 "failure_message": "401 Invalid credentials"})
+    assert kind == "failed" and "Nothing from this run was blocked" in title and detail == "401 Invalid credentials"

@@ -342,7 +342,7 @@ def test_cli_missing_store_exits_2(tmp_path):
 ])
 def test_cli_help(args, expected):
     result = run_cli(*args)
-    assert result.returncode == 0 and result.stdout.startswith("usage: python -m analysis report")
+    assert result.returncode == 0 and result.stdout.lower().startswith("usage: python -m analysis report")
     assert all(flag in result.stdout for flag in expected)
 
 
@@ -495,9 +495,23 @@ def test_fleet_on_a_failed_run(sample_store):
 
 def test_tag_chart_labels_are_text(sample_store):
     fleet = rs.fleet_rca(sample_store, "", "")
-    fleet.view.findings.loc[0, "pipeline_tag"] = "<b>x</b>"
-    labels = set(rs.tag_chart(fleet).figure.data[0].x) | {x for d in rs.tag_chart(fleet).figure.data for x in d.x}
+    findings = fleet.view.findings
+    failing = findings.index[findings["reason"] != "ok"][0]  # the tag chart shows failing targets
+    findings.loc[failing, "pipeline_tag"] = "<b>x</b>"
+    labels = {y for d in rs.tag_chart(fleet).figure.data for y in d.y}
     assert "&lt;b&gt;x&lt;/b&gt;" in labels and "<b>x</b>" not in labels
+
+
+def test_report_charts_use_the_shared_palette(sample_store):
+    from analysis.outputs.charts import REASON_COLORS
+    from analysis.taxonomy import REASON_NAMES
+
+    assert set(REASON_COLORS) == set(REASON_NAMES)
+    assert len(set(REASON_COLORS.values())) == len(REASON_NAMES)  # one colour per reason
+    fleet = rs.fleet_rca(sample_store, "", "")
+    for figure in (rs.reason_chart(fleet).figure, rs.tag_chart(fleet).figure):
+        traces = {d.name: d.marker.color for d in figure.data}
+        assert len(traces) > 3 and traces == {r: REASON_COLORS[r] for r in traces}
 
 
 # --------------------------------------------------------------------------- blocks

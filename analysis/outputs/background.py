@@ -31,10 +31,10 @@ from analysis import config as paths
 from analysis.config import ScanConfig
 from analysis.errors import RcaError
 from analysis.store import open_store
-from analysis.store.sqlite import _process_alive  # the store's own rule for "the owner still runs"
 
 __all__ = ["ScanJob", "ScanProgress", "scan_args", "start_scan", "start_resume", "exit_code", "job_alive",
-           "job_run", "running_run", "stopped_run", "scan_progress", "log_tail", "scan_log_dir", "command_line"]
+           "job_run", "owner_alive", "running_run", "stopped_run", "scan_progress", "log_tail", "scan_log_dir",
+           "command_line"]
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,19 @@ class ScanProgress:
 _exit_codes: dict[int, int] = {}
 _children: dict[int, subprocess.Popen[bytes]] = {}
 _lock = threading.Lock()
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (the rule the store applies to a run's owner)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, owned by another user
+    return True
 
 
 def scan_log_dir() -> Path:
@@ -154,7 +167,7 @@ def job_alive(job: ScanJob) -> bool:
     return _process_alive(job.pid)  # started by an earlier app process: ask the system
 
 
-def _owner_alive(run: dict[str, Any]) -> bool:
+def owner_alive(run: dict[str, Any]) -> bool:
     """Whether a ``running`` run's owner process still runs.  A run of another host cannot be checked: alive."""
     pid = run.get("pid")
     if run.get("host") != socket.gethostname():
@@ -188,7 +201,7 @@ def job_run(job: ScanJob) -> int | None:
 
 def running_run(store: str) -> int | None:
     """The newest ``running`` run of ``store`` whose owner process is alive: a scan to reattach to."""
-    ids = [int(r["id"]) for r in _runs(store) if r["status"] == "running" and _owner_alive(r)]
+    ids = [int(r["id"]) for r in _runs(store) if r["status"] == "running" and owner_alive(r)]
     return max(ids) if ids else None
 
 
@@ -196,7 +209,7 @@ def stopped_run(store: str) -> int | None:
     """The newest run of ``store`` that stopped before finishing: ``incomplete``, or ``running`` with its owner
     gone (killed; the next writer of the store marks it ``incomplete``).  ``None`` if there is none."""
     ids = [int(r["id"]) for r in _runs(store)
-           if r["status"] == "incomplete" or (r["status"] == "running" and not _owner_alive(r))]
+           if r["status"] == "incomplete" or (r["status"] == "running" and not owner_alive(r))]
     return max(ids) if ids else None
 
 
@@ -208,7 +221,7 @@ def scan_progress(store: str, run_id: int) -> ScanProgress:
         probed = len(s.probed_keys(run_id))
         last = s.db.execute("SELECT MAX(finished_at) FROM probes WHERE run_id = ?", (run_id,)).fetchone()[0]
     status = str(run["status"])
-    alive = status == "running" and _owner_alive(run)
+    alive = status == "running" and owner_alive(run)
     return ScanProgress(run_id, status, str(run.get("mode") or "probe"), alive, targets, probed,
                         run.get("started_at"), last)
 

@@ -23,10 +23,10 @@ from typing import Any
 import pandas as pd
 
 from analysis import config
+from analysis.outputs.background import ScanProgress, owner_alive
 from analysis.outputs.explain import word
 from analysis.outputs.views import hf_model_url, mapping_status_of
-from analysis.pipeline.scan import ScanOutcome
-from analysis.taxonomy import BLOCKING, REASON_NAMES, TRANSIENT
+from analysis.taxonomy import BLOCKING, REASON_NAMES
 
 __all__ = [
     "BLOCKED_CHOICES",
@@ -47,7 +47,8 @@ __all__ = [
     "catalog_facts",
     "kpi_deltas",
     "scan_time",
-    "scan_result",
+    "run_summary",
+    "progress_text",
 ]
 
 # Labels of the models page's "blocked" filter -> ``filter_findings(blocked=...)``.
@@ -151,8 +152,8 @@ def _distinct(values: list[Any]) -> list[Any]:
 def chart_filters(chart: str, points: list[dict[str, Any]]) -> dict[str, Any]:
     """What a click on an overview chart selects, from the points Streamlit reports.
 
-    - ``reasons`` (reason bar): the clicked reasons;
-    - ``tag_reason`` (stacked bars): the clicked pipeline tags, and the reasons of
+    - ``reasons`` (reason bars): the clicked reasons;
+    - ``tag_reason`` (stacked bars of failures): the clicked pipeline tags, and the reasons of
       the clicked segments (Plotly Express puts the colour value in ``legendgroup``);
     - ``latency`` (working models' latency): the working models;
     - ``trend`` (runs): ``{"run_id": N}`` for the clicked run.
@@ -161,11 +162,12 @@ def chart_filters(chart: str, points: list[dict[str, Any]]) -> dict[str, Any]:
     """
     if not points:
         return {}
+    # The reason and tag charts are horizontal bars: the category is the point's y.
     if chart == "reasons":
-        reasons = [r for r in _distinct([p.get("x") for p in points]) if r in REASON_NAMES]
+        reasons = [r for r in _distinct([p.get("y") for p in points]) if r in REASON_NAMES]
         return {"reasons": reasons} if reasons else {}
     if chart == "tag_reason":
-        tags = [str(t) for t in _distinct([p.get("x") for p in points])]
+        tags = [str(t) for t in _distinct([p.get("y") for p in points])]
         reasons = [r for r in _distinct([p.get("legendgroup") for p in points]) if r in REASON_NAMES]
         selected: dict[str, Any] = {}
         if tags:
@@ -200,7 +202,8 @@ def block_reasons(selected: list[str] | None) -> set[str] | None:
     return None if chosen == set(default_block_reasons()) else chosen
 
 
-def run_problem(run: dict[str, Any], store_path: str | os.PathLike[str] | None = None) -> tuple[str, str] | None:
+def run_problem(run: dict[str, Any],
+                store_path: str | os.PathLike[str] | None = None) -> tuple[str, str | None] | None:
     """``(title, detail)`` of a run that did not succeed or only predicted; ``None`` for an ok probing run.
 
     The resume hint names the store: without ``--store`` it would open (and, before
@@ -221,7 +224,11 @@ def run_problem(run: dict[str, Any], store_path: str | os.PathLike[str] | None =
     if status == "failed":
         return (f"Run #{int(run['id'])} failed ({word(run.get('failure_reason'))}). A failed run never feeds a "
                 "blocklist: nothing from it was blocked.", str(run.get("failure_message") or "no message"))
-    return (f"Run #{int(run['id'])} is {status}: its results are incomplete.",
+    if status == "running" and owner_alive(run):
+        return (f"Run #{int(run['id'])} is still running: its results so far are incomplete. The Scan page shows "
+                "its progress.", None)
+    stopped = "stopped before it finished (its process is gone)" if status == "running" else f"is {status}"
+    return (f"Run #{int(run['id'])} {stopped}: its results are incomplete.",
             f"Finish it with: {resume_command(int(run['id']), store_path)}")
 
 
@@ -314,20 +321,49 @@ def scan_time(timestamp: str | None, now: datetime) -> tuple[str, str]:
     return age, moment.strftime("%Y-%m-%d %H:%M UTC")
 
 
-def scan_result(outcome: ScanOutcome) -> tuple[str, str, str]:
-    """``(kind, title, detail)`` summing up a finished scan; ``kind`` is ``ok`` or ``failed``."""
-    targets = sum(outcome.counts.values())
-    if outcome.status in ("ok", "partial"):
-        blocked = int(outcome.findings["blocked"].sum()) if len(outcome.findings) else 0
-        transient = sum(v for k, v in outcome.counts.items() if k in TRANSIENT)
-        title = (f"Run #{outcome.run_id} finished in {outcome.duration_s:.1f} s: {targets} targets, "
-                 f"{outcome.counts.get('ok', 0)} working, {blocked} blocked, {transient} transient.")
-        if outcome.status == "partial":
-            return "failed", title + " Partial: some providers had a run-level fault and were not judged.", \
-                outcome.message
+def run_summary(run: dict[str, Any]) -> tuple[str, str, str]:
+    """``(kind, title, detail)`` summing up a finished scan from its stored run; ``kind`` is ``ok`` or ``failed``.
+
+    The scan ran in a process of its own: the store is what it left.
+    """
+    run_id, status = int(run["id"]), str(run.get("status"))
+
+    def count(name: str) -> int:
+        value = run.get(name)
+        return 0 if value is None or value != value else int(value)
+
+    if status in ("ok", "partial"):
+        took = run.get("duration_s")
+        took_text = f" in {float(took):.1f} s" if took is not None and took == took else ""
+        predicted = " (predicted: no chat request was sent, nothing blocked)" if run.get("mode") == "predict" else ""
+        title = (f"Run #{run_id} finished{took_text}: {count('n_targets')} targets, {count('n_ok')} working, "
+                 f"{count('n_blocked')} blocked, {count('n_transient')} transient{predicted}.")
+        if status == "partial":
+            return ("failed", title + " Partial: some providers had a run-level fault and were not judged.",
+                    str(run.get("failure_message") or ""))
         return "ok", title, ""
-    return "failed", (f"Run #{outcome.run_id} failed at run level ({word(outcome.failure_reason)}). Nothing from "
-                      "this run was blocked."), outcome.message
+    if status == "failed":
+        return "failed", (f"Run #{run_id} failed at run level ({word(run.get('failure_reason'))}). Nothing from "
+                          "this run was blocked."), str(run.get("failure_message") or "")
+    return "failed", f"Run #{run_id} stopped before it finished ({word(status)}).", ""
+
+
+def progress_text(progress: ScanProgress, now: datetime) -> str:
+    """One line of a running scan's progress, from the store: ``Run #7: 12 of 37 targets probed ...``."""
+    if progress.targets == 0:
+        return f"Run #{progress.run_id}: reading the catalog..."
+    verb = "predicted" if progress.mode == "predict" else "probed"
+    text = f"Run #{progress.run_id}: {progress.probed} of {progress.targets} targets {verb}"
+    if progress.last_saved_at:
+        # Seconds, not "just now": a scan that stalled for 50 s must not look busy.
+        try:
+            saved = datetime.fromisoformat(progress.last_saved_at.replace("Z", "+00:00"))
+            seconds = max((now - saved).total_seconds(), 0)
+            text += f", last result saved {seconds:.0f} s ago" if seconds < 60 else \
+                f", last result saved {scan_time(progress.last_saved_at, now)[0]}"
+        except ValueError:
+            pass
+    return text + "."
 
 
 HF_HOSTS = ("huggingface.co", "router.huggingface.co")
