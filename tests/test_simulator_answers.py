@@ -428,3 +428,44 @@ def test_default_scenario_fault_cases_stay_out_of_the_canaries():
     notes = {model["id"]: model.get("note", "") for model in scenario.models}
     assert all(notes[model_id] for model_id in DEFAULT_V2_CASES)
     assert "not evidence" in notes["mistralai/Mistral-Large-Instruct-2407"]
+
+
+# --------------------------------------------------------------------------- scale and tail settings (opt-in)
+
+
+def test_a_rate_limit_answers_429_without_retry_after_above_its_rate():
+    scenario = _scenario(_model("org/a", providers=("together", "hf-inference")), rate_limits={"together": 3})
+    with SimulatorServer(Scenario.from_dict(scenario)) as server:
+        answers = [_chat(server, "org/a:together") for _ in range(5)]
+        other = [_chat(server, "org/a:hf-inference") for _ in range(5)]
+        stats = sim_stats(server)
+    # A bucket of one second of requests: 3 pass at once, then the route refuses until it refills.
+    assert [r.status_code for r in answers[:3]] == [200, 200, 200]
+    refused = [r for r in answers[3:] if r.status_code == 429]
+    assert refused and all("retry-after" not in r.headers for r in refused)
+    assert refused[0].json()["error"]["code"] == "rate_limit_exceeded"
+    assert {r.status_code for r in other} == {200}  # the limit is per route
+    assert stats["rate_limited"] == {"together": len(refused)}
+    assert stats["chat_by_route"] == {"together": 5, "hf-inference": 5}
+
+
+def test_lognormal_latency_draws_have_the_stated_median_and_tail():
+    from analysis.devtools.simulator import SimulatorApp
+
+    app = SimulatorApp(Scenario.from_dict(_scenario(
+        _model("org/a"), latency={"dist": "lognormal", "median_ms": 1000, "p99_ms": 20000, "seed": 3})))
+    draws = sorted(app._drawn_latency_ms(f"org/m{i}:p", 1) or 0 for i in range(4000))
+    assert 900 <= draws[2000] <= 1100
+    assert 15000 <= draws[int(4000 * 0.99)] <= 26000
+    # Deterministic per model string and attempt, so benchmark contenders meet the same upstream.
+    assert app._drawn_latency_ms("org/m1:p", 1) == app._drawn_latency_ms("org/m1:p", 1)
+    assert app._drawn_latency_ms("org/m1:p", 1) != app._drawn_latency_ms("org/m1:p", 2)
+
+
+def test_a_request_that_never_answers_holds_the_connection_silently():
+    scenario = _scenario(_model("org/a"), never_answer={"fraction": 1.0, "per": "model"})
+    with SimulatorServer(Scenario.from_dict(scenario)) as server:
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"{server.url}/v1/chat/completions", timeout=0.3,
+                       json={"model": "org/a:hf-inference", "messages": PROMPT})
+        assert sim_stats(server)["never_answered"] == 1

@@ -50,6 +50,7 @@ import base64
 import copy
 import hashlib
 import json
+import math
 import random
 import re
 import ssl
@@ -121,6 +122,16 @@ class Scenario:
     settings ``enabled_providers`` / ``disabled_providers`` (lists): a call to a
     provider the account has off, or to a model none of whose providers is on, is
     refused with 400 ``model_not_supported`` before any per-model behaviour.
+
+    Opt-in ``router`` settings for scale and tail tests (absent: unchanged behaviour):
+    ``rate_limits`` maps a route (a provider name, or ``"bare"``) to requests per
+    second; above it the route answers 429 with no ``Retry-After`` (a token bucket
+    holding one second of requests, as API gateways do).  ``latency`` replaces every
+    chat answer's latency with a draw from a distribution: ``{"dist": "lognormal",
+    "median_ms": 1000, "p99_ms": 20000, "seed": 1}`` (deterministic per model string
+    and attempt; scaled by ``latency_scale``).  ``never_answer`` (``{"fraction":
+    0.02, "per": "request" | "model", "seed": 1}``) makes that share of requests (or of
+    models, on every attempt) never answer: the connection stays open, silent.
     """
 
     name: str = "custom"
@@ -812,6 +823,11 @@ class SimulatorApp:
         self.in_flight = 0
         self.peak_in_flight = 0
         self.connections = 0  # connections accepted (a keep-alive client opens one per worker)
+        self.rate_limited: dict[str, int] = {}  # route -> 429s answered by router.rate_limits
+        self.chat_by_route: dict[str, int] = {}  # route -> chat requests
+        self.never_answered = 0
+        # route -> (tokens, last refill time) of the router.rate_limits token buckets
+        self.buckets: dict[str, tuple[float, float]] = {}
         self.open_streams = 0  # SSE bodies being sent right now (a client still reading)
         self.chat_requests = 0
         self.attempts: dict[str, int] = {}
@@ -850,6 +866,9 @@ class SimulatorApp:
             "peak_in_flight": self.peak_in_flight,
             "in_flight": self.in_flight,
             "connections": self.connections,
+            "rate_limited": dict(self.rate_limited),
+            "chat_by_route": dict(self.chat_by_route),
+            "never_answered": self.never_answered,
             "open_streams": self.open_streams,
             "chat_requests": self.chat_requests,
             "attempts": dict(self.attempts),
@@ -1118,6 +1137,9 @@ class SimulatorApp:
                 "content_parts": _has_content_parts(payload),
             })
         model_id, _, route = model_string.partition(":")
+        limited = self._over_rate_limit("bare" if mount == "openai" or not route else route)
+        if limited is not None:
+            return limited
         if mount == "wrongpath":
             return _router_error(404, "Not Found", code="not_found")
         if mount == "noproviders":
@@ -1133,13 +1155,63 @@ class SimulatorApp:
         behaviour, latency_ms = self._behaviour(model, route or "bare", attempt, payload)
         scale = float(self.scenario.router.get("latency_scale", 1.0))
         cap = float(self.scenario.router.get("max_latency_ms", 1e9))
+        drawn = self._drawn_latency_ms(model_string, attempt)
+        if drawn is not None and "latency_ms" not in behaviour:
+            latency_ms = drawn
         delay = min(float(behaviour.get("latency_ms", latency_ms or 0)) * scale, cap) / 1000.0
+        if self._never_answers(model_string, attempt):
+            with self.lock:
+                self.never_answered += 1
+            await asyncio.sleep(STALL_SECONDS)  # cancelled when the client gives up and closes
         if behaviour.get("kind") == "slow":
             delay = float(behaviour.get("seconds", STALL_SECONDS))
             behaviour = {"kind": "chat"}
         if delay > 0:
             await asyncio.sleep(delay)
         return self._render(behaviour, model_string, payload, request)
+
+    def _over_rate_limit(self, route: str) -> Response | None:
+        """A 429 without Retry-After when ``route`` is above its ``router.rate_limits`` rate (token bucket)."""
+        with self.lock:
+            self.chat_by_route[route] = self.chat_by_route.get(route, 0) + 1
+        limits = self.scenario.router.get("rate_limits") or {}
+        rate = limits.get(route)
+        if rate is None:
+            return None
+        rate = float(rate)
+        now = time.monotonic()
+        with self.lock:
+            tokens, last = self.buckets.get(route, (max(1.0, rate), now))
+            tokens = min(max(1.0, rate), tokens + (now - last) * rate)
+            if tokens >= 1.0:
+                self.buckets[route] = (tokens - 1.0, now)
+                return None
+            self.buckets[route] = (tokens, now)
+            self.rate_limited[route] = self.rate_limited.get(route, 0) + 1
+        return _router_error(429, "Rate limit reached for requests", "rate_limit_error", "rate_limit_exceeded")
+
+    def _draw(self, name: str, model_string: str, attempt: int) -> random.Random:
+        seed = self.scenario.router.get(name, {}).get("seed", 1)
+        return random.Random(f"{name}:{seed}:{model_string}:{attempt}")
+
+    def _drawn_latency_ms(self, model_string: str, attempt: int) -> float | None:
+        spec = self.scenario.router.get("latency")
+        if not spec:
+            return None
+        if spec.get("dist", "lognormal") != "lognormal":
+            raise ValueError(f"unknown latency distribution {spec.get('dist')!r}")
+        median = float(spec.get("median_ms", 1000))
+        p99 = float(spec.get("p99_ms", median * 20))
+        sigma = math.log(p99 / median) / 2.3263478740408408  # the 99th percentile of the standard normal
+        return self._draw("latency", model_string, attempt).lognormvariate(math.log(median), sigma)
+
+    def _never_answers(self, model_string: str, attempt: int) -> bool:
+        spec = self.scenario.router.get("never_answer")
+        if not spec:
+            return False
+        per_model = spec.get("per", "request") == "model"
+        return self._draw("never_answer", model_string, 0 if per_model else attempt).random() < float(
+            spec.get("fraction", 0.0))
 
     def _behaviour(self, model: dict[str, Any], route: str, attempt: int,
                    payload: dict[str, Any]) -> tuple[dict[str, Any], float]:

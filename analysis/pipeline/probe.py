@@ -11,16 +11,27 @@ one-connection keep-alive transport (:mod:`analysis.pipeline.transport`); probin
 then runs at the latency bound, on par with raw asyncio sockets (see
 ``benchmarks/RESULTS.md``).  When a proxy is configured,
 workers share small pooled httpx clients of ``CONNECTIONS_PER_CLIENT`` instead.
+
+``concurrency`` is the global ceiling.  Under it every provider has its own
+concurrency and request rate (:mod:`analysis.pipeline.ratecontrol`), and a
+scheduler hands each free worker the next probe of a provider that may send now:
+retries wait in the scheduler, not in a worker, so no worker sits idle behind one
+provider's pacing or backoff; the provider with the largest backlog in expected
+seconds goes first, and within a provider the largest models (by the size their
+id states) start first.  A 429 that the controller caused is retried without
+counting against ``retries`` (see :class:`~analysis.pipeline.ratecontrol.Decision`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
 import json
 import math
 import random
 import re
 import time
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
@@ -30,6 +41,7 @@ import httpx
 
 from analysis.config import USER_AGENT
 from analysis.errors import scrub
+from analysis.pipeline.ratecontrol import RateController, provider_key
 from analysis.pipeline.targets import Target
 from analysis.pipeline.transport import lean_transport
 from analysis.untrusted import EXCERPT_LIMIT, clean_text
@@ -69,6 +81,10 @@ class ProbeSettings:
     retry_after_cap: float = 30.0
     max_body_bytes: int = 256 * 1024
     prompt: str = "Reply with the single word OK."
+    # Per-provider rate control (analysis.pipeline.ratecontrol): ``concurrency`` stays the global ceiling.
+    rate_control: bool = True
+    rate_pins: tuple[tuple[str, float], ...] = ()  # (provider, requests/s) fixed by the user: ``--rate P=N``
+    rate_floor: float = 1.0  # requests/s below which the controller never slows a provider; 429s count there
 
     @property
     def chat_url(self) -> str:
@@ -329,8 +345,13 @@ async def _read_first_event(resp: httpx.Response, limit: int) -> bytes:
     return buffer[:limit]
 
 
+# The answer headers the rate controller reads, on every answer (a 200 can carry them too).
+RATE_HEADERS = ("retry-after", "ratelimit", "x-ratelimit-remaining", "x-ratelimit-reset",
+                "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests")
+
+
 async def _attempt_once(client: httpx.AsyncClient, settings: ProbeSettings, target: Target, n: int,
-                        change: RequestChange | None = None) -> Attempt:
+                        change: RequestChange | None = None, rate_headers: dict[str, str] | None = None) -> Attempt:
     payload = request_payload(settings, target.model_string, change)
     streamed = bool(payload.get("stream"))
     started_at = _now()
@@ -354,6 +375,8 @@ async def _attempt_once(client: httpx.AsyncClient, settings: ProbeSettings, targ
         async with asyncio.timeout(settings.timeout):
             async with client.stream("POST", settings.chat_url, json=payload) as resp:
                 status = resp.status_code
+                if rate_headers is not None:
+                    rate_headers.update((name, resp.headers[name]) for name in RATE_HEADERS if name in resp.headers)
                 content_type = resp.headers.get("content-type", "")
                 answer_headers = resp.headers
                 retry_after = _retry_after_seconds(resp.headers.get("retry-after"))
@@ -396,34 +419,32 @@ async def _attempt_once(client: httpx.AsyncClient, settings: ProbeSettings, targ
     return done("http_error", code, message, retry_after, evidence=(body, answer_headers))
 
 
-async def _probe_one(client: httpx.AsyncClient, settings: ProbeSettings, target: Target, kind: str,
-                     change: RequestChange | None = None) -> ProbeResult:
-    started_at = _now()
-    log: list[Attempt] = []
-    note = ""
-    for n in range(1, settings.retries + 2):
-        attempt = await _attempt_once(client, settings, target, n, change)
-        log.append(attempt)
-        retryable = attempt.outcome in ("timeout", "connection") or (
-            attempt.outcome == "http_error" and attempt.http_status in RETRY_STATUSES)
-        if not retryable or n > settings.retries:
-            break
-        if attempt.retry_after is not None and attempt.retry_after > settings.retry_after_cap:
-            # Waiting out a day-long Retry-After 30 s at a time only delays the verdict: stop at once.
-            note = (f"Retry-After {attempt.retry_after:g}s advertised, beyond the cap of "
-                    f"{settings.retry_after_cap:g}s: not retried")
-            break
-        if attempt.retry_after is not None:
-            wait = attempt.retry_after
-        else:
-            wait = min(settings.backoff_cap, settings.backoff * 2 ** (n - 1)) * (0.5 + random.random())
-        attempt.waited_s = round(wait, 3)
-        await asyncio.sleep(wait)
+def _retry_plan(settings: ProbeSettings, attempt: Attempt, counted: int) -> tuple[float | None, str]:
+    """(seconds to wait before the next attempt, or None to stop; a note) after a counted attempt."""
+    retryable = attempt.outcome in ("timeout", "connection") or (
+        attempt.outcome == "http_error" and attempt.http_status in RETRY_STATUSES)
+    if not retryable or counted > settings.retries:
+        return None, ""
+    if attempt.retry_after is not None and attempt.retry_after > settings.retry_after_cap:
+        # Waiting out a day-long Retry-After 30 s at a time only delays the verdict: stop at once.
+        return None, (f"Retry-After {attempt.retry_after:g}s advertised, beyond the cap of "
+                      f"{settings.retry_after_cap:g}s: not retried")
+    if attempt.retry_after is not None:
+        return attempt.retry_after, ""
+    return min(settings.backoff_cap, settings.backoff * 2 ** (counted - 1)) * (0.5 + random.random()), ""
+
+
+def _result(settings: ProbeSettings, target: Target, kind: str, change: RequestChange | None, log: list[Attempt],
+            started_at: str, note: str, free: int) -> ProbeResult:
     last = log[-1]
     if last.outcome == "chat" and last.error_message:
         note = last.error_message
     elif not note and last.retry_after is not None and last.retry_after > settings.retry_after_cap:
         note = f"Retry-After {last.retry_after:g}s advertised, beyond the cap of {settings.retry_after_cap:g}s"
+    if free:
+        slowed = (f"{free} 429 answer(s) came while the provider was being slowed down to its limit: retried "
+                  "without counting against the retries")
+        note = f"{note}; {slowed}" if note else slowed
     return ProbeResult(
         model_id=target.model_id, provider=target.provider, model_string=target.model_string,
         url=settings.chat_url, kind=kind, http_status=last.http_status, outcome=last.outcome,
@@ -500,25 +521,192 @@ def _clients(settings: ProbeSettings) -> list[httpx.AsyncClient]:
             for _ in range(math.ceil(workers / CONNECTIONS_PER_CLIENT))]
 
 
+_SIZE = re.compile(r"(?<![0-9a-z.])(?:(\d+)x)?(\d+(?:\.\d+)?)([bm])(?![a-z])", re.IGNORECASE)
+
+
+def size_hint(model_id: str) -> float:
+    """The parameter count in billions that a model id states (``Llama-3.1-70B`` -> 70, ``8x7B`` -> 56,
+    ``Qwen3-235B-A22B`` -> 235, ``135M`` -> 0.135); 0 when it states none.  Large models answer slowly."""
+    best = 0.0
+    for experts, number, unit in _SIZE.findall(model_id.rsplit("/", 1)[-1]):
+        value = float(number) * (int(experts) if experts else 1) / (1000.0 if unit.lower() == "m" else 1.0)
+        best = max(best, value)
+    return best
+
+
+@dataclass
+class _Step:
+    """One job's current probe: which route of the job, its attempts so far and when it may go next."""
+
+    job: Job
+    index: int
+    log: list[Attempt] = field(default_factory=list)
+    started_at: str = ""
+    not_before: float = 0.0
+    free: int = 0  # 429s the controller caused, retried without counting
+    note: str = ""
+
+    @property
+    def key(self) -> str:
+        return provider_key(self.job[self.index][0].provider)
+
+
+class _Scheduler:
+    """Hands workers the next probe whose provider may send now.
+
+    Every provider has its own queue (likely-slow targets first) and due retries
+    (a retry waits here, not in a worker); a worker takes from the ready provider
+    with the largest backlog in expected seconds, so no worker sits idle behind
+    one provider's pacing and the slow providers start first.
+    """
+
+    def __init__(self, jobs: list[Job], controller: RateController | None, clock: Callable[[], float]) -> None:
+        self.controller = controller
+        self.clock = clock
+        self.fresh: dict[str, deque[_Step]] = {}
+        self.due: dict[str, list[tuple[float, int, _Step]]] = {}
+        self.counter = 0
+        self.waiting = 0
+        self.running = 0
+        self.cond = asyncio.Condition()
+        # Slow first: the largest models (by the size their id states) lead their provider's queue.
+        order = sorted(range(len(jobs)), key=lambda i: -size_hint(jobs[i][0][0].model_id))
+        for i in order:
+            step = _Step(jobs[i], 0)
+            self.fresh.setdefault(step.key, deque()).append(step)
+            self.waiting += 1
+
+    def _backlog(self, key: str) -> float:
+        count = len(self.fresh.get(key, ())) + len(self.due.get(key, ()))
+        if self.controller is None:
+            return float(count)
+        latency = self.controller.latency(key) or 1.0
+        return count * latency / max(1, self.controller.limits(key).concurrency)
+
+    def _pick(self) -> tuple[_Step | None, float]:
+        """The step to send now, or None and the seconds until one may be ready (inf: until an answer)."""
+        now = self.clock()
+        best: tuple[float, str] | None = None
+        soonest = math.inf
+        for key in set(self.fresh) | set(self.due):
+            fresh, due = self.fresh.get(key), self.due.get(key)
+            if not fresh and not due:
+                continue
+            item_wait = 0.0 if fresh or (due and due[0][0] <= now) else (due[0][0] - now if due else math.inf)
+            wait = max(item_wait, self.controller.delay(key) if self.controller is not None else 0.0)
+            if wait > 0:
+                soonest = min(soonest, wait)
+                continue
+            score = self._backlog(key)
+            if best is None or score > best[0]:
+                best = (score, key)
+        if best is None:
+            return None, soonest
+        key = best[1]
+        due = self.due.get(key)
+        if due and due[0][0] <= now:
+            step = heapq.heappop(due)[2]
+        else:
+            step = self.fresh[key].popleft()
+        return step, 0.0
+
+    async def next(self) -> tuple[_Step, float] | None:
+        """The next step to send and its send time, or None when every job is done."""
+        async with self.cond:
+            while True:
+                if self.waiting == 0 and self.running == 0:
+                    self.cond.notify_all()
+                    return None
+                step, wait = self._pick() if self.waiting else (None, math.inf)
+                if step is not None:
+                    self.waiting -= 1
+                    self.running += 1
+                    sent = self.controller.on_send(step.key) if self.controller is not None else self.clock()
+                    return step, sent
+                try:
+                    await asyncio.wait_for(self.cond.wait(), None if wait == math.inf else max(wait, 0.001))
+                except TimeoutError:
+                    pass
+
+    async def finish(self, again: _Step | None, front: bool = False) -> None:
+        """A step's attempt is over: ``again`` waits for its next attempt or is the job's next route."""
+        async with self.cond:
+            self.running -= 1
+            if again is not None:
+                self.waiting += 1
+                if again.not_before > self.clock():
+                    self.counter += 1
+                    heapq.heappush(self.due.setdefault(again.key, []), (again.not_before, self.counter, again))
+                elif front:
+                    self.fresh.setdefault(again.key, deque()).appendleft(again)
+                else:
+                    self.counter += 1
+                    heapq.heappush(self.due.setdefault(again.key, []), (again.not_before, self.counter, again))
+            self.cond.notify_all()
+
+
 async def _run_jobs(jobs: list[Job], settings: ProbeSettings, on_result: OnResult | None,
-                    stop_at_chat: bool) -> list[ProbeResult]:
-    queue = list(reversed(jobs))
+                    stop_at_chat: bool, controller: RateController | None = None,
+                    clock: Callable[[], float] = time.monotonic) -> list[ProbeResult]:
+    if controller is None and settings.rate_control:
+        controller = RateController(settings.concurrency, floor=settings.rate_floor, pinned=dict(settings.rate_pins),
+                                    clock=clock, retry_after_cap=settings.retry_after_cap)
+    scheduler = _Scheduler(jobs, controller, clock)
     results: list[ProbeResult] = []
     clients = _clients(settings)
     n_clients = len(clients)
 
     async def worker(client: httpx.AsyncClient) -> None:
-        while queue:
-            for target, kind, route_for, change in queue.pop():
-                result = await _probe_one(client, settings, target, kind, change)
-                result.route_for = route_for
-                results.append(result)
+        while True:
+            picked = await scheduler.next()
+            if picked is None:
+                return
+            step, sent = picked
+            target, kind, route_for, change = step.job[step.index]
+            if not step.log:
+                step.started_at = _now()
+            headers: dict[str, str] = {}
+            answered = False
+            try:
+                attempt = await _attempt_once(client, settings, target, len(step.log) + 1, change, headers)
+                answered = True
+            finally:
+                if not answered and controller is not None:
+                    controller.on_cancel(step.key)
+            step.log.append(attempt)
+            free_retry = False
+            if controller is not None:
+                decision = controller.on_answer(step.key, target.model_string, attempt.http_status, headers, sent,
+                                                attempt.latency_ms / 1000.0, step.free)
+                free_retry = decision.free_retry and attempt.http_status == 429
+            if free_retry:
+                # The controller caused this 429 (the provider was above its floor): it has slowed down; go again,
+                # paced by it, without counting the attempt.
+                step.free += 1
+                attempt.waited_s = 0.0
+                step.not_before = clock()
+                await scheduler.finish(step)
+                continue
+            wait, note = _retry_plan(settings, attempt, len(step.log) - step.free)
+            step.note = note or step.note
+            if wait is not None:
+                attempt.waited_s = round(wait, 3)
+                step.not_before = clock() + wait
+                await scheduler.finish(step)
+                continue
+            result = _result(settings, target, kind, change, step.log, step.started_at, step.note, step.free)
+            result.route_for = route_for
+            results.append(result)
+            following = None
+            if not (stop_at_chat and result.outcome == "chat") and step.index + 1 < len(step.job):
+                following = _Step(step.job, step.index + 1)
+            try:
                 if on_result is not None:
                     maybe = on_result(result)
                     if asyncio.iscoroutine(maybe):
                         await maybe
-                if stop_at_chat and result.outcome == "chat":
-                    break
+            finally:
+                await scheduler.finish(following, front=True)
 
     workers = [asyncio.create_task(worker(clients[i % n_clients])) for i in range(max(1, settings.concurrency))]
     try:
