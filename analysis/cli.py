@@ -11,7 +11,6 @@ partial run; no run to publish a blocklist from); 4 internal error (a bug);
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import sqlite3
@@ -20,7 +19,10 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, Sequence
+from types import SimpleNamespace as Args
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+import click
 
 from analysis import __version__, config
 from analysis.config import SOURCES, ScanConfig
@@ -35,10 +37,9 @@ if TYPE_CHECKING:  # for annotations only: --help must not import pandas
     from analysis.pipeline.scan import ScanOutcome
     from analysis.store import Store
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "cli"]
 
 EXIT_INTERNAL = 4
-_SCAN_DEFAULTS: dict[str, object] = {}  # filled by build_parser: what --resume ignores
 
 
 def _token() -> str | None:
@@ -157,7 +158,7 @@ def _summary(outcome: ScanOutcome, store_path: str) -> str:
 # --------------------------------------------------------------------------- commands
 
 
-def cmd_scan(args: argparse.Namespace) -> int:
+def cmd_scan(args: Args) -> int:
     from analysis.pipeline.scan import resume_scan, run_scan
     from analysis.store import open_store
 
@@ -180,9 +181,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
         if args.plan:
             return _print_plan(scan_config, args, observer)
     else:
-        ignored = [f"--{name.replace('_', '-')}" for name, default in _SCAN_DEFAULTS.items()
-                   if name not in ("resume", "store", "quiet", "notify", "notify_always", "app_url", "budget_usd")
-                   and getattr(args, name) != default]
+        ignored = args.ignored_with_resume
         if ignored:
             _err(f"warning: ignored with --resume (the run keeps its own settings): {', '.join(ignored)}")
     with open_store(args.store, create=scan_config is not None) as store:  # a resume never creates a store
@@ -255,7 +254,7 @@ def _notify(urls: list[str], store_path: str, run_id: int, app_url: str | None, 
                  "is unaffected")
 
 
-def _print_plan(scan_config: ScanConfig, args: argparse.Namespace, observer: ScanObserver) -> int:
+def _print_plan(scan_config: ScanConfig, args: Args, observer: ScanObserver) -> int:
     import json
 
     from analysis.pipeline.scan import plan_scan
@@ -316,7 +315,7 @@ def _write_output(data: bytes, out: str | None) -> None:
         raise
 
 
-def cmd_export(args: argparse.Namespace) -> int:
+def cmd_export(args: Args) -> int:
     from analysis.outputs.export import Provenance, export_bytes
     from analysis.outputs.views import publishable_run
     from analysis.store import open_store
@@ -362,7 +361,7 @@ def _with_overrides(store: Store, findings: pd.DataFrame) -> pd.DataFrame:
     return apply_overrides(findings, rules, now)
 
 
-def cmd_override(args: argparse.Namespace) -> int:
+def cmd_override(args: Args) -> int:
     import getpass
     from datetime import datetime, timezone
 
@@ -412,20 +411,7 @@ def cmd_override(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _duration(text: str) -> float:
-    """``--max-age`` values: ``90s``, ``30m``, ``24h``, ``7d`` or plain seconds."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    number, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "s")
-    try:
-        value = float(number) * units[unit]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (use e.g. 90s, 30m, 24h, 7d)") from None
-    if not (value >= 0 and value != float("inf")):
-        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (a finite, non-negative amount)")
-    return value
-
-
-def cmd_diff(args: argparse.Namespace) -> int:
+def cmd_diff(args: Args) -> int:
     import json
 
     from analysis.outputs.export import csv_bytes
@@ -472,7 +458,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_prune(args: argparse.Namespace) -> int:
+def cmd_prune(args: Args) -> int:
     from analysis.store import open_store
 
     with open_store(args.store, create=False) as store:
@@ -484,7 +470,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_simulate(args: argparse.Namespace) -> int:
+def cmd_simulate(args: Args) -> int:
     import json
 
     from analysis.devtools.simulator import default_scenario, load_scenario, serve, synthetic_scenario
@@ -532,7 +518,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
+def cmd_demo(args: Args) -> int:
     from analysis.devtools.sample import build_sample_store
 
     out = Path(args.out_dir) if args.out_dir else config.data_dir()
@@ -550,240 +536,393 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-# --------------------------------------------------------------------------- parser
+def cmd_report_model(args: Args) -> int:
+    from analysis.reports.generate import render_model_report
+
+    started = time.perf_counter()
+    return _report_done(render_model_report(args.store, args.model, args.run, args.out, timeout=args.timeout),
+                        started)
 
 
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Shows defaults, except the empty ones ("default: None" says nothing)."""
+def cmd_report_fleet(args: Args) -> int:
+    from analysis.reports.generate import render_fleet_report
 
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default in (None, False) or isinstance(action, argparse._HelpAction):
-            return action.help
-        return super()._get_help_string(action)
-
-
-class _Parser(argparse.ArgumentParser):
-    """Usage errors in one line, pointing at ``--help`` (exit 2), instead of argparse's usage block."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"error: {terminal_line(message)} (see {self.prog} --help)\n")
+    started = time.perf_counter()
+    return _report_done(render_fleet_report(args.store, args.run, args.compare, args.out, timeout=args.timeout),
+                        started)
 
 
-def _finite_float(text: str) -> float:
+def _report_done(files: Any, started: float) -> int:
+    for path in (files.html, files.markdown, files.notebook):
+        if path is not None:
+            print(path)
+    print(f"report written in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- click: flags -> one call each
+
+_D = ScanConfig()  # the single source of every scan default: the flags show and use these
+_STORE_HELP = ("the store: an SQLite file, or postgresql://user@host/db (default: RCA_STORE, else rca.sqlite in "
+               "the data dir)")
+_CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
+
+
+def _checked(name: str, convert: Callable[[str], Any]) -> click.ParamType:
+    """A click type from a converter that raises ``ValueError`` with the message the user sees."""
+
+    class _Type(click.ParamType):
+        def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+            if not isinstance(value, str):
+                return value
+            try:
+                return convert(value)
+            except ValueError as exc:
+                self.fail(str(exc), param, ctx)
+
+    _Type.name = name
+    return _Type()
+
+
+def _to_finite_float(text: str) -> float:
     """A finite, non-negative number (``inf`` would wait forever, ``nan`` would remove every cap)."""
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        raise ValueError(f"not a number: {text!r}") from None
     if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+        raise ValueError(f"must be a finite number >= 0, got {text!r}")
     return value
 
 
-def _port(text: str) -> int:
+def _to_port(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+        raise ValueError(f"not a port number: {text!r}") from None
     if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"a port is 0 to 65535 (0 picks a free one), got {value}")
+        raise ValueError(f"a port is 0 to 65535 (0 picks a free one), got {value}")
     return value
 
 
-_STORE_HELP = "SQLite store file (default: rca.sqlite in the data dir)"
-_D = ScanConfig()  # the single source of every scan default: the flags show and use these
+def _to_duration(text: str) -> float:
+    """``--max-age`` values: ``90s``, ``30m``, ``24h``, ``7d`` or plain seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "s")
+    try:
+        value = float(number) * units[unit]
+    except ValueError:
+        raise ValueError(f"not a duration: {text!r} (use e.g. 90s, 30m, 24h, 7d)") from None
+    if not (value >= 0 and value != float("inf")):
+        raise ValueError(f"not a duration: {text!r} (a finite, non-negative amount)")
+    return value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="python -m analysis", formatter_class=_Formatter,
-        description="Catalog RCA Explorer: probe every model a provider lists, explain each failure, "
-                    "export a blocklist.",
-        epilog="Exit codes: 0 ok, 1 --fail-on condition, 2 bad usage or input, 3 run-level failure "
-               "(token, credits, endpoint), 4 internal error, 130 interrupted. The token is read from HF_TOKEN only.")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("--data-dir", metavar="DIR",
-                        help="where the default store (rca.sqlite) and the sample (sample.sqlite) live "
-                             "(default: RCA_HOME, else ./data)")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
+def _to_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"not a number: {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise ValueError(f"must be a finite number of seconds > 0, got {text!r}")
+    return value
 
-    scan = sub.add_parser("scan", formatter_class=_Formatter, help="scan a provider's catalog and store the run",
-                          description="Read the provider's slice of the Hub catalog and the router's model list, "
-                                      "send every model one minimal chat completion, and store one verdict per "
-                                      "model. HF_TOKEN is sent to both endpoints when set.")
-    scan.add_argument("--hub-url", default=_D.hub_url, help="Hub API base URL")
-    scan.add_argument("--router-url", default=_D.router_url, help="OpenAI-compatible router base URL (…/v1)")
-    scan.add_argument("--provider", default=_D.provider,
-                      help="inference provider: a name (model string id:provider), a comma list, or 'all' "
-                           "('all,-novita' leaves one out)")
-    scan.add_argument("--store", help=_STORE_HELP)
-    scan.add_argument("--concurrency", type=int, default=_D.concurrency, help="probes in flight at most")
-    scan.add_argument("--timeout", type=_finite_float, default=_D.timeout, help="seconds per request")
-    scan.add_argument("--retries", type=int, default=_D.retries,
-                      help="retries on 408, 424, 429, 5xx, timeouts, connection errors")
-    scan.add_argument("--max-tokens", type=int, default=_D.max_tokens,
-                      help="max_tokens of the probe (a refusal of it is re-probed with --max-tokens-retry)")
-    scan.add_argument("--max-tokens-retry", type=int, default=_D.max_tokens_retry, metavar="N",
-                      help="budget of the one re-probe of a model that refused our budget (sent streamed and closed "
-                           "at the first chunk, so it costs almost nothing)")
-    scan.add_argument("--backoff", type=_finite_float, default=_D.backoff, help="base seconds of exponential backoff")
-    scan.add_argument("--retry-after-cap", type=_finite_float, default=_D.retry_after_cap,
-                      help="never wait longer than this for a Retry-After")
-    scan.add_argument("--hub-limit", type=int, default=_D.hub_limit, help="page size asked of the Hub (it may cap it)")
-    scan.add_argument("--batch-size", type=int, default=_D.batch_size, help="probe results committed per transaction")
-    scan.add_argument("--source", choices=list(SOURCES), default=_D.source,
-                      help="catalog: the Hub API, the router's /models (HF shape), any OpenAI-compatible /models "
-                           "(bare ids), or --catalog-file")
-    scan.add_argument("--catalog-file", metavar="PATH", help="with --source file: a JSON or CSV list of model ids")
-    scan.add_argument("--route", choices=["auto", "suffix", "bare"], default=_D.route,
-                      help="model string sent: id:provider (suffix), or the bare id (the router or gateway chooses "
-                           "the provider); auto: suffix for --source hub/router, bare for file/openai")
-    scan.add_argument("--route-checks", type=int, default=_D.route_checks, metavar="N",
-                      help="for a refused model, try up to N other routes (bare id, other live providers)")
-    scan.add_argument("--canary", action="append", metavar="ID[:PROVIDER]",
-                      help="known-good model probed first, for every provider in scope or for the one named "
-                           "(repeatable; default per provider: the 3 most-downloaded models mapped live and listed "
-                           "by the router)")
-    scan.add_argument("--no-probe", action="store_true",
-                      help="metadata only: predict verdicts from the catalog and router list; zero chat calls, "
-                           "nothing blocked")
-    scan.add_argument("--persistent-after", type=int, default=_D.persistent_after, metavar="N",
-                      help="a transient failure blocks (persistent_failure) after N consecutive failing runs...")
-    scan.add_argument("--persistent-min-hours", type=_finite_float, default=_D.persistent_min_hours, metavar="H",
-                      help="...spanning at least H hours")
-    scan.add_argument("--fail-on", choices=["new-blocked"],
-                      help="exit 1 when this run blocks a model the previous successful run of the same source "
-                           "and provider did not (a first run compares against an empty blocklist)")
-    scan.add_argument("--resume", nargs="?", const="latest", metavar="RUN_ID",
-                      help="finish an incomplete run (Ctrl-C, killed), probing only targets without a result; "
-                           "default: the newest incomplete run")
-    scan.add_argument("--notify", action="append", metavar="URL",
-                      help="after the run, post one JSON message (a Slack/Mattermost 'text' field) of what changed: a "
-                           "new run-level failure, newly blocked, recovered, new fixes (repeatable; also "
-                           "RCA_NOTIFY_URLS). The URLs are secrets: never stored or shown")
-    scan.add_argument("--notify-always", action="store_true", help="notify even when nothing changed")
-    scan.add_argument("--app-url", metavar="URL", help="the dashboard's base URL, for links in notifications")
-    scan.add_argument("--plan", action="store_true",
-                      help="send no chat request: print the targets, the requests expected, the estimated cost (from "
-                           "the router's USD-per-million-token pricing) and duration; creates no run, needs no token")
-    scan.add_argument("--format", choices=["text", "json"], default="text", help="with --plan: the output format")
-    scan.add_argument("--budget-usd", type=_finite_float, metavar="USD",
-                      help="stop cleanly, before the estimated spend of this invocation could pass USD (only answers "
-                           "are billed; each at its prompt plus --max-tokens at the router's price): exit 3, the run "
-                           "incomplete, the resume command printed; with --resume it replaces the run's budget")
-    scan.add_argument("--changed-only", action="store_true",
-                      help="probe only targets whose catalog entry changed since the last successful run "
-                           "(lastModified, mapping status, router listing), that were transient, or whose evidence "
-                           "is older than --max-age; carry the other verdicts forward (marked carried). Canaries "
-                           "are always probed")
-    scan.add_argument("--max-age", type=_duration, metavar="AGE",
-                      help="with --changed-only: evidence older than AGE is probed again (default 24h; e.g. 6h, 7d)")
-    scan.add_argument("-q", "--quiet", action="store_true", help="no progress output")
-    scan.set_defaults(func=cmd_scan)
-    _SCAN_DEFAULTS.update({a.dest: a.default for a in scan._actions if a.dest != "help"})
 
-    export = sub.add_parser("export", formatter_class=_Formatter,
-                            help="export findings, the blocklist or the route and request fixes",
-                            description="Write a run's findings, its blocklist (blocked rows only), or its fixes "
-                                        "(routes: the working route of each route_mismatch and the request settings "
-                                        "of each probe_error). The default run is the latest successful one. A "
-                                        "blocklist (and the fixes) come only from a successful "
-                                        "probing run: when there is none, or --run names a failed, incomplete or "
-                                        "predicted run, it exits 3 and writes nothing (a successful run that blocks "
-                                        "nothing gives a header-only file). Use --out, not '>': it replaces the "
-                                        "file atomically and only on success.")
-    export.add_argument("what", choices=["findings", "blocklist", "routes"],
-                        help="every finding of the run; only the blocked ones; or the fixes of our own faults "
-                             "(broken route -> working route, and the request settings that work)")
-    export.add_argument("--store", help=_STORE_HELP)
-    export.add_argument("--run", help="run id (default: the latest successful run; for a blocklist, the latest "
-                                      "successful probing run)")
-    export.add_argument("--format", choices=["csv", "json", "python"], default="csv",
-                        help="csv (formula cells neutralised), json, or a Python set UNSUPPORTED_MODELS")
-    export.add_argument("--out", help="output file (default: stdout)")
-    export.add_argument("--reasons", help="blocklist: comma list of reasons to block instead of the default policy "
-                                          "(run-level reasons are refused)")
-    export.add_argument("--max-age", type=_duration, metavar="AGE",
-                        help="blocklist: exit 3 and write nothing when the run finished longer ago than AGE "
-                             "(e.g. 24h, 30m, 7d)")
-    export.set_defaults(func=cmd_export)
+FINITE = _checked("NUMBER", _to_finite_float)
+PORT = _checked("PORT", _to_port)
+DURATION = _checked("AGE", _to_duration)
+SECONDS = _checked("SECONDS", _to_seconds)
 
-    override = sub.add_parser("override", formatter_class=_Formatter, help="allow or block a model by hand",
-                              description="An operator's override of the blocklist, stored with who and when, and "
-                                          "applied by every export, the dashboard and the reports: --allow keeps a "
-                                          "model off the blocklist, --block puts it on. An expired override stops "
-                                          "applying and the exports say so.")
-    override.add_argument("action", choices=["add", "list", "remove"], help="add MODEL[:PROVIDER], list, or remove ID")
-    override.add_argument("target", nargs="?", default="", metavar="MODEL[:PROVIDER]|ID",
-                          help="add: the model (every provider, or the one named); remove: the override's id")
-    decision = override.add_mutually_exclusive_group()
-    decision.add_argument("--allow", action="store_true", help="never block it")
-    decision.add_argument("--block", action="store_true", help="always block it")
-    override.add_argument("--reason", default="", metavar="TEXT", help="why (required with add)")
-    override.add_argument("--expires", metavar="DATE", help="when it stops applying (ISO date or time, UTC)")
-    override.add_argument("--store", help=_STORE_HELP)
-    override.set_defaults(func=cmd_override)
 
-    diff = sub.add_parser("diff", formatter_class=_Formatter, help="what changed between two runs",
-                          description="List models newly blocked, recovered (failing before, ok now) and with a "
-                                      "changed reason between two runs.")
-    diff.add_argument("--store", help=_STORE_HELP)
-    diff.add_argument("--from", dest="from_", metavar="RUN",
-                      help="older run (default: the successful run before --to in the same scope)")
-    diff.add_argument("--to", metavar="RUN", help="newer run (default: the latest successful probing run)")
-    diff.add_argument("--format", choices=["text", "json", "csv"], default="text", help="output format")
-    diff.set_defaults(func=cmd_diff)
+def _call(command: Callable[[Args], int], **params: Any) -> int:
+    """Run one command function with the flags as attributes; a missing ``--store`` is the default store."""
+    args = Args(**params)
+    if "store" in params and params["store"] is None:
+        args.store = str(config.default_store())
+    return command(args)
 
-    prune = sub.add_parser("prune", formatter_class=_Formatter, help="delete old runs",
-                           description="Delete every run but the N newest, with their catalog snapshots, probes "
-                                       "and findings.")
-    prune.add_argument("--store", help=_STORE_HELP)
-    prune.add_argument("--keep", type=int, required=True, metavar="N", help="how many of the newest runs to keep")
-    prune.add_argument("--vacuum", action="store_true", help="compact the file afterwards")
-    prune.set_defaults(func=cmd_prune)
 
-    sim = sub.add_parser("simulate", formatter_class=_Formatter, help="serve the offline Hub + router simulator",
-                         description="Serve a local stand-in for the Hub API and the HF router on loopback.")
-    sim.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    sim.add_argument("--port", type=_port, default=8765, help="0 picks a free port")
-    sim.add_argument("--scenario", help="scenario JSON file (default: the built-in scenario)")
-    sim.add_argument("--write-scenario", metavar="PATH", help="write the scenario as JSON and exit")
-    sim.add_argument("--latency-scale", type=_finite_float, help="multiply every simulated latency")
-    sim.add_argument("--page-cap", type=int, help="largest Hub page the simulator serves")
-    sim.add_argument("--synthetic", type=int, metavar="N", help="serve N healthy models instead (benchmarks)")
-    sim.add_argument("--latency-ms", type=_finite_float, help="with --synthetic: latency of every answer")
-    sim.add_argument("--require-token", action="store_true", help="accept only the token in HF_TOKEN")
-    sim.set_defaults(func=cmd_simulate)
+class _Cli(click.Group):
+    """The command group, whose ``main`` returns (or, standalone, exits with) our exit codes."""
 
-    demo = sub.add_parser("demo", formatter_class=_Formatter, help="build the offline sample store and blocklist",
-                          description="Start the simulator, scan it (a retired endpoint, bare ids, every provider in "
-                                      "two phases, then an account with every provider switched off) and write "
-                                      "sample.sqlite and sample-blocklist.csv into the data dir (data/ by default).")
-    demo.add_argument("--out-dir", help="where to write the sample files (default: the data dir)")
-    demo.add_argument("-v", "--verbose", action="store_true", help="show probe progress")
-    demo.set_defaults(func=cmd_demo)
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        if prog_name is None:
+            prog_name = "catalog-rca" if Path(sys.argv[0]).name == "catalog-rca" else "python -m analysis"
+        code = _exit_code(lambda: super(_Cli, self).main(args=args, prog_name=prog_name, complete_var=complete_var,
+                                                         standalone_mode=False, **extra))
+        if standalone_mode:
+            sys.exit(code)
+        return code
 
-    from analysis.reports.generate import add_report_parser
 
-    add_report_parser(sub)
-    return parser
+def _store_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--store", help=_STORE_HELP)(func)
+
+
+@click.group(cls=_Cli, context_settings=_CONTEXT,
+             epilog="Exit codes: 0 ok, 1 --fail-on condition, 2 bad usage or input, 3 run-level failure (token, "
+                    "credits, endpoint, account, budget), 4 internal error, 130 interrupted. The token is read from "
+                    "HF_TOKEN only.")
+@click.version_option(__version__, "--version", prog_name="python -m analysis", message="%(prog)s %(version)s")
+@click.option("--data-dir", metavar="DIR", help="where the default store (rca.sqlite) and the sample (sample.sqlite) "
+                                                "live (default: RCA_HOME, else ./data)")
+def cli(data_dir: str | None) -> None:
+    """Catalog RCA Explorer: probe every model a provider lists, explain each failure, export a blocklist."""
+    config.set_data_dir(data_dir)
+
+
+@cli.command(context_settings=_CONTEXT)
+@click.option("--hub-url", default=_D.hub_url, show_default=True, help="Hub API base URL")
+@click.option("--router-url", default=_D.router_url, show_default=True,
+              help="OpenAI-compatible router base URL (.../v1)")
+@click.option("--provider", default=_D.provider, show_default=True,
+              help="inference provider: a name (model string id:provider), a comma list, or 'all' ('all,-novita' "
+                   "leaves one out)")
+@_store_option
+@click.option("--concurrency", type=int, default=_D.concurrency, show_default=True, help="probes in flight at most")
+@click.option("--timeout", type=FINITE, default=_D.timeout, show_default=True, help="seconds per request")
+@click.option("--retries", type=int, default=_D.retries, show_default=True,
+              help="retries on 408, 424, 429, 5xx, timeouts, connection errors")
+@click.option("--max-tokens", type=int, default=_D.max_tokens, show_default=True,
+              help="max_tokens of the probe (a refusal of it is re-probed with --max-tokens-retry)")
+@click.option("--max-tokens-retry", type=int, default=_D.max_tokens_retry, show_default=True, metavar="N",
+              help="budget of the one re-probe of a model that refused our budget (sent streamed and closed at the "
+                   "first chunk, so it costs almost nothing)")
+@click.option("--backoff", type=FINITE, default=_D.backoff, show_default=True,
+              help="base seconds of exponential backoff")
+@click.option("--retry-after-cap", type=FINITE, default=_D.retry_after_cap, show_default=True,
+              help="never wait longer than this for a Retry-After")
+@click.option("--hub-limit", type=int, default=_D.hub_limit, show_default=True,
+              help="page size asked of the Hub (it may cap it)")
+@click.option("--batch-size", type=int, default=_D.batch_size, show_default=True,
+              help="probe results committed per transaction")
+@click.option("--source", type=click.Choice(list(SOURCES)), default=_D.source, show_default=True,
+              help="catalog: the Hub API, the router's /models (HF shape), any OpenAI-compatible /models (bare ids), "
+                   "or --catalog-file")
+@click.option("--catalog-file", metavar="PATH", help="with --source file: a JSON or CSV list of model ids")
+@click.option("--route", type=click.Choice(["auto", "suffix", "bare"]), default=_D.route, show_default=True,
+              help="model string sent: id:provider (suffix), or the bare id (the router or gateway chooses the "
+                   "provider); auto: suffix for --source hub/router, bare for file/openai")
+@click.option("--route-checks", type=int, default=_D.route_checks, show_default=True, metavar="N",
+              help="for a refused model, try up to N other routes (bare id, other live providers)")
+@click.option("--canary", multiple=True, metavar="ID[:PROVIDER]",
+              help="known-good model probed first, for every provider in scope or for the one named (repeatable; "
+                   "default per provider: the 3 most-downloaded models mapped live and listed by the router)")
+@click.option("--no-probe", is_flag=True,
+              help="metadata only: predict verdicts from the catalog and router list; zero chat calls, nothing "
+                   "blocked")
+@click.option("--persistent-after", type=int, default=_D.persistent_after, show_default=True, metavar="N",
+              help="a transient failure blocks (persistent_failure) after N consecutive failing runs...")
+@click.option("--persistent-min-hours", type=FINITE, default=_D.persistent_min_hours, show_default=True,
+              metavar="H", help="...spanning at least H hours")
+@click.option("--fail-on", type=click.Choice(["new-blocked"]),
+              help="exit 1 when this run blocks a model the previous successful run of the same source and provider "
+                   "did not (a first run compares against an empty blocklist)")
+@click.option("--resume", is_flag=False, flag_value="latest", default=None, metavar="[RUN_ID]",
+              help="finish an incomplete run (Ctrl-C, killed, out of budget), probing only targets without a result; "
+                   "without RUN_ID: the newest incomplete run")
+@click.option("--notify", multiple=True, metavar="URL",
+              help="after the run, post one JSON message (a Slack/Mattermost 'text' field) of what changed: a new "
+                   "run-level failure, newly blocked, recovered, new fixes (repeatable; also RCA_NOTIFY_URLS). The "
+                   "URLs are secrets: never stored or shown")
+@click.option("--notify-always", is_flag=True, help="notify even when nothing changed")
+@click.option("--app-url", metavar="URL", help="the dashboard's base URL, for links in notifications")
+@click.option("--plan", is_flag=True,
+              help="send no chat request: print the targets, the requests expected, the estimated cost (from the "
+                   "router's USD-per-million-token pricing) and duration; creates no run, needs no token")
+@click.option("--format", "format_", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="with --plan: the output format")
+@click.option("--budget-usd", type=FINITE, metavar="USD",
+              help="stop cleanly, before the estimated spend of this invocation could pass USD (only answers are "
+                   "billed; each at its prompt plus --max-tokens at the router's price): exit 3, the run incomplete, "
+                   "the resume command printed; with --resume it replaces the run's budget")
+@click.option("--changed-only", is_flag=True,
+              help="probe only targets whose catalog entry changed since the last successful run (lastModified, "
+                   "mapping status, router listing), that were transient, or whose evidence is older than "
+                   "--max-age; carry the other verdicts forward (marked carried). Canaries are always probed")
+@click.option("--max-age", type=DURATION, metavar="AGE",
+              help="with --changed-only: evidence older than AGE is probed again (default 24h; e.g. 6h, 7d)")
+@click.option("-q", "--quiet", is_flag=True, help="no progress output")
+def scan(**params: Any) -> int:
+    """Scan a provider's catalog and store the run.
+
+    Read the provider's slice of the Hub catalog and the router's model list, send every model one minimal chat
+    completion, and store one verdict per model. HF_TOKEN is sent to both endpoints when set.
+    """
+    ctx = click.get_current_context()
+    params["format"] = params.pop("format_")
+    params["ignored_with_resume"] = [
+        f"--{name.replace('_', '-')}" for name in ctx.params
+        if name not in _RESUME_FLAGS and ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT]
+    return _call(cmd_scan, **params)
+
+
+# What a resume takes; every other scan flag is the run's own setting (a warning says so).
+_RESUME_FLAGS = ("resume", "store", "quiet", "notify", "notify_always", "app_url", "budget_usd")
+
+
+@cli.command(context_settings=_CONTEXT)
+@click.argument("what", type=click.Choice(["findings", "blocklist", "routes"]), metavar="WHAT")
+@_store_option
+@click.option("--run", help="run id (default: the latest successful run; for a blocklist, the latest successful "
+                            "probing run)")
+@click.option("--format", "format_", type=click.Choice(["csv", "json", "python"]), default="csv", show_default=True,
+              help="csv (formula cells neutralised), json, or a Python set UNSUPPORTED_MODELS")
+@click.option("--out", help="output file (default: stdout)")
+@click.option("--reasons", help="blocklist: comma list of reasons to block instead of the default policy (run-level "
+                                "reasons are refused)")
+@click.option("--max-age", type=DURATION, metavar="AGE",
+              help="blocklist: exit 3 and write nothing when the run finished longer ago than AGE (e.g. 24h, 30m, 7d)")
+def export(format_: str, **params: Any) -> int:
+    """Export findings, the blocklist or the route and request fixes.
+
+    WHAT is findings (every finding of the run), blocklist (only the blocked ones) or routes (the fixes of our own
+    faults: broken route -> working route, and the request settings that work). The default run is the latest
+    successful one. A blocklist (and the fixes) come only from a successful probing run: when there is none, or
+    --run names a failed, incomplete or predicted run, it exits 3 and writes nothing (a successful run that blocks
+    nothing gives a header-only file). Every file says which run it comes from (provenance). Use --out, not '>':
+    it replaces the file atomically and only on success.
+    """
+    return _call(cmd_export, format=format_, **params)
+
+
+@cli.command(context_settings=_CONTEXT)
+@click.argument("action", type=click.Choice(["add", "list", "remove"]), metavar="ACTION")
+@click.argument("target", required=False, default="", metavar="[MODEL[:PROVIDER]|ID]")
+@click.option("--allow", is_flag=True, help="never block it")
+@click.option("--block", is_flag=True, help="always block it")
+@click.option("--reason", default="", metavar="TEXT", help="why (required with add)")
+@click.option("--expires", metavar="DATE", help="when it stops applying (ISO date or time, UTC)")
+@_store_option
+def override(**params: Any) -> int:
+    """Allow or block a model by hand.
+
+    ACTION is add MODEL[:PROVIDER] (every provider, or the one named), list, or remove ID. An operator's override
+    of the blocklist is stored with who and when, and applied by every export, the dashboard and the reports:
+    --allow keeps a model off the blocklist, --block puts it on. An expired override stops applying and the
+    exports say so.
+    """
+    return _call(cmd_override, **params)
+
+
+@cli.command(context_settings=_CONTEXT)
+@_store_option
+@click.option("--from", "from_", metavar="RUN",
+              help="older run (default: the successful run before --to in the same scope)")
+@click.option("--to", metavar="RUN", help="newer run (default: the latest successful probing run)")
+@click.option("--format", "format_", type=click.Choice(["text", "json", "csv"]), default="text", show_default=True,
+              help="output format")
+def diff(format_: str, **params: Any) -> int:
+    """What changed between two runs: models newly blocked, recovered and with a changed reason."""
+    return _call(cmd_diff, format=format_, **params)
+
+
+@cli.command(context_settings=_CONTEXT)
+@_store_option
+@click.option("--keep", type=int, required=True, metavar="N", help="how many of the newest runs to keep")
+@click.option("--vacuum", is_flag=True, help="compact the store afterwards")
+def prune(**params: Any) -> int:
+    """Delete every run but the N newest, with their catalog snapshots, probes and findings."""
+    return _call(cmd_prune, **params)
+
+
+@cli.command(context_settings=_CONTEXT)
+@click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
+@click.option("--port", type=PORT, default=8765, show_default=True, help="0 picks a free port")
+@click.option("--scenario", help="scenario JSON file (default: the built-in scenario)")
+@click.option("--write-scenario", metavar="PATH", help="write the scenario as JSON and exit")
+@click.option("--latency-scale", type=FINITE, help="multiply every simulated latency")
+@click.option("--page-cap", type=int, help="largest Hub page the simulator serves")
+@click.option("--synthetic", type=int, metavar="N", help="serve N healthy models instead (benchmarks)")
+@click.option("--latency-ms", type=FINITE, help="with --synthetic: latency of every answer")
+@click.option("--require-token", is_flag=True, help="accept only the token in HF_TOKEN")
+def simulate(**params: Any) -> int:
+    """Serve the offline Hub + router simulator on loopback, a local stand-in for the Hub API and the HF router."""
+    return _call(cmd_simulate, **params)
+
+
+@cli.command(context_settings=_CONTEXT)
+@click.option("--out-dir", help="where to write the sample files (default: the data dir)")
+@click.option("-v", "--verbose", is_flag=True, help="show probe progress")
+def demo(**params: Any) -> int:
+    """Build the offline sample store and blocklist.
+
+    Start the simulator, scan it (a retired endpoint, bare ids, every provider in two phases, then an account with
+    every provider switched off) and write sample.sqlite and sample-blocklist.csv into the data dir (data/ by
+    default).
+    """
+    return _call(cmd_demo, **params)
+
+
+@cli.group(context_settings=_CONTEXT)
+def report() -> None:
+    """Write an RCA report (notebook, HTML, Markdown).
+
+    Execute a parameterised RCA notebook with papermill on this interpreter and write the executed notebook and a
+    self-contained HTML page (and, for a model, a Markdown rendering). Reports read the store only; no token is
+    needed or passed on.
+    """
+
+
+def _report_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed([
+        click.option("--store", help=_STORE_HELP + "; reports never fall back to the sample: pass --store "
+                                                   "data/sample.sqlite after demo"),
+        click.option("--run", help="run id (default: the latest successful run)"),
+        click.option("--out", help="folder to write the report files into (default: reports/ in the data dir's "
+                                   "parent, or $RCA_HOME/reports)"),
+        click.option("--timeout", type=SECONDS, default=600, show_default=True,
+                     help="seconds a notebook cell may run"),
+    ]):
+        func = option(func)
+    return func
+
+
+@report.command("model", context_settings=_CONTEXT)
+@click.option("--model", required=True, help="model id, e.g. katanemo/Arch-Router-1.5B")
+@_report_options
+def report_model(**params: Any) -> int:
+    """Root cause of one model's verdict: summary, evidence (catalog entry, router list, every probe attempt,
+    history), why, recommendations and conclusion. Writes model_rca-<id>.ipynb, .html and .md."""
+    return _call(cmd_report_model, **params)
+
+
+@report.command("fleet", context_settings=_CONTEXT)
+@click.option("--compare", help="run id to compare with (default: the previous successful run of the same scope)")
+@_report_options
+def report_fleet(**params: Any) -> int:
+    """State of a whole run: totals per reason and pipeline tag with charts, most-failing authors, changes against
+    a compared run, the blocklist and conflicting evidence. Writes catalog_rca-run<N>.ipynb and .html."""
+    return _call(cmd_report_fleet, **params)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    config.set_data_dir(args.data_dir)
-    if hasattr(args, "store") and args.store is None:
-        args.store = str(config.default_store())
+    """Run the CLI and return its exit code (``python -m analysis`` and the console script exit with it)."""
+    return int(cli.main(args=list(argv) if argv is not None else None, standalone_mode=False))
+
+
+def _exit_code(run: Callable[[], Any]) -> int:
+    """Run the click group and map every way it ends to an exit code: click's usage errors to one line and 2,
+    its Ctrl-C (``Abort``) to 130 rather than "Aborted!" and 1, our errors to theirs, anything else to 4."""
     try:
-        return int(args.func(args))
+        return int(run() or 0)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        print(exc.ctx.get_help() if exc.ctx is not None else "", file=sys.stderr)
+        return EXIT_USAGE
+    except click.ClickException as exc:  # usage errors: one line, pointing at --help
+        context = getattr(exc, "ctx", None)
+        where = context.command_path if context is not None else "python -m analysis"
+        _err(f"error: {' '.join(exc.format_message().split())} (see {where} --help)")
+        return EXIT_USAGE
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except (click.Abort, KeyboardInterrupt):
+        _err("interrupted")
+        return 130
     except RcaError as exc:
         _err(f"error: {exc}")
         return exc.exit_code
-    except KeyboardInterrupt:
-        _err("interrupted")
-        return 130
     except BrokenPipeError:
         return EXIT_OK
     except (sqlite3.OperationalError, sqlite3.DatabaseError) as exc:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from click.testing import CliRunner
 
 from analysis import cli
 from analysis.devtools.simulator import SimulatorServer
@@ -53,26 +53,16 @@ class CliResult:
 
 
 def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None) -> CliResult:
-    """``python -m analysis ARGS`` in this process: the same ``main`` the console script runs, with its own
-    environment (no ``HF_TOKEN`` unless given; ``RCA_HOME`` the session's CLI home), working directory and
-    captured output.  In process, because ~70 interpreter starts were most of the suite's time; the few tests
-    that need a real process (SIGKILL, Ctrl-C, the console script) start one themselves."""
-    out, err = io.BytesIO(), io.BytesIO()
-    stdout = io.TextIOWrapper(out, encoding="utf-8", write_through=True)
-    stderr = io.TextIOWrapper(err, encoding="utf-8", write_through=True)
-    saved_env, saved_cwd = dict(os.environ), os.getcwd()
-    os.environ.pop("HF_TOKEN", None)
-    os.environ["RCA_HOME"] = str(CLI_HOME[0])
-    os.environ.update(env or {})
+    """``python -m analysis ARGS`` in this process, through click's ``CliRunner``: the same command group the
+    console script runs, with its own environment (no ``HF_TOKEN`` unless given; ``RCA_HOME`` the session's CLI
+    home), working directory and captured output.  In process, because ~70 interpreter starts were most of the
+    suite's time; the few tests that need a real process (SIGKILL, Ctrl-C, the console script) start one."""
+    runner = CliRunner()
+    saved_cwd = os.getcwd()
     os.chdir(cwd or CLI_HOME[0])
     try:
-        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-            try:
-                code = cli.main(list(args))
-            except SystemExit as exc:  # argparse: --help (0) and usage errors (2)
-                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+        result = runner.invoke(cli.cli, list(args), prog_name="python -m analysis", catch_exceptions=False,
+                               env={"HF_TOKEN": None, "RCA_HOME": str(CLI_HOME[0]), **(env or {})})
     finally:
         os.chdir(saved_cwd)
-        os.environ.clear()
-        os.environ.update(saved_env)
-    return CliResult(code, out.getvalue().decode("utf-8"), err.getvalue().decode("utf-8"))
+    return CliResult(result.exit_code, result.stdout, result.stderr)

@@ -51,7 +51,7 @@ def test_importing_diagnose_imports_neither_httpx_nor_the_simulator():
 
 
 def test_help_imports_neither_pandas_nor_httpx():
-    loaded = _modules_after("from analysis import cli\ntry:\n    cli.main(['--help'])\nexcept SystemExit:\n    pass")
+    loaded = _modules_after("from analysis import cli\ncli.main(['--help'])\ncli.main(['scan', '--help'])")
     assert "analysis.cli" in loaded
     assert not loaded & {"pandas", "httpx", "numpy", "streamlit"}
 

@@ -121,7 +121,7 @@ def test_export_out_writes_through_a_symlink_and_is_readable(sample_store, tmp_p
     link.symlink_to(real)
     result = run_cli("export", "blocklist", "--store", str(sample_store), "--out", str(link))
     assert result.returncode == 0, result.stderr
-    assert link.is_symlink() and real.read_text().startswith("model_id,provider,reason")
+    assert link.is_symlink() and "\nmodel_id,provider,reason" in real.read_text()
     fresh = tmp_path / "fresh.csv"
     assert run_cli("export", "blocklist", "--store", str(sample_store), "--out", str(fresh)).returncode == 0
     assert fresh.stat().st_mode & 0o044 == 0o044  # readable by the gateway's user, not mkstemp's 0600

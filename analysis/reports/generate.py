@@ -11,25 +11,20 @@ outside that folder.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
 import re
-import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from analysis import config
-from analysis.errors import EXIT_OK, UsageError
+from analysis.errors import UsageError
 
 # report_sections and report_runner (pandas, plotly, jupyter_client, nbconvert) are
-# imported where used: every `python -m analysis` command builds this parser.
+# imported where used: the CLI imports this module only to run a report.
 
-__all__ = ["ReportFiles", "NOTEBOOKS", "safe_stem", "render_model_report", "render_fleet_report",
-           "add_report_parser"]
+__all__ = ["ReportFiles", "NOTEBOOKS", "safe_stem", "render_model_report", "render_fleet_report"]
 
 NOTEBOOKS = config.NOTEBOOKS
 STEM_LIMIT = 80  # characters of a model id kept in a file name
@@ -136,73 +131,3 @@ def render_fleet_report(store_path: str | os.PathLike[str] | None, run_id: int |
     stem = f"catalog_rca-run{fleet.run['id']}" + (f"-vs{compare}" if compare_run_id not in (None, "") else "")
     return _render("catalog_rca.ipynb", parameters, _out_dir(out_dir), stem, f"Catalog RCA: run {fleet.run['id']}",
                    False, timeout)
-
-
-# --------------------------------------------------------------------------- CLI
-
-
-def _done(files: ReportFiles, started: float) -> int:
-    for path in (files.html, files.markdown, files.notebook):
-        if path is not None:
-            print(path)
-    print(f"report written in {time.perf_counter() - started:.1f} s", file=sys.stderr)
-    return EXIT_OK
-
-
-def cmd_report_model(args: argparse.Namespace) -> int:
-    started = time.perf_counter()
-    files = render_model_report(args.store, args.model, args.run, args.out, timeout=args.timeout)
-    return _done(files, started)
-
-
-def cmd_report_fleet(args: argparse.Namespace) -> int:
-    started = time.perf_counter()
-    files = render_fleet_report(args.store, args.run, args.compare, args.out, timeout=args.timeout)
-    return _done(files, started)
-
-
-def _timeout(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number of seconds > 0, got {text!r}")
-    return value
-
-
-def add_report_parser(sub: "argparse._SubParsersAction[Any]") -> None:
-    """Register ``report model`` and ``report fleet`` on the CLI's subparsers."""
-    formatter = argparse.ArgumentDefaultsHelpFormatter
-    report = sub.add_parser("report", formatter_class=formatter, help="write an RCA report (notebook, HTML, Markdown)",
-                            description="Execute a parameterised RCA notebook with papermill on this interpreter "
-                                        "and write the executed notebook and a self-contained HTML page (and, for a "
-                                        "model, a Markdown rendering). Reports read the store only; no token is "
-                                        "needed or passed on.")
-    kinds = report.add_subparsers(dest="report_kind", metavar="KIND")
-    kinds.required = True
-
-    def common(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--store", help="SQLite store (default: rca.sqlite in the data dir; reports never "
-                                            "fall back to the sample: pass --store data/sample.sqlite after demo)")
-        parser.add_argument("--run", help="run id (default: the latest successful run)")
-        parser.add_argument("--out", help="folder to write the report files into (default: reports/, or "
-                                          "$RCA_HOME/reports)")
-        parser.add_argument("--timeout", type=_timeout, default=600, help="seconds a notebook cell may run")
-
-    model = kinds.add_parser("model", formatter_class=formatter, help="root cause of one model's verdict",
-                             description="Summary, evidence (catalog entry, router list, every probe attempt, "
-                                         "history), why, recommendations and conclusion for one model. Writes "
-                                         "model_rca-<id>.ipynb, .html and .md.")
-    model.add_argument("--model", required=True, help="model id, e.g. katanemo/Arch-Router-1.5B")
-    common(model)
-    model.set_defaults(func=cmd_report_model)
-
-    fleet = kinds.add_parser("fleet", formatter_class=formatter, help="state of a whole run",
-                             description="Totals per reason and pipeline tag with charts, most-failing authors, "
-                                         "changes against a compared run, the blocklist and conflicting evidence. "
-                                         "Writes catalog_rca-run<N>.ipynb and .html.")
-    common(fleet)
-    fleet.add_argument("--compare", help="run id to compare with (default: the previous successful run of the "
-                                         "same scope)")
-    fleet.set_defaults(func=cmd_report_fleet)
