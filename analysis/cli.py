@@ -11,6 +11,7 @@ partial run; no run to publish a blocklist from); 4 internal error (a bug);
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sqlite3
@@ -64,6 +65,7 @@ class CliObserver(ScanObserver):
     """Progress on stderr: a tqdm bar when stderr is a terminal, a few plain lines otherwise."""
 
     def __init__(self, quiet: bool = False) -> None:
+        self.on_run: Callable[[int], Any] | None = None  # told the run id (the scope's lease records it)
         self.quiet = quiet
         self.tty = sys.stderr.isatty()
         self.bar = None
@@ -73,6 +75,8 @@ class CliObserver(ScanObserver):
             print(terminal_line(text), file=sys.stderr, flush=True)
 
     def run_started(self, run_id: int) -> None:
+        if self.on_run is not None:
+            self.on_run(run_id)
         self._say(f"run {run_id}: reading the catalog")
 
     def canaries_chosen(self, canaries: dict[str, list[str]]) -> None:
@@ -158,9 +162,24 @@ def _summary(outcome: ScanOutcome, store_path: str) -> str:
 # --------------------------------------------------------------------------- commands
 
 
+def _resume_scope(store: Store, run_id: int | None) -> tuple[str, str, int] | None:
+    """The (source, provider, run) a resume will lease; ``None`` when there is no such run (resume says why)."""
+    if run_id is None:
+        runs = store.runs()
+        runs = runs[runs["status"] == "incomplete"]
+        if runs.empty:
+            return None
+        run_id = int(runs["id"].max())
+    try:
+        run = store.get_run(run_id)
+    except RcaError:
+        return None
+    return str(run["source"]), str(run["provider"]), run_id
+
+
 def cmd_scan(args: Args) -> int:
     from analysis.pipeline.scan import resume_scan, run_scan
-    from analysis.store import open_store
+    from analysis.store import hold_lease, open_store
 
     observer = CliObserver(args.quiet)
     scan_config = None
@@ -184,13 +203,19 @@ def cmd_scan(args: Args) -> int:
         ignored = args.ignored_with_resume
         if ignored:
             _err(f"warning: ignored with --resume (the run keeps its own settings): {', '.join(ignored)}")
+    # One scan at a time per scope: the lease is taken once the store exists, and held to the end of the run.
     with open_store(args.store, create=scan_config is not None) as store:  # a resume never creates a store
         if scan_config is None:
             run_id = None if args.resume == "latest" else _int(args.resume, "--resume")
-            outcome = resume_scan(store, run_id, _token(), observer, budget_usd=args.budget_usd)
+            scope = _resume_scope(store, run_id)
+            with hold_lease(args.store, scope[0], scope[1], run_id=scope[2], wait_s=args.wait) if scope \
+                    else contextlib.nullcontext():
+                outcome = resume_scan(store, run_id, _token(), observer, budget_usd=args.budget_usd)
         else:
-            outcome = run_scan(scan_config, store, observer)
-    print(_summary(outcome, args.store))
+            with hold_lease(args.store, scan_config.source, scan_config.scope_provider, wait_s=args.wait) as keeper:
+                observer.on_run = keeper.set_run
+                outcome = run_scan(scan_config, store, observer)
+    print(_summary(outcome, _shown(args.store)))
     urls = list(args.notify or []) + [u for u in os.environ.get("RCA_NOTIFY_URLS", "").replace(",", " ").split() if u]
     if urls:
         _notify(urls, args.store, outcome.run_id, args.app_url, args.notify_always)
@@ -337,7 +362,7 @@ def cmd_export(args: Args) -> int:
         else:
             found, run = _resolve_run(store, args.run)
             if found is None or run is None:
-                raise UsageError(f"no successful run in {args.store}; pass --run ID to export another run")
+                raise UsageError(f"no successful run in {_shown(args.store)}; pass --run ID to export another run")
             run_id = found
         findings = _with_overrides(store, store.findings(run_id))
         provenance = Provenance.of_run(args.what, store.get_run(run_id))
@@ -397,7 +422,7 @@ def cmd_override(args: Args) -> int:
     if args.action == "remove":
         with open_store(args.store, create=False) as store:
             if not store.remove_override(_int(args.target, "override remove")):
-                raise UsageError(f"no override {args.target} in {args.store}")
+                raise UsageError(f"no override {args.target} in {_shown(args.store)}")
         _out(f"removed override {args.target}")
         return EXIT_OK
     with open_store(args.store, readonly=True) as store:
@@ -422,7 +447,7 @@ def cmd_diff(args: Args) -> int:
         if args.to is None:
             to_run = store.latest_run_id(mode="probe")
             if to_run is None:
-                raise UsageError(f"no successful probing run in {args.store}")
+                raise UsageError(f"no successful probing run in {_shown(args.store)}")
         else:
             to_run = _int(args.to, "--to")
             store.get_run(to_run)
@@ -536,6 +561,16 @@ def cmd_demo(args: Args) -> int:
     return EXIT_OK
 
 
+def cmd_store_copy(args: Args) -> int:
+    from analysis.store import copy_store
+
+    started = time.perf_counter()
+    counts = copy_store(args.source, args.target)
+    _out(f"copied {_shown(args.source)} -> {_shown(args.target)} in {time.perf_counter() - started:.1f} s: "
+         + ", ".join(f"{rows} {table}" for table, rows in counts.items()))
+    return EXIT_OK
+
+
 def cmd_report_model(args: Args) -> int:
     from analysis.reports.generate import render_model_report
 
@@ -638,8 +673,17 @@ def _call(command: Callable[[Args], int], **params: Any) -> int:
     """Run one command function with the flags as attributes; a missing ``--store`` is the default store."""
     args = Args(**params)
     if "store" in params and params["store"] is None:
-        args.store = str(config.default_store())
+        args.store = config.store_location()
     return command(args)
+
+
+def _shown(location: str) -> str:
+    """A store location as it may be printed: a URL's password removed, safe to quote in a command line."""
+    import shlex
+
+    from analysis.store import display_location
+
+    return shlex.quote(display_location(location))
 
 
 class _Cli(click.Group):
@@ -743,6 +787,9 @@ def cli(data_dir: str | None) -> None:
                    "--max-age; carry the other verdicts forward (marked carried). Canaries are always probed")
 @click.option("--max-age", type=DURATION, metavar="AGE",
               help="with --changed-only: evidence older than AGE is probed again (default 24h; e.g. 6h, 7d)")
+@click.option("--wait", type=FINITE, default=0.0, show_default=True, metavar="SECONDS",
+              help="when a scan of an overlapping scope (same source, overlapping providers; 'all' overlaps every "
+                   "one) holds the store's lease, wait up to SECONDS for it instead of exiting 3 at once")
 @click.option("-q", "--quiet", is_flag=True, help="no progress output")
 def scan(**params: Any) -> int:
     """Scan a provider's catalog and store the run.
@@ -759,7 +806,7 @@ def scan(**params: Any) -> int:
 
 
 # What a resume takes; every other scan flag is the run's own setting (a warning says so).
-_RESUME_FLAGS = ("resume", "store", "quiet", "notify", "notify_always", "app_url", "budget_usd")
+_RESUME_FLAGS = ("resume", "store", "quiet", "notify", "notify_always", "app_url", "budget_usd", "wait")
 
 
 @cli.command(context_settings=_CONTEXT)
@@ -853,6 +900,21 @@ def demo(**params: Any) -> int:
     default).
     """
     return _call(cmd_demo, **params)
+
+
+@cli.group("store", context_settings=_CONTEXT)
+def store_group() -> None:
+    """Store maintenance: move a whole store between SQLite and PostgreSQL."""
+
+
+@store_group.command("copy", context_settings=_CONTEXT)
+@click.option("--from", "source", required=True, metavar="STORE", help="the store to copy (a file or a URL)")
+@click.option("--to", "target", required=True, metavar="STORE",
+              help="where to copy it (a file or postgresql://...); must be empty")
+def store_copy(**params: Any) -> int:
+    """Copy every run (catalog snapshots, targets, probes, findings, overrides) with its id into an empty store;
+    a target that already holds runs is refused (exit 2)."""
+    return _call(cmd_store_copy, **params)
 
 
 @cli.group(context_settings=_CONTEXT)

@@ -59,6 +59,11 @@ def default_store() -> Path:
     return data_dir() / "rca.sqlite"
 
 
+def store_location() -> str:
+    """The store without ``--store``: ``RCA_STORE`` (a file or ``postgresql://...``), else the default store."""
+    return os.environ.get("RCA_STORE", "").strip() or str(default_store())
+
+
 def sample_store() -> Path:
     """The built-in offline sample (``demo``, or the app's first start): ``<data dir>/sample.sqlite``."""
     return data_dir() / "sample.sqlite"

@@ -75,7 +75,8 @@ class Provenance:
         return cls(kind=kind, run_id=int(run["id"]), source=str(run.get("source") or ""),
                    provider=str(run.get("provider") or ""),
                    generated_at=str(run.get("finished_at") or run.get("started_at") or ""),
-                   tool_version=__version__, taxonomy_version=None if is_missing(version) else int(version))
+                   tool_version=__version__,
+                   taxonomy_version=None if version is None or is_missing(version) else int(version))
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)

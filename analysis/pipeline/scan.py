@@ -296,7 +296,7 @@ def plan_scan(config: ScanConfig, store_path: str | None = None,
     """
     from pathlib import Path
 
-    from analysis.store import open_store
+    from analysis.store import open_store, store_backend
 
     observer = observer or ScanObserver()
     config.validate()
@@ -304,7 +304,7 @@ def plan_scan(config: ScanConfig, store_path: str | None = None,
     targets = _targets(config, catalog)
     canaries = choose_canaries(catalog, targets, config.canaries, config.canary_count, config.uses_suffix)
     previous = None
-    if store_path is not None and Path(store_path).exists():
+    if store_path is not None and (store_backend(store_path) != "sqlite" or Path(store_path).exists()):
         with open_store(store_path, readonly=True) as store:
             run_id = store.latest_run_id(SUCCESSFUL, source=config.source, provider=config.scope_provider,
                                          mode="probe")
