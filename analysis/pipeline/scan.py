@@ -375,9 +375,10 @@ def _extra_canary(model_string: str, provider: str) -> Target:
 class _Recorder:
     """Commits probe results in small batches as they arrive: a crash loses at most one batch."""
 
-    def __init__(self, store: Store, run_id: int, batch_size: int, observer: ScanObserver,
+    def __init__(self, store: Store, run_id: int, batch_size: int, observer: ScanObserver, answers: _Answers,
                  budget: Budget | None = None) -> None:
         self.store = store
+        self.answers = answers
         self.budget = budget
         self.run_id = run_id
         self.batch_size = batch_size
@@ -395,6 +396,7 @@ class _Recorder:
 
     def __call__(self, result: ProbeResult) -> None:
         self.buffer.append(result)
+        self.answers.add(result)
         if self.budget is not None:  # only an answer is billed
             status = result.http_status
             self.budget.record(result.model_id, result.provider, result.model_string,
@@ -439,24 +441,38 @@ def _leave_incomplete(recorder: _Recorder, store: Store, run_id: int) -> None:
 
 
 class _Answers:
-    """What the store holds of a run's probes, by kind: rebuilt at each phase boundary (and on resume)."""
+    """A run's answers by kind, kept up to date as results arrive (the recorder adds each one): the scan reads
+    the store once, on resume, and never again mid-scan to rebuild what it already holds."""
 
-    def __init__(self, probes: pd.DataFrame) -> None:
-        self.frame = probes
+    COLUMNS = ("kind", "model_id", "provider", "route_for", "model_string", "http_status", "outcome", "error_code",
+               "error_message")
+
+    def __init__(self) -> None:
         self.own: dict[tuple[str, str], Any] = {}  # (model_id, provider) -> its own answer (primary/canary)
         self.rechecked: dict[tuple[str, str, str], Any] = {}  # (kind, model_string, provider) -> recheck answer
         self.experiments: dict[tuple[str, str], Any] = {}
-        columns = ["kind", "model_id", "provider", "route_for", "model_string", "http_status", "outcome",
-                   "error_code", "error_message"]
-        for values in zip(*(probes[c].tolist() for c in columns)):
-            row = SimpleNamespace(**{c: None if is_missing(v) else v for c, v in zip(columns, values)})
+        self.routes: list[Any] = []  # route checks, in arrival order
+
+    @classmethod
+    def from_store(cls, probes: pd.DataFrame) -> "_Answers":
+        """The answers already stored (a resumed run)."""
+        answers = cls()
+        for values in zip(*(probes[c].tolist() for c in cls.COLUMNS)):
+            row = SimpleNamespace(**{c: None if is_missing(v) else v for c, v in zip(cls.COLUMNS, values)})
             row.http_status = None if row.http_status is None else int(row.http_status)
-            if row.kind in OWN_ANSWER_KINDS:
-                self.own[(row.model_id, row.provider)] = row
-            elif row.kind in ("canary_recheck", "majority_recheck"):
-                self.rechecked[(row.kind, row.model_string, row.provider)] = row
-            elif row.kind == "experiment":
-                self.experiments[(row.model_id, row.route_for)] = row
+            answers.add(row)
+        return answers
+
+    def add(self, row: Any) -> None:
+        """One answer (a :class:`ProbeResult`, or a stored row with the same fields)."""
+        if row.kind in OWN_ANSWER_KINDS:
+            self.own[(row.model_id, row.provider)] = row
+        elif row.kind in ("canary_recheck", "majority_recheck"):
+            self.rechecked[(row.kind, row.model_string, row.provider)] = row
+        elif row.kind == "experiment":
+            self.experiments[(row.model_id, row.route_for)] = row
+        elif row.kind == "route":
+            self.routes.append(row)
 
     def latest(self, target: Target, *recheck_kinds: str) -> Any:
         """A canary's newest answer: its recheck of one of ``recheck_kinds`` if there is one, else its own."""
@@ -543,15 +559,12 @@ def _route_checks(config: ScanConfig, catalog: pd.DataFrame, answers: _Answers,
                   faults: dict[str, ProviderFault]) -> list[RouteCheck]:
     """Route checks still to do: refused primaries without a working experiment or a working or exhausted check."""
     mappings = dict(zip(catalog["model_id"], catalog["mapping"]))
-    probes = answers.frame
-    routes = probes[probes["kind"] == "route"]
     tried: dict[tuple[str, str], set[str]] = {}
     working: set[tuple[str, str]] = set()
-    for model_id, route_for, model_string, outcome in zip(routes["model_id"], routes["route_for"],
-                                                          routes["model_string"], routes["outcome"]):
-        tried.setdefault((model_id, route_for), set()).add(model_string)
-        if outcome == "chat":
-            working.add((model_id, route_for))
+    for route in answers.routes:
+        tried.setdefault((route.model_id, route.route_for), set()).add(route.model_string)
+        if route.outcome == "chat":
+            working.add((route.model_id, route.route_for))
     checks = []
     for (model_id, provider), row in answers.own.items():
         if row.kind != "primary" or provider in faults or row.outcome != "http_error":
@@ -581,16 +594,16 @@ def _probe_and_finish(config: ScanConfig, store: Store, run_id: int, catalog: pd
     """
     settings = config.probe_settings()
     targets, carried = _select(config, store, run_id, catalog, all_targets, canaries, observer)
-    answers = _Answers(store.probes(run_id))
+    answers = _Answers.from_store(store.probes(run_id))  # what a resumed run already holds; then kept in memory
     target_keys = {(t.model_id, t.provider) for t in targets}
-    recorder = _Recorder(store, run_id, config.batch_size, observer, budget)
+    recorder = _Recorder(store, run_id, config.batch_size, observer, answers, budget)
     recorder.probed = len(target_keys & set(answers.own))
     total = len(targets)
     observer.probes_started(total, recorder.probed)
 
     def phase(factory: Callable[[], Coroutine[Any, Any, list[ProbeResult]]]) -> _Answers:
         _run_phase(factory, recorder, store, run_id, total)
-        return _Answers(store.probes(run_id))
+        return answers
 
     def afford(requests: list[Target]) -> None:
         """Stop before a phase whose requests could pass the budget."""
@@ -640,7 +653,6 @@ def _probe_and_finish(config: ScanConfig, store: Store, run_id: int, catalog: pd
         return phase(lambda: probe_targets(fresh, settings, recorder, kind="majority_recheck")) if fresh else answers
 
     faults.update(_majority_faults(canaries, answers, faults, recheck))
-    answers = _Answers(store.probes(run_id)) if faults else answers
 
     # Phase 3: request experiments, at most one per target.
     experiments = _experiments(config, catalog, targets, answers, faults)
@@ -658,7 +670,8 @@ def _probe_and_finish(config: ScanConfig, store: Store, run_id: int, catalog: pd
             answers = phase(lambda: check_routes(checks, settings, recorder))
     observer.probes_finished()
     try:
-        return _finish_probed(config, store, run_id, catalog, targets, answers.frame, faults, carried)
+        # every probe is stored by now: the verdicts read them (attempt logs included) once
+        return _finish_probed(config, store, run_id, catalog, targets, store.probes(run_id), faults, carried)
     except StoreError:
         _leave_incomplete(recorder, store, run_id)  # every probe is stored: a resume only judges
         raise
