@@ -62,8 +62,8 @@ for column, (fmt, (label, suffix, mime)) in zip(buttons, FORMATS.items()):
                            on_click="ignore", icon=":material/download:", width="stretch")
 
 st.subheader(f"Preview: {len(preview)} blocked targets")
-st.dataframe(preview[[c for c in BLOCKLIST_COLUMNS if c in preview.columns]], key="bl_preview", hide_index=True,
-             width="stretch")
+shown = preview[[c for c in BLOCKLIST_COLUMNS if c in preview.columns]]
+st.dataframe(shown, key="bl_preview", hide_index=True, width="stretch", column_config=shared.headers(shown))
 
 changes = shared.load_blocklist_changes(ctx.store_path, ctx.version, ctx.run_id,
                                         None if reasons is None else tuple(sorted(reasons)))
@@ -76,11 +76,12 @@ added, removed = st.columns(2)
 with added:
     st.metric("Added", len(changes["added"]), border=True)
     st.dataframe(changes["added"][["model_id", "provider", "reason"]], key="bl_added", hide_index=True,
-                 width="stretch")
+                 width="stretch", column_config={"model_id": "model"})
 with removed:
     st.metric("Removed", len(changes["removed"]), border=True)
     st.dataframe(changes["removed"][["model_id", "provider", "reason"]].rename(columns={"reason": "reason_before"}),
-                 key="bl_removed", hide_index=True, width="stretch")
+                 key="bl_removed", hide_index=True, width="stretch",
+                 column_config={"model_id": "model", "reason_before": "reason before"})
 
 st.subheader("Route and request fixes")
 routes = routes_frame(findings)
@@ -93,7 +94,7 @@ for column, (fmt, (label, suffix, mime)) in zip(route_buttons, FORMATS.items()):
     column.download_button(f"Download fixes {label}", data=routes_bytes(findings, fmt, routes_provenance),
                            file_name=f"routes-run{ctx.run_id}.{suffix}", mime=mime, key=f"bl_routes_{fmt}",
                            on_click="ignore", icon=":material/download:", width="stretch")
-st.dataframe(routes, key="bl_routes", hide_index=True, width="stretch")
+st.dataframe(routes, key="bl_routes", hide_index=True, width="stretch", column_config=shared.headers(routes))
 
 st.subheader("Overrides")
 if overrides.empty:
@@ -101,4 +102,5 @@ if overrides.empty:
                "--reason TEXT [--expires DATE]`.")
 else:
     st.caption("Operators' allow/block decisions, applied to every export above; an expired one no longer applies.")
-    st.dataframe(overrides, key="bl_overrides", hide_index=True, width="stretch")
+    st.dataframe(overrides, key="bl_overrides", hide_index=True, width="stretch",
+                 column_config=shared.headers(overrides))

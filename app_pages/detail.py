@@ -85,11 +85,13 @@ with reproduce:
 answer = evidence["answer"]
 if answer["outcome"] not in (None, "chat"):
     st.subheader("What came back")
-    cells = st.columns([1, 2, 5])
+    cells = st.columns([1, 6])
     cells[0].metric("Status", "no answer" if answer["http_status"] is None else str(answer["http_status"]),
                     border=True)
-    cells[1].metric("Error code", answer["error_code"] or "-", border=True)
-    with cells[2]:
+    with cells[1]:
+        # Codes run long (model_not_supported): as text that wraps, not a tile that cuts them.
+        st.caption("Error code")
+        st.code(answer["error_code"] or "none", language=None, wrap_lines=True)
         st.caption("Message")
         st.code(answer["error_message"] or "", language=None, wrap_lines=True)
     if answer["body_excerpt"]:
@@ -100,7 +102,8 @@ if answer["outcome"] not in (None, "chat"):
                      key="detail_answer_headers", hide_index=True, width="stretch")
 
 st.subheader("Probe attempts")
-st.dataframe(evidence["attempts"], key="detail_attempts", hide_index=True, width="stretch")
+st.dataframe(evidence["attempts"], key="detail_attempts", hide_index=True, width="stretch",
+             column_config=shared.headers(evidence["attempts"]))
 
 if finding.get("error_signature"):
     st.subheader("Same cause elsewhere")
@@ -112,7 +115,7 @@ if finding.get("error_signature"):
     else:
         st.caption(f"{len(same)} other targets of this run failed the same way. Pick one to open it.")
         picked = st.dataframe(same, key="detail_same_cause", hide_index=True, width="stretch", on_select="rerun",
-                              selection_mode="single-row")
+                              selection_mode="single-row", column_config=shared.headers(same))
         rows = picked.selection.rows if picked else []
         if rows:
             shared.show_detail(str(same.iloc[rows[0]]["model_id"]), str(same.iloc[rows[0]]["provider"]))
@@ -123,14 +126,16 @@ with facts:
     st.dataframe(dashboard.catalog_facts(evidence), key="detail_facts", hide_index=True, width="stretch")
 with mappings:
     st.subheader("Provider mappings")
-    st.dataframe(evidence["mappings"], key="detail_mappings", hide_index=True, width="stretch")
+    st.dataframe(evidence["mappings"], key="detail_mappings", hide_index=True, width="stretch",
+                 column_config=shared.headers(evidence["mappings"]))
 
 st.subheader("History across runs")
 streak = {name: finding.get(name) for name in ("consecutive_failures", "first_failed_at", "last_ok_at", "flaps")}
 st.dataframe(pd.DataFrame([streak]), key="detail_streak", hide_index=True, width="stretch",
              column_config={"consecutive_failures": "failing runs in a row", "first_failed_at": "failing since",
                             "last_ok_at": "last ok", "flaps": "verdict changes (last 10 runs)"})
-st.dataframe(evidence["history"], key="detail_history", hide_index=True, width="stretch")
+st.dataframe(evidence["history"], key="detail_history", hide_index=True, width="stretch",
+             column_config=shared.headers(evidence["history"]))
 
 st.subheader("Working alternatives")
 if evidence["alternatives"]:

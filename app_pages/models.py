@@ -11,20 +11,23 @@ from analysis.outputs import dashboard, views
 from analysis.outputs.export import findings_bytes
 from app_pages import shared
 
+# Triage first, in a 1400 px window: what it is, the verdict, what to do, and what came back, before anything
+# that needs a sideways scroll.
 COLUMNS = {
-    "model_id": st.column_config.TextColumn("Model", width="medium"),
-    "hub_page": st.column_config.LinkColumn("Hugging Face", display_text="open ↗", width="small"),
-    "provider": st.column_config.TextColumn("Provider"),
-    "reason": st.column_config.TextColumn("Reason"),
+    "model_id": st.column_config.TextColumn("Model", width=250),
+    "provider": st.column_config.TextColumn("Provider", width=95),
+    "reason": st.column_config.TextColumn("Reason", width=160),
+    "action": st.column_config.TextColumn("Action", width=75),
+    "http_status": st.column_config.NumberColumn("HTTP", format="%d", width=50),
+    "detail": st.column_config.TextColumn("What came back", width=280),
+    "message": st.column_config.TextColumn("User-facing message", width="large"),
     "blocked": st.column_config.CheckboxColumn("Blocked"),
-    "action": st.column_config.TextColumn("Action"),
-    "http_status": st.column_config.NumberColumn("HTTP", format="%d"),
     "pipeline_tag": st.column_config.TextColumn("Pipeline tag"),
     "mapping_status": st.column_config.TextColumn("Mapping"),
     "in_router_list": st.column_config.CheckboxColumn("Router lists it"),
     "latency_ms": st.column_config.NumberColumn("Latency (ms)", format="%.0f"),
     "attempts": st.column_config.NumberColumn("Attempts"),
-    "message": st.column_config.TextColumn("User-facing message", width="large"),
+    "hub_page": st.column_config.LinkColumn("Hugging Face", display_text="open ↗", width="small"),
 }
 _BLOCKED_LABELS = {value: label for label, value in dashboard.BLOCKED_CHOICES.items()}
 

@@ -80,7 +80,8 @@ if run_view.findings.empty:
 left, right = st.columns(2)
 with left:
     _chart(charts.reason_bar(views.reason_counts(run_view.findings)), "reasons",
-           "Click a bar to list the models with that reason.")
+           "A log scale, so that a reason seen once stays visible next to hundreds of working targets. Click a bar "
+           "to list the models with that reason.")
 with right:
     _chart(charts.tag_reason_bar(views.tag_reason_counts(run_view.findings)), "tag_reason",
            "Click a segment to list the models with that pipeline tag and reason.")
@@ -102,10 +103,13 @@ else:
     st.caption("Failures grouped by error signature (status, code and message with ids and numbers replaced): "
                "one cause seen on many models is one row. A cause shared by most of a run is a run-level suspect.")
     st.dataframe(causes, key="overview_causes", hide_index=True, width="stretch",
+                 # The cause is what the row is about: it gets the room, the counts the least.
                  column_config={"error_signature": st.column_config.TextColumn("Cause (error signature)",
-                                                                               width="large"),
-                                "models": "Models", "targets": "Targets", "reasons": "Reasons",
-                                "example": "Example"})
+                                                                               width=480),
+                                "models": st.column_config.NumberColumn("Models", width=55),
+                                "targets": st.column_config.NumberColumn("Targets", width=55),
+                                "reasons": st.column_config.TextColumn("Reasons", width=150),
+                                "example": st.column_config.TextColumn("Example", width=190)})
 
 previous, diff = shared.load_diff(ctx.store_path, ctx.version, ctx.run_id)
 st.subheader("What changed since the previous run")
@@ -115,4 +119,4 @@ elif diff.empty:
     st.caption(f"Nothing changed since run #{previous}.")
 else:
     st.caption(f"Since run #{previous}: newly blocked, recovered and changed reasons.")
-    st.dataframe(diff, key="overview_diff", hide_index=True, width="stretch")
+    st.dataframe(diff, key="overview_diff", hide_index=True, width="stretch", column_config=shared.headers(diff))

@@ -59,6 +59,19 @@ def say(kind: str, title: str, detail: str | None = None) -> None:
         st.text(detail)
 
 
+# Column headers in words, for tables that show stored columns as they are.
+_HEADERS = {"model_id": "model", "model_string": "model string sent", "url": "URL", "n": "attempt",
+            "http_status": "HTTP", "latency_ms": "latency (ms)", "started_at": "started (UTC)",
+            "finished_at": "finished (UTC)", "error_code": "error code", "error_message": "error message",
+            "run_id": "run", "run_status": "run status", "checked_at": "checked (UTC)", "provider_id": "provider's id",
+            "error_signature": "cause (error signature)"}
+
+
+def headers(frame: pd.DataFrame) -> dict[str, str]:
+    """``column_config`` giving each column of ``frame`` a header in words instead of its stored name."""
+    return {str(c): _HEADERS.get(str(c), str(c).replace("_", " ")) for c in frame.columns}
+
+
 # --------------------------------------------------------------------------- cached loads
 
 

@@ -19,7 +19,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .helpers import PROJECT_ROOT
+from analysis.devtools.simulator import synthetic_scenario
+
+from .helpers import PROJECT_ROOT, SECRET_TOKEN
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -29,6 +31,14 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-s
 ARCH = "katanemo/Arch-Router-1.5B"
 START_SECONDS = 60
 WAIT_MS = 30_000
+WIDTH, HEIGHT = 1400, 1800
+# Sample targets, one per verdict an operator acts on: (model, provider, words of its verdict).
+DETAILS = {"blocked": ("openai-community/gpt2", "hf-inference", "Blocked"),
+           "route-fix": ("Qwen/QwQ-32B", "fireworks-ai", "route"),
+           "probe-fix": ("Qwen/Qwen3-0.6B", "hf-inference", "max_tokens=4096")}
+# A scan long enough to leave and come back to: about 60 probes of 300 ms, two at a time.
+SCAN_MODELS, SCAN_LATENCY_MS = 60, 300
+SCAN_WAIT_MS = 90_000
 
 
 def free_port() -> int:
@@ -90,28 +100,53 @@ def dashboard_url(chromium, sample_store, tmp_path):
             proc.wait(timeout=10)
 
 
+def screenshot_dir(tmp_path: Path) -> Path:
+    shots = Path(os.environ.get("RCA_SCREENSHOT_DIR") or tmp_path / "screenshots")
+    shots.mkdir(parents=True, exist_ok=True)
+    return shots
+
+
+def open_page(playwright, chromium):  # noqa: ANN001, ANN201 - Playwright objects
+    browser = playwright.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
+    page = browser.new_page(viewport={"width": WIDTH, "height": HEIGHT})
+    page.set_default_timeout(WAIT_MS)
+    return browser, page
+
+
+def shoot(page, path: Path, last) -> None:  # noqa: ANN001 - Playwright objects
+    from playwright.sync_api import expect
+
+    # Taken once the page's last element has arrived and the run is over (its "Running..." widget gone):
+    # a page draws top to bottom, and the status widget only shows after a moment.
+    # Streamlit scrolls inside its main block, not the document: the viewport is the page.
+    last.first.wait_for()
+    expect(page.get_by_test_id("stStatusWidget")).to_be_hidden()
+    page.screenshot(path=str(path))
+    assert path.stat().st_size > 10_000
+
+
 def test_dashboard_in_chromium(dashboard_url, chromium, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
-    shots = Path(os.environ.get("RCA_SCREENSHOT_DIR") or tmp_path / "screenshots")
-    shots.mkdir(parents=True, exist_ok=True)
+    shots = screenshot_dir(tmp_path)
     count = re.compile(r"^(\d+) of (\d+) targets")
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
+        browser, page = open_page(playwright, chromium)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1600})
-            page.set_default_timeout(WAIT_MS)
-
-            # Overview: the KPI tiles and a drawn Plotly chart.
+            # Overview: the KPI tiles and the drawn Plotly charts.
             page.goto(dashboard_url)
             expect(page.get_by_role("heading", name="Overview")).to_be_visible()
             bars = page.locator(".st-key-chart_reasons g.trace.bars g.point path")
             bars.first.wait_for()
+            page.locator(".st-key-chart_trend g.trace.scatter").first.wait_for()
             expect(page.get_by_test_id("stMetric").first).to_be_visible()
-            page.screenshot(path=str(shots / "dashboard-overview.png"), full_page=True)
+            shoot(page, shots / "dashboard-overview.png",
+                  page.get_by_role("heading", name="What changed since the previous run"))
 
             # A click on a bar opens the model list filtered to that reason...
-            bars.first.click(force=True)
+            # Near the bar's end: on a log axis a bar starts far left of the drawn area (log 0), off the page.
+            box = bars.first.bounding_box()
+            bars.first.click(position={"x": box["width"] - 4, "y": box["height"] / 2}, force=True)
             expect(page.get_by_role("heading", name="Models")).to_be_visible()
             page.get_by_test_id("stDataFrame").wait_for()
             shown, total = map(int, count.match(page.get_by_text(count).inner_text()).groups())
@@ -124,21 +159,80 @@ def test_dashboard_in_chromium(dashboard_url, chromium, tmp_path):
             expect(page.get_by_role("heading", name="Probe attempts")).to_be_visible()
             assert "/detail?model=" in page.url
 
-            # The table, narrowed by the search box to one sample model.
+            # The whole table, triage first.
             page.goto(f"{dashboard_url}/models")
             page.get_by_test_id("stDataFrame").wait_for()
+            expect(page.get_by_text(re.compile(r"^(\d+) of \1 targets"))).to_be_visible()
+            shoot(page, shots / "dashboard-models.png", page.get_by_role("button", name="Download these rows"))
+
+            # Narrowed by the search box to one sample model.
             search = page.get_by_role("textbox", name="Search")
             search.fill("Arch-Router")
             search.press("Enter")
             expect(page.get_by_text(re.compile(r"^1 of \d+ targets"))).to_be_visible()
             expect(page.get_by_text(ARCH, exact=True).first).to_be_attached()
-            page.screenshot(path=str(shots / "dashboard-models.png"), full_page=True)
 
             # Its detail: the verdict and the route that works.
             page.goto(f"{dashboard_url}/detail?model={ARCH}&provider=hf-inference")
             expect(page.get_by_text("Works: the router answered a chat completion.")).to_be_visible()
             expect(page.get_by_text(f"{ARCH}:hf-inference", exact=True).first).to_be_visible()
-            page.screenshot(path=str(shots / "dashboard-detail.png"), full_page=True)
+
+            # One detail page per kind of verdict an operator acts on.
+            for name, (model, provider, words) in DETAILS.items():
+                page.goto(f"{dashboard_url}/detail?model={model}&provider={provider}")
+                expect(page.get_by_role("heading", name="Verdict")).to_be_visible()
+                expect(page.get_by_text(words).first).to_be_visible()
+                shoot(page, shots / f"dashboard-detail-{name}.png",
+                      page.get_by_role("heading", name="Working alternatives"))
+
+            page.goto(f"{dashboard_url}/blocklist")
+            expect(page.get_by_role("heading", name="Route and request fixes")).to_be_attached()
+            page.get_by_test_id("stDataFrame").first.wait_for()
+            shoot(page, shots / "dashboard-blocklist.png", page.get_by_role("heading", name="Overrides"))
         finally:
             browser.close()
-    assert (shots / "dashboard-models.png").stat().st_size > 10_000
+
+
+def test_a_scan_survives_leaving_the_page(dashboard_url, chromium, make_sim, tmp_path):
+    """Start a scan, leave (a new session, as a closed tab), come back: still running, then finished."""
+    from playwright.sync_api import expect, sync_playwright
+
+    scenario = synthetic_scenario(SCAN_MODELS, latency_ms=SCAN_LATENCY_MS)
+    scenario.token = SECRET_TOKEN  # the simulator answers only this token: the typed one must reach the scan
+    server = make_sim(scenario)
+    shots = screenshot_dir(tmp_path)
+    running = re.compile(r"^Run #(\d+): (\d+ of \d+ targets probed|reading the catalog)")
+    with sync_playwright() as playwright:
+        browser, page = open_page(playwright, chromium)
+        try:
+            page.goto(f"{dashboard_url}/scan")
+            expect(page.get_by_role("heading", name="Scan", exact=True)).to_be_visible()
+            page.get_by_role("button", name="Local simulator").click()
+            expect(page.get_by_role("textbox", name="Hub URL")).to_have_value("http://127.0.0.1:8765")
+            page.get_by_role("textbox", name="Hub URL").fill(server.url)
+            page.get_by_role("textbox", name="Router URL").fill(server.router_url)
+            page.get_by_role("spinbutton", name="Concurrency").fill("2")
+            page.get_by_role("spinbutton", name="Retries").fill("0")
+            page.get_by_role("textbox", name="HF token").fill(SECRET_TOKEN)
+            page.get_by_role("button", name="Run scan").click()
+            progress = page.get_by_text(running)
+            expect(progress).to_be_visible()
+            run_id = running.match(progress.inner_text()).group(1)
+            # The form kept what was typed, except the token.
+            expect(page.get_by_role("textbox", name="Hub URL")).to_have_value(server.url)
+            expect(page.get_by_role("textbox", name="HF token")).to_have_value("")
+
+            # Leave: another page in a new session, as a closed tab would leave it.
+            page.goto(dashboard_url)
+            expect(page.get_by_role("heading", name="Overview")).to_be_visible()
+            page.goto(f"{dashboard_url}/scan")
+            expect(page.get_by_text(re.compile(rf"^Run #{run_id}: \d+ of {SCAN_MODELS} targets probed"))
+                   ).to_be_visible()
+            shoot(page, shots / "dashboard-scan.png", page.get_by_role("button", name="Run scan"))
+
+            finished = page.get_by_text(re.compile(rf"^Run #{run_id} finished"))
+            expect(finished).to_be_visible(timeout=SCAN_WAIT_MS)
+            assert f"{SCAN_MODELS} targets, {SCAN_MODELS} working, 0 blocked" in finished.inner_text()
+            shoot(page, shots / "dashboard-scan-finished.png", page.get_by_role("button", name="Run scan"))
+        finally:
+            browser.close()

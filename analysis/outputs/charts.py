@@ -70,7 +70,7 @@ def reason_bar(counts: pd.DataFrame) -> go.Figure:
     order = [r for r in REASON_NAMES if r in set(counts["reason"])]
     fig = px.bar(counts, y="reason", x="count", color="reason", orientation="h", color_discrete_map=REASON_COLORS,
                  category_orders={"reason": order}, text="count", log_x=True,
-                 title="Targets per reason (log scale: a few failures stay visible next to hundreds working)")
+                 title="Targets per reason (log scale)")
     fig.update_traces(textposition="outside", cliponaxis=False,
                       hovertemplate="%{y}: %{x} targets<extra></extra>")
     largest = int(counts["count"].max()) if len(counts) else 1
@@ -94,9 +94,10 @@ def tag_reason_bar(tag_counts: pd.DataFrame) -> go.Figure:
                  labels={"reason": "reason", "pipeline_tag": "pipeline tag", "count": "targets"},
                  title="Failing targets per pipeline tag (working targets not shown)")
     fig.update_traces(hovertemplate="%{y}, %{fullData.name}: %{x} targets<extra></extra>")
+    # Tall enough for one legend row per reason: a shorter chart turns the legend into a scrolling box.
     fig.update_layout(barmode="stack", yaxis_title=None, xaxis_title="failing targets", margin=_MARGIN,
-                      height=max(260, 80 + 26 * len(totals)), xaxis=dict(tickformat="d", rangemode="tozero"),
-                      legend_title_text="reason")
+                      height=max(300, 60 + 26 * len(totals), 120 + 24 * failing["reason"].nunique()),
+                      xaxis=dict(tickformat="d", rangemode="tozero"), legend=dict(title_text=None))
     fig.update_xaxes(dtick=_integer_step(int(totals.max()) if len(totals) else 1))
     return fig
 

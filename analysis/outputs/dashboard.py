@@ -54,8 +54,8 @@ __all__ = [
 # Labels of the models page's "blocked" filter -> ``filter_findings(blocked=...)``.
 BLOCKED_CHOICES: dict[str, bool | None] = {"all": None, "blocked": True, "not blocked": False}
 _TRIAGE = {"fix route": 1, "fix probe": 1, "wait": 2, "fix setup": 3, "none": 5}
-MODEL_COLUMNS = ["model_id", "provider", "reason", "blocked", "action", "http_status", "pipeline_tag",
-                 "mapping_status", "in_router_list", "latency_ms", "attempts", "message", "hub_page"]
+MODEL_COLUMNS = ["model_id", "provider", "reason", "action", "http_status", "detail", "message", "blocked",
+                 "pipeline_tag", "mapping_status", "in_router_list", "latency_ms", "attempts", "hub_page"]
 
 
 @dataclass(frozen=True)
