@@ -36,8 +36,8 @@ WIDTH, HEIGHT = 1400, 1800
 DETAILS = {"blocked": ("openai-community/gpt2", "hf-inference", "Blocked"),
            "route-fix": ("Qwen/QwQ-32B", "fireworks-ai", "route"),
            "probe-fix": ("Qwen/Qwen3-0.6B", "hf-inference", "max_tokens=4096")}
-# A scan long enough to leave and come back to: about 60 probes of 300 ms, two at a time.
-SCAN_MODELS, SCAN_LATENCY_MS = 60, 300
+# A scan long enough to leave and come back to: about 60 probes of 500 ms, two at a time.
+SCAN_MODELS, SCAN_LATENCY_MS = 60, 500
 SCAN_WAIT_MS = 90_000
 
 
@@ -226,8 +226,10 @@ def test_a_scan_survives_leaving_the_page(dashboard_url, chromium, make_sim, tmp
             page.goto(dashboard_url)
             expect(page.get_by_role("heading", name="Overview")).to_be_visible()
             page.goto(f"{dashboard_url}/scan")
+            # Found again in the store, still running (perhaps still reading the catalog), then probing.
+            expect(page.get_by_text(re.compile(rf"^Run #{run_id}: "))).to_be_visible()
             expect(page.get_by_text(re.compile(rf"^Run #{run_id}: \d+ of {SCAN_MODELS} targets probed"))
-                   ).to_be_visible()
+                   ).to_be_visible(timeout=SCAN_WAIT_MS)
             shoot(page, shots / "dashboard-scan.png", page.get_by_role("button", name="Run scan"))
 
             finished = page.get_by_text(re.compile(rf"^Run #{run_id} finished"))
