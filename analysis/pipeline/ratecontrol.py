@@ -148,7 +148,7 @@ class RateController:
     """Per-provider concurrency and rate, adapted from the answers (see the module docstring)."""
 
     def __init__(self, ceiling: int, *, floor: float = 1.0, pinned: Mapping[str, float] | None = None,
-                 clock: Callable[[], float] = time.monotonic, initial_concurrency: int = 4,
+                 clock: Callable[[], float] = time.monotonic, initial_concurrency: int = 8,
                  decrease: float = 0.7, increase: float = 1.0, window: float = 1.0, burst_5xx: int = 3,
                  retry_after_cap: float = 30.0, max_free_retries: int = 6, refusing_after: int = 10) -> None:
         self.ceiling = max(1, ceiling)
