@@ -144,3 +144,26 @@ def test_concurrent_reader_sees_committed_batches(location):
                 assert len(reader.probes(run_id)) == 10
                 raise _Rollback
         assert len(reader.probes(run_id)) == 10
+
+
+def test_a_second_open_in_one_process_keeps_the_first_connections_locks(tmp_path):
+    """Closing any descriptor of a file drops the process's POSIX locks on it: a second open must not read the file
+    through one of its own, or another process stops seeing the first connection's commits (and a checkpoint may
+    race its writes). Here the reader is a real second process."""
+    import subprocess
+    import sys
+
+    from analysis.store import open_store
+
+    path = tmp_path / "rca.sqlite"
+    reader = ("import sqlite3, sys; db = sqlite3.connect(sys.argv[1]); "
+              "print(db.execute('SELECT COUNT(*) FROM runs').fetchone()[0])")
+    with open_store(path) as writer:
+        with open_store(path) as second, open_store(path, readonly=True) as third:  # a lease keeper, a dashboard
+            for number in (1, 2):
+                writer.create_run(source="hub", provider="p", hub_url=None, router_url="http://x/v1", settings={},
+                                  tool_version="t", mode="probe", taxonomy_version=2)
+                seen = subprocess.run([sys.executable, "-c", reader, str(path)], capture_output=True, text=True,
+                                      check=True).stdout.strip()
+                assert seen == str(number)
+            assert len(second.runs()) == len(third.runs()) == 2

@@ -21,17 +21,22 @@ from analysis.store.migrations import SCHEMA_VERSION, Connection
 
 __all__ = ["SQLiteStore", "Store", "open_store", "SCHEMA_VERSION", "RUN_STATUSES", "SUCCESSFUL"]
 
-SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
-def _check_is_sqlite(path: Path) -> None:
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(16)
-    except OSError as exc:
-        raise StoreError(f"cannot read store {path}: {exc.strerror}") from None
-    if head and head != SQLITE_MAGIC:
-        raise StoreError(f"{path} is not an SQLite store (refusing to touch it)")
+def _check_is_sqlite(db: sqlite3.Connection, path: Path) -> None:
+    """Refuse a file that is not an SQLite database, asking SQLite itself.
+
+    Never by reading the file's header with a file object of our own: closing any descriptor of a file drops every
+    POSIX lock this process holds on it (fcntl semantics), so a second open in a process that already has the store
+    open (the scan's lease keeper, a dashboard session) would silently release the first connection's locks. Another
+    process then saw none of the scan's commits until it ended, and a checkpoint could race a writer.
+    """
+    try:  # the plain method: the connection's own execute would translate the error first
+        sqlite3.Connection.execute(db, "SELECT COUNT(*) FROM sqlite_master").fetchone()
+    except sqlite3.DatabaseError as exc:
+        if "not a database" in str(exc).lower() or "encrypted" in str(exc).lower():
+            raise StoreError(f"{path} is not an SQLite store (refusing to touch it)") from None
+        raise
 
 
 def _store_error(path: Path, exc: sqlite3.Error) -> StoreError:
@@ -97,7 +102,8 @@ class SQLiteStore(Store):
         if self.path.exists():
             if self.path.is_dir():
                 raise StoreError(f"store path {self.path} is a directory")
-            _check_is_sqlite(self.path)
+            if not os.access(self.path, os.R_OK):
+                raise StoreError(f"cannot read store {self.path}: permission denied")
         elif not create or readonly:
             raise StoreError(missing_store_hint(self.path))
         else:
@@ -112,6 +118,7 @@ class SQLiteStore(Store):
             return
         try:
             self.db = _connect(self.path, self.path)
+            _check_is_sqlite(self.db, self.path)
             self.db.execute("PRAGMA busy_timeout = 30000")
             self.db.execute("PRAGMA foreign_keys = ON")
             self._check_ours()  # before anything writes: a foreign or newer file is left as it is
@@ -161,6 +168,7 @@ class SQLiteStore(Store):
     def _connect_ro(self, target: str, uri: bool = True) -> _Connection:
         db = _connect(target, self.path, uri=uri)
         try:
+            _check_is_sqlite(db, self.path)
             db.execute("PRAGMA busy_timeout = 30000")
             self.db = db
             self._check_ours()
