@@ -36,6 +36,7 @@ if TYPE_CHECKING:  # for annotations only: --help must not import pandas
     import pandas as pd
 
     from analysis.pipeline.scan import ScanOutcome
+    from analysis.schema import Run
     from analysis.store import Store
 
 __all__ = ["main", "cli"]
@@ -174,7 +175,7 @@ def _resume_scope(store: Store, run_id: int | None) -> tuple[str, str, int] | No
         run = store.get_run(run_id)
     except RcaError:
         return None
-    return str(run["source"]), str(run["provider"]), run_id
+    return str(run.source), str(run.provider), run_id
 
 
 def cmd_scan(args: Args) -> int:
@@ -249,8 +250,8 @@ def _notify(urls: list[str], store_path: str, run_id: int, app_url: str | None, 
     with open_store(store_path, readonly=True) as store:
         run = store.get_run(run_id)
         findings = store.findings(run_id)
-        earlier = store.latest_run_id(None, source=run["source"], provider=run["provider"], before=run_id)
-        judged = store.latest_run_id(SUCCESSFUL, source=run["source"], provider=run["provider"], before=run_id,
+        earlier = store.latest_run_id(None, source=run.source, provider=run.provider, before=run_id)
+        judged = store.latest_run_id(SUCCESSFUL, source=run.source, provider=run.provider, before=run_id,
                                      mode="probe")
         message = build_message(run, findings, store.findings(judged) if judged is not None else None,
                                 store.get_run(earlier) if earlier is not None else None, app_url=app_url,
@@ -300,7 +301,7 @@ def _int(text: str, flag: str) -> int:
         raise UsageError(f"{flag} takes a run id (a number), got {text!r}") from None
 
 
-def _resolve_run(store: Store, run: str | None, mode: str | None = None) -> tuple[int | None, dict | None]:
+def _resolve_run(store: Store, run: str | None, mode: str | None = None) -> tuple[int | None, Run | None]:
     if run is None:
         run_id = store.latest_run_id(mode=mode)
         return run_id, (store.get_run(run_id) if run_id is not None else None)
@@ -455,15 +456,15 @@ def cmd_diff(args: Args) -> int:
         if from_run is None:
             raise UsageError(f"run {to_run} has no earlier successful run of the same scope; pass --from RUN")
         before, after = store.get_run(from_run), store.get_run(to_run)
-        versions = (before["taxonomy_version"], after["taxonomy_version"])
+        versions = (before.taxonomy_version, after.taxonomy_version)
         diff = run_diff(store, from_run, to_run)
     for run in (before, after):
-        if run["status"] not in ("ok", "partial"):
-            _err(f"warning: run {run['id']} is {run['status']}: it judged no model (or not all), so its side of "
+        if run.status not in ("ok", "partial"):
+            _err(f"warning: run {run.id} is {run.status}: it judged no model (or not all), so its side of "
                  "the comparison is not evidence")
-    if (before["source"], before["provider"]) != (after["source"], after["provider"]):
-        _err(f"warning: run {from_run} ({before['source']} {before['provider']}) and run {to_run} "
-             f"({after['source']} {after['provider']}) scanned different scopes: targets outside both show as new")
+    if (before.source, before.provider) != (after.source, after.provider):
+        _err(f"warning: run {from_run} ({before.source} {before.provider}) and run {to_run} "
+             f"({after.source} {after.provider}) scanned different scopes: targets outside both show as new")
     if versions[0] != versions[1]:
         _err(f"note: run {from_run} and run {to_run} were judged by different rules (taxonomy version "
              f"{versions[0]} -> {versions[1]}): some changes below come from the rules, not from the models")

@@ -1,7 +1,10 @@
-"""The column registry: every finding, export and blocklist column is named here once, in contract order.
+"""The typed records and the column registry: every finding, export and blocklist column is named here once, in
+contract order.
 
-The store's findings table holds :data:`FINDING_COLUMNS` (its DDL grew by migrations, in
-:mod:`analysis.store.sqlite`, and a test checks that they agree); the findings export writes
+:class:`Finding` is one verdict; its fields, in order, are :data:`FINDING_COLUMNS`, the columns diagnose writes
+and the store's findings table holds (its DDL grew by migrations, in :mod:`analysis.store.migrations`, and a test
+checks that they agree).  :class:`Run` is one stored run.  ``Target``, ``Attempt`` and ``ProbeResult`` live with
+the code that makes them (:mod:`analysis.pipeline.targets`, :mod:`analysis.pipeline.probe`).  The findings export writes
 :data:`FINDINGS_EXPORT_COLUMNS`, then the evidence and history columns; the blocklist export writes
 :data:`BLOCKLIST_COLUMNS`, then :data:`BLOCKLIST_EXTRA_COLUMNS`; the fixes export writes :data:`ROUTES_COLUMNS`.
 :data:`COLUMN_HELP` says what each one means, for the dashboard and the README.
@@ -9,19 +12,52 @@ The store's findings table holds :data:`FINDING_COLUMNS` (its DDL grew by migrat
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from typing import Any, Mapping
 
-__all__ = ["FINDING_COLUMNS", "HISTORY_COLUMNS", "FINDINGS_EXPORT_COLUMNS", "FINDINGS_EVIDENCE_COLUMNS",
-           "FINDINGS_HISTORY_COLUMNS", "BLOCKLIST_COLUMNS", "BLOCKLIST_EXTRA_COLUMNS", "ROUTES_COLUMNS", "COLUMN_HELP",
-           "is_missing"]
+__all__ = ["Finding", "Run", "FINDING_COLUMNS", "HISTORY_COLUMNS", "FINDINGS_EXPORT_COLUMNS",
+           "FINDINGS_EVIDENCE_COLUMNS", "FINDINGS_HISTORY_COLUMNS", "BLOCKLIST_COLUMNS", "BLOCKLIST_EXTRA_COLUMNS",
+           "ROUTES_COLUMNS", "COLUMN_HELP", "is_missing"]
 
-# What diagnose writes for every target, in order.
-FINDING_COLUMNS = [
-    "model_id", "provider", "reason", "blocked", "http_status", "pipeline_tag", "detail", "message",
-    "latency_ms", "attempts", "checked_at", "model_string", "action", "predicted", "error_code", "note",
-    "mapping_status", "mapping_task", "in_router_list", "gated", "working_route", "working_settings",
-    "error_signature", "carried",
-]
+@dataclass(frozen=True)
+class Finding:
+    """One target's verdict with its evidence: what diagnose writes for every target, in column order."""
+
+    model_id: str
+    provider: str
+    reason: str
+    blocked: bool
+    http_status: int | None
+    pipeline_tag: str | None
+    detail: str
+    message: str
+    latency_ms: float | None
+    attempts: int
+    checked_at: str | None
+    model_string: str
+    action: str
+    predicted: bool = False
+    error_code: str | None = None
+    note: str = ""
+    mapping_status: str | None = None
+    mapping_task: str | None = None
+    in_router_list: bool | None = None
+    gated: str | None = None
+    working_route: str | None = None
+    working_settings: str | None = None
+    error_signature: str | None = None
+    carried: bool = False
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> "Finding":
+        """A findings row (a record of the frame); missing cells become ``None``, extra columns are left out."""
+        values: dict[str, Any] = {f.name: None if is_missing(row.get(f.name)) else row.get(f.name)
+                                  for f in fields(cls)}
+        return cls(**values)
+
+
+# What diagnose writes for every target, in order: the fields of Finding.
+FINDING_COLUMNS = [f.name for f in fields(Finding)]
 # What the history step adds.
 HISTORY_COLUMNS = ["first_failed_at", "last_ok_at", "consecutive_failures", "flaps"]
 
@@ -55,6 +91,58 @@ COLUMN_HELP = {
     "carried": "kept from the provider's last successful run (this run had a run-level fault for it)",
     "override": "an operator's allow or block, with who, when and why",
 }
+
+
+@dataclass(frozen=True)
+class Run:
+    """One stored run: its scope, status, settings (no token) and counts."""
+
+    id: int
+    started_at: str
+    status: str  # running | ok | partial | failed | incomplete
+    source: str
+    provider: str
+    finished_at: str | None = None
+    failure_reason: str | None = None
+    failure_message: str | None = None
+    hub_url: str | None = None
+    router_url: str | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+    tool_version: str | None = None
+    n_targets: int | None = None
+    n_probed: int | None = None
+    n_ok: int | None = None
+    n_blocked: int | None = None
+    n_transient: int | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+    duration_s: float | None = None
+    mode: str = "probe"  # probe | predict
+    canaries: dict[str, list[str]] = field(default_factory=dict)
+    pid: int | None = None
+    host: str | None = None
+    taxonomy_version: int | None = None
+    faulted: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> "Run":
+        """A run from the store's decoded row (or a record of ``Store.runs()``): missing cells become ``None`` (or
+        the field's empty default), numpy scalars plain Python; columns this version does not know are left out."""
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name not in row:
+                continue
+            value = row[f.name]
+            if is_missing(value):
+                if f.default_factory is not MISSING:  # settings, counts, canaries, faulted: empty, not None
+                    continue
+                value = None
+            elif hasattr(value, "item"):
+                value = value.item()
+            values[f.name] = value
+        return cls(**values)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def is_missing(value: Any) -> bool:

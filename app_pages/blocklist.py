@@ -35,8 +35,8 @@ overrides = shared.load_overrides(ctx.store_path, ctx.version)
 findings = apply_overrides(shared.view(ctx).findings, overrides, datetime.now(timezone.utc))
 
 st.title("Blocklist")
-if ctx.run["status"] not in SUCCESSFUL:
-    shared.say("error", f"Run #{ctx.run_id} is {ctx.run['status']}: a run that did not succeed never feeds a "
+if ctx.run.status not in SUCCESSFUL:
+    shared.say("error", f"Run #{ctx.run_id} is {ctx.run.status}: a run that did not succeed never feeds a "
                         "blocklist. Pick a successful run in the sidebar.")
     st.stop()
 

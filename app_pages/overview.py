@@ -37,7 +37,7 @@ if st.session_state.pop("goto_models", False):
 ctx = shared.require_run()
 run_view = shared.view(ctx)
 figures = views.kpis(run_view)
-trend = shared.load_trend(ctx.store_path, ctx.version, run_view.run["source"], run_view.run["provider"])
+trend = shared.load_trend(ctx.store_path, ctx.version, run_view.run.source, run_view.run.provider)
 deltas = dashboard.kpi_deltas(trend, ctx.run_id)
 
 age, when = dashboard.scan_time(figures["last_scan_at"], datetime.now(timezone.utc))

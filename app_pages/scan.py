@@ -201,7 +201,7 @@ def _resume_offer(store: str, run_id: int) -> None:
                                "endpoints only.")
             st.form_submit_button(f"Resume run #{run_id}", key="resume_submit", icon=":material/play_arrow:",
                                   on_click=_on_resume,
-                                  args=(run_id, store, (str(run.get("hub_url") or ""), str(run.get("router_url") or
+                                  args=(run_id, store, (str(run.hub_url or ""), str(run.router_url or
                                                                                           ""))))
 
 

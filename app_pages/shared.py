@@ -17,6 +17,7 @@ import streamlit as st
 from analysis.devtools.sample import build_sample_store
 from analysis.errors import RcaError
 from analysis.outputs import dashboard, views
+from analysis.schema import Run
 from analysis.store import open_store
 
 CONTEXT_KEY = "rca_context"
@@ -36,7 +37,7 @@ class Context:
     version: tuple[int, ...]
     is_sample: bool
     run_id: int | None
-    run: dict[str, Any] | None
+    run: Run | None
     error: str | None
     error_detail: str = ""
 
@@ -200,7 +201,7 @@ def sidebar(explicit_store: str | None) -> Context:
         else:
             with st.sidebar:
                 run_id = _run_picker(runs, default, path)
-            run = runs[runs["id"] == run_id].iloc[0].to_dict()
+            run = Run.from_row({str(k): v for k, v in runs[runs["id"] == run_id].iloc[0].to_dict().items()})
     ctx = Context(path, version, is_sample, run_id, run, error, error_detail)
     state[CONTEXT_KEY] = ctx
     return ctx

@@ -25,6 +25,7 @@ from analysis.config import ScanConfig
 from analysis.devtools.simulator import synthetic_scenario
 from analysis.outputs import background, dashboard, explain, views
 from analysis.outputs.export import Provenance, blocklist_bytes
+from analysis.schema import Run
 from analysis.store import open_store
 from analysis.taxonomy import BLOCKING, REASON_NAMES
 
@@ -843,11 +844,11 @@ def test_run_problem_tells_a_running_run_from_a_killed_one():
     import sys
 
     here = socket.gethostname()
-    title, detail = dashboard.run_problem({"id": 3, "status": "running", "pid": os.getpid(), "host": here}, "s.db")
+    title, detail = dashboard.run_problem(_run(id=3, status="running", pid=os.getpid(), host=here), "s.db")
     assert "still running" in title and detail is None
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
-    title, detail = dashboard.run_problem({"id": 3, "status": "running", "pid": gone.pid, "host": here}, "s.db")
+    title, detail = dashboard.run_problem(_run(id=3, status="running", pid=gone.pid, host=here), "s.db")
     assert "stopped before it finished" in title
     assert detail == "Finish it with: python -m analysis scan --resume 3 --store s.db"
 
@@ -861,9 +862,14 @@ def test_progress_text_and_run_summary():
     assert dashboard.progress_text(progress, now) == "Run #7: 12 of 37 targets probed, last result saved 5 s ago."
     reading = background.ScanProgress(7, "running", "probe", True, 0, 0, None, None)
     assert dashboard.progress_text(reading, now) == "Run #7: reading the catalog..."
-    kind, title, _ = dashboard.run_summary({"id": 7, "status": "ok", "n_targets": 37, "n_ok": 30, "n_blocked": 5,
-                                            "n_transient": 2, "duration_s": 3.25, "mode": "probe"})
+    kind, title, _ = dashboard.run_summary(_run(id=7, status="ok", n_targets=37, n_ok=30, n_blocked=5,
+                                            n_transient=2, duration_s=3.25, mode="probe"))
     assert (kind, title) == ("ok", "Run #7 finished in 3.2 s: 37 targets, 30 working, 5 blocked, 2 transient.")
-    kind, title, detail = dashboard.run_summary({"id": 8, "status": "failed", "failure_reason": "auth_error",
-                                                 "failure_message": "401 Invalid credentials"})
+    kind, title, detail = dashboard.run_summary(_run(id=8, status="failed", failure_reason="auth_error",
+                                                 failure_message="401 Invalid credentials"))
     assert kind == "failed" and "Nothing from this run was blocked" in title and detail == "401 Invalid credentials"
+
+
+def _run(**values: object) -> Run:
+    """A stored run as the dashboard gets it, with the fields a test does not care about filled in."""
+    return Run(**{"started_at": "2025-07-15T12:00:00Z", "source": "hub", "provider": "hf-inference", **values})

@@ -65,7 +65,7 @@ def test_sigkill_then_resume_loses_nothing_and_probes_nothing_twice(slow_sim, tm
 
     with open_store(store) as s:  # opening notices the dead owner
         run = s.get_run(1)
-        assert run["status"] == "incomplete"
+        assert run.status == "incomplete"
         before = s.probed_keys(1)
         assert s.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         assert len(s.targets(1)) == N_MODELS
@@ -78,7 +78,7 @@ def test_sigkill_then_resume_loses_nothing_and_probes_nothing_twice(slow_sim, tm
         run = s.get_run(1)
         probes = s.probes(1)
         findings = s.findings(1)
-    assert run["status"] == "ok" and len(findings) == N_MODELS
+    assert run.status == "ok" and len(findings) == N_MODELS
     assert len(probes) == N_MODELS == probes[["model_id", "provider", "kind"]].drop_duplicates().shape[0]
     attempts = sim_stats(slow_sim)["attempts"]
     for model_id, provider in before:  # stored before the kill: never sent again
@@ -95,7 +95,7 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(slow_sim, tmp_path):
     assert proc.returncode == 130, stderr
     assert "--resume 1" in stderr and "Traceback" not in stderr
     with open_store(store) as s:
-        assert s.get_run(1)["status"] == "incomplete"
+        assert s.get_run(1).status == "incomplete"
         flushed = len(s.probed_keys(1))
     assert flushed >= 20
     done = run_cli("scan", "--resume", "1", "--store", str(store))
@@ -128,7 +128,7 @@ def test_readers_work_while_a_scan_writes(make_sim, sim, tmp_path):
         _wait_for_probes(store, 10, proc, run_id=2)
         for _ in range(2):
             with open_store(store, create=False) as reader:
-                statuses.append(reader.get_run(2)["status"])
+                statuses.append(reader.get_run(2).status)
                 probe_counts.append(len(reader.probes(2)))
             exported = run_cli("export", "findings", "--store", str(store), "--run", "1")
             assert exported.returncode == 0, exported.stderr

@@ -11,7 +11,7 @@ import pandas as pd
 
 from analysis import __version__
 from analysis.outputs.export import Provenance, blocklist_bytes, findings_bytes, neutralise, routes_bytes
-from analysis.schema import BLOCKLIST_COLUMNS, FINDING_COLUMNS
+from analysis.schema import BLOCKLIST_COLUMNS, FINDING_COLUMNS, Run
 from analysis.schema import FINDINGS_EXPORT_COLUMNS as FINDINGS_COLUMNS
 
 
@@ -103,8 +103,8 @@ def test_predicted_rows_never_block():
 
 
 def _provenance() -> Provenance:
-    run = {"id": 7, "source": "hub", "provider": "together", "finished_at": "2026-12-02T10:02:00Z",
-           "started_at": "2026-12-02T10:00:00Z", "taxonomy_version": 2}
+    run = Run(id=7, source="hub", provider="together", status="ok", finished_at="2026-12-02T10:02:00Z",
+              started_at="2026-12-02T10:00:00Z", taxonomy_version=2)
     return Provenance.of_run("blocklist", run)
 
 

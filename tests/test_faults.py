@@ -231,4 +231,4 @@ def test_hub_fault_that_persists_stops_with_a_clear_error(make_sim, store_path, 
         with pytest.raises(CatalogError, match=words):
             run_scan(fast_config(server, provider="p"), store)
         run = store.get_run(1)
-    assert run["status"] == "failed" and run["failure_reason"] == "catalog_error"
+    assert run.status == "failed" and run.failure_reason == "catalog_error"

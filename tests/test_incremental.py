@@ -96,7 +96,7 @@ def test_budget_stops_before_the_estimate_passes_it_and_resume_finishes(make_sim
     sent = sim_stats(server)["chat_requests"]
     assert sent == 7 and sent * ANSWER_USD <= budget
     with open_store(store, readonly=True) as db:
-        assert db.get_run(1)["status"] == "incomplete"
+        assert db.get_run(1).status == "incomplete"
     assert run_cli("export", "blocklist", "--store", str(store)).returncode == 3  # nothing to publish yet
 
     again = run_cli("scan", "--resume", "1", "--store", str(store), "--budget-usd", "1")
@@ -104,7 +104,7 @@ def test_budget_stops_before_the_estimate_passes_it_and_resume_finishes(make_sim
     assert sim_stats(server)["chat_requests"] == 20  # each target once in all
     with open_store(store, readonly=True) as db:
         run = db.get_run(1)
-        assert run["status"] == "ok" and len(db.findings(1)) == 20
+        assert run.status == "ok" and len(db.findings(1)) == 20
 
 
 def test_budget_counts_only_answers_and_unpriced_routes_as_free():

@@ -75,7 +75,7 @@ def test_canaries_default_to_most_downloaded_live_models_and_are_probed_once(mak
     with open_store(store_path) as store:
         outcome = run_scan(fast_config(server, provider="together", route_checks=0), store)
         run = store.get_run(outcome.run_id)
-    assert run["canaries"]["together"][:2] == ["org/healthy:together", "org/healthy-2:together"]
+    assert run.canaries["together"][:2] == ["org/healthy:together", "org/healthy-2:together"]
     attempts = sim_stats(server)["attempts"]
     assert attempts["org/healthy:together"] == 1 and attempts["org/healthy-2:together"] == 1
 
@@ -90,8 +90,8 @@ def test_all_canaries_refused_is_endpoint_error(sim, tmp_path):
         run = s.get_run(1)
         findings = s.findings(1)
         probes = s.probes(1)
-    assert run["status"] == "failed" and run["failure_reason"] == "endpoint_error"
-    assert len(probes) == len(run["canaries"]["hf-inference"]) == 3  # stopped after the canaries
+    assert run.status == "failed" and run.failure_reason == "endpoint_error"
+    assert len(probes) == len(run.canaries["hf-inference"]) == 3  # stopped after the canaries
     assert not findings["blocked"].any()
     blocklist = run_cli("export", "blocklist", "--store", str(store))
     assert blocklist.returncode == 3 and blocklist.stdout == ""  # no successful run: nothing published

@@ -53,7 +53,7 @@ def test_every_canary_refused_as_not_enabled_is_an_account_fault(make_sim, tmp_p
     with open_store(store) as s:
         findings = s.findings(1)
         run_row = s.get_run(1)
-    assert run_row["status"] == "failed" and not findings["blocked"].any()
+    assert run_row.status == "failed" and not findings["blocked"].any()
     assert set(findings["reason"]) == {"endpoint_error"}
     assert sim_stats(server)["chat_requests"] == 3  # the canaries only: nobody else was probed
 
@@ -82,7 +82,7 @@ def test_one_provider_switched_off_leaves_the_run_partial_and_carries_its_blockl
     with open_store(store) as s:
         run_row = s.get_run(2)
         findings = s.findings(2).set_index(["model_id", "provider"])
-    assert run_row["status"] == "partial" and set(run_row["faulted"]) == {"novita"}
+    assert run_row.status == "partial" and set(run_row.faulted) == {"novita"}
     novita = findings.xs("novita", level="provider")
     together = findings.xs("together", level="provider")
     # together was judged as usual
@@ -174,7 +174,7 @@ def test_taxonomy_version_is_stored_and_a_version_change_holds_back_fail_on(make
             "--store", str(store), "--route-checks", "0", "--fail-on", "new-blocked", *FAST_FLAGS]
     assert run(capsys, *args)[0] == 1  # a first run compares against an empty blocklist
     with open_store(store) as s:
-        assert s.get_run(1)["taxonomy_version"] == 2
+        assert s.get_run(1).taxonomy_version == 2
     db = sqlite3.connect(store)
     db.execute("UPDATE runs SET taxonomy_version = 1")
     db.execute("DELETE FROM findings WHERE model_id = 'org/gone'")  # as if v1 had not blocked it

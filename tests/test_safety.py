@@ -12,6 +12,7 @@ from analysis.devtools.simulator import Scenario, synthetic_scenario
 from analysis.outputs.dashboard import run_problem
 from analysis.pipeline.catalog import normalise_hub_models
 from analysis.pipeline.scan import run_scan
+from analysis.schema import Run
 from analysis.store import open_store
 from analysis.untrusted import clean_id, clean_text
 
@@ -160,7 +161,7 @@ def test_resume_of_a_missing_store_creates_nothing(tmp_path, capsys):
 
 
 def test_resume_hint_names_the_store():
-    title, detail = run_problem({"id": 7, "status": "incomplete"}, "/tmp/my store/rca.sqlite")
+    title, detail = run_problem(_run(id=7, status="incomplete"), "/tmp/my store/rca.sqlite")
     assert "incomplete" in title
     assert detail.endswith("python -m analysis scan --resume 7 --store '/tmp/my store/rca.sqlite'")
 
@@ -195,7 +196,7 @@ def test_a_full_disk_mid_scan_is_exit_3_and_the_run_resumes(make_sim, store_path
         with pytest.raises(StoreFullError) as caught:
             run_scan(fast_config(server, batch_size=10), store, FillUpAfterTheCatalog())
         assert caught.value.exit_code == 3 and "full" in str(caught.value)
-        assert store.get_run(1)["status"] == "incomplete"
+        assert store.get_run(1).status == "incomplete"
     with open_store(store_path) as store:  # space again
         outcome = resume_scan(store, 1, None)
         assert outcome.status == "ok" and len(store.findings(1)) == 400
@@ -275,7 +276,7 @@ def test_only_one_resume_claims_an_incomplete_run(healthy_store):
     with open_store(healthy_store) as first, open_store(healthy_store) as second:
         assert first.claim_run(1) is True
         assert second.claim_run(1) is False
-        assert second.get_run(1)["status"] == "running"
+        assert second.get_run(1).status == "running"
 
 
 @pytest.mark.parametrize("argv, words", [(["scan", "--bogus"], "No such option '--bogus'"),
@@ -363,3 +364,8 @@ def test_an_unreachable_postgresql_store_exits_2_without_its_password(tmp_path, 
     code, _, err = run(capsys, "export", "blocklist", "--store", url)
     assert code == 2 and "s3cretpw" not in err and "127.0.0.1" in err
     assert list(tmp_path.iterdir()) == []
+
+
+def _run(**values: object) -> Run:
+    """A stored run as the dashboard gets it, with the fields a test does not care about filled in."""
+    return Run(**{"started_at": "2025-07-15T12:00:00Z", "source": "hub", "provider": "hf-inference", **values})

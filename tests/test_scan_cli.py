@@ -160,7 +160,7 @@ def test_run_level_endpoints_exit_3_and_block_nothing(sim, tmp_path, mount, reas
     with open_store(store) as s:
         run = s.get_run(1)
         findings = s.findings(1)
-    assert run["status"] == "failed" and run["failure_reason"] == reason
+    assert run.status == "failed" and run.failure_reason == reason
     assert not findings["blocked"].any()  # (empty when the run stopped before any probe)
     explicit = run_cli("export", "blocklist", "--store", str(store), "--run", "1")
     assert explicit.returncode == 3 and "only a successful probing run feeds a blocklist" in explicit.stderr

@@ -21,7 +21,7 @@ def test_openai_compatible_gateway_probes_bare_ids(sim, store_path):
                                        route_checks=0), store)
         findings = store.findings(outcome.run_id)
         run = store.get_run(outcome.run_id)
-    assert outcome.exit_code == 0 and run["source"] == "openai" and run["provider"] == "-"
+    assert outcome.exit_code == 0 and run.source == "openai" and run.provider == "-"
     assert (findings["model_string"] == findings["model_id"]).all()
     assert set(findings["provider"]) == {""}
     arch = findings.set_index("model_id").loc["katanemo/Arch-Router-1.5B"]
@@ -108,7 +108,7 @@ def test_no_probe_makes_zero_chat_calls_and_blocks_nothing(sim, tmp_path):
     with open_store(store) as s:
         run = s.get_run(1)
         findings = s.findings(1).set_index("model_id")
-    assert run["mode"] == "predict"
+    assert run.mode == "predict"
     assert findings["predicted"].all() and not findings["blocked"].any()
     assert findings.loc["BAAI/bge-small-en-v1.5", "reason"] == "non_chat_task"
     assert findings.loc["google/gemma-2-27b-it", "reason"] == "provider_mapping_error"

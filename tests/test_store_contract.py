@@ -87,7 +87,7 @@ def test_stored_cells_read_back_identical(location, tmp_path):
     assert by_id.loc["a/b_c", "message"] == "quote ' and ? and %s and %%"
     assert by_id.loc["a/b_c", "alternatives"] == ["y:r", "z:s"] and by_id.loc["a/B", "in_router_list"] is None
     assert by_id["blocked"].dtype == bool and by_id.loc["a/b-c", "blocked"]
-    assert run["settings"] == {"k": [1, 2]} and run["status"] == "running"
+    assert run.settings == {"k": [1, 2]} and run.status == "running"
 
 
 def test_overrides_prune_and_vacuum(location):
@@ -131,20 +131,20 @@ def test_claim_run_lets_exactly_one_process_resume(location):
         assert not one.claim_run(run_id)  # running, not incomplete
         one.set_run_status(run_id, "incomplete")
         assert [one.claim_run(run_id), two.claim_run(run_id)] == [True, False]
-        assert two.get_run(run_id)["status"] == "running" and two.get_run(run_id)["pid"] == os.getpid()
+        assert two.get_run(run_id).status == "running" and two.get_run(run_id).pid == os.getpid()
 
 
 def test_readonly_opens_never_write(location):
     with open_store(location) as store:
         store.create_run(source="hub", provider="p", hub_url=None, router_url=None, settings={})
     with open_store(location, readonly=True) as reader:
-        assert reader.get_run(1)["status"] == "running"
+        assert reader.get_run(1).status == "running"
         with pytest.raises(StoreError, match="read-only"):
             reader.add_override(model_id="m", provider="", action="allow", reason="r", author="a", expires_at=None)
         with pytest.raises(StoreError, match="read-only"):
             reader.set_run_status(1, "ok")
     with open_store(location, readonly=True) as reader:
-        assert reader.get_run(1)["status"] == "running" and reader.overrides().empty
+        assert reader.get_run(1).status == "running" and reader.overrides().empty
 
 
 def test_postgres_readonly_open_never_migrates(postgres_server):
@@ -182,7 +182,7 @@ def test_a_killed_writer_leaves_its_run_resumable(location):
         line = proc.stdout.readline()  # blocks until the child has committed its probes
         assert line.strip() == "1", proc.stderr.read()
         with open_store(location, readonly=True) as reader:
-            assert reader.get_run(1)["status"] == "running"  # its owner is alive
+            assert reader.get_run(1).status == "running"  # its owner is alive
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
     finally:
@@ -191,7 +191,7 @@ def test_a_killed_writer_leaves_its_run_resumable(location):
             proc.wait(10)
     assert proc.returncode == -signal.SIGKILL
     with open_store(location) as store:  # a writer's open notices the dead owner
-        assert store.get_run(1)["status"] == "incomplete"
+        assert store.get_run(1).status == "incomplete"
         assert store.probed_keys(1) == {(f"m/{i}", "p") for i in range(5)}
         assert store.claim_run(1) and not store.claim_run(1)
 

@@ -66,7 +66,7 @@ def test_a_store_password_is_never_printed(make_sim, postgres_server):
     assert "pw-s3cret-value" not in result.stdout + result.stderr
     assert f"--store postgresql://{role}@" in result.stdout  # the hint still names the store
     with open_store(url, readonly=True) as db:
-        assert "pw-s3cret-value" not in str(db.get_run(1)["settings"])
+        assert "pw-s3cret-value" not in str(db.get_run(1).settings)
 
 
 @pytest.mark.parametrize("argv", [["store", "copy", "--from", "x.sqlite"], ["store", "copy", "--to", "y.sqlite"]])

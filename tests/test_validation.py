@@ -85,7 +85,7 @@ def test_token_echoed_in_a_401_is_scrubbed(make_sim, tmp_path):
     assert result.returncode == 3
     assert SECRET_TOKEN not in result.stderr + result.stdout
     with open_store(store) as s:
-        assert "***" in s.get_run(1)["failure_message"]
+        assert "***" in s.get_run(1).failure_message
     for path in tmp_path.rglob("*"):
         if path.is_file():
             assert SECRET_TOKEN.encode() not in path.read_bytes()

@@ -30,7 +30,7 @@ from typing import Any
 from analysis import config as paths
 from analysis.config import ScanConfig
 from analysis.errors import RcaError
-from analysis.store import open_store
+from analysis.store import open_store, store_backend
 
 __all__ = ["ScanJob", "ScanProgress", "scan_args", "start_scan", "start_resume", "exit_code", "job_alive",
            "job_run", "owner_alive", "running_run", "stopped_run", "scan_progress", "log_tail", "scan_log_dir",
@@ -167,10 +167,10 @@ def job_alive(job: ScanJob) -> bool:
     return _process_alive(job.pid)  # started by an earlier app process: ask the system
 
 
-def owner_alive(run: dict[str, Any]) -> bool:
-    """Whether a ``running`` run's owner process still runs.  A run of another host cannot be checked: alive."""
-    pid = run.get("pid")
-    if run.get("host") != socket.gethostname():
+def owner_alive(pid: Any, host: Any) -> bool:
+    """Whether a ``running`` run's owner process (``pid`` on ``host``) still runs.  A run of another host cannot be
+    checked: alive."""
+    if host != socket.gethostname():
         return True
     if pid is None or pid != pid:  # NaN from a frame
         return False
@@ -181,7 +181,7 @@ def owner_alive(run: dict[str, Any]) -> bool:
 
 
 def _runs(store: str) -> list[dict[str, Any]]:
-    if not Path(store).is_file():
+    if store_backend(store) == "sqlite" and not Path(store).is_file():
         return []
     try:
         with open_store(store, readonly=True) as s:
@@ -201,15 +201,15 @@ def job_run(job: ScanJob) -> int | None:
 
 def running_run(store: str) -> int | None:
     """The newest ``running`` run of ``store`` whose owner process is alive: a scan to reattach to."""
-    ids = [int(r["id"]) for r in _runs(store) if r["status"] == "running" and owner_alive(r)]
+    ids = [int(r["id"]) for r in _runs(store) if r["status"] == "running" and owner_alive(r.get("pid"), r.get("host"))]
     return max(ids) if ids else None
 
 
 def stopped_run(store: str) -> int | None:
     """The newest run of ``store`` that stopped before finishing: ``incomplete``, or ``running`` with its owner
     gone (killed; the next writer of the store marks it ``incomplete``).  ``None`` if there is none."""
-    ids = [int(r["id"]) for r in _runs(store)
-           if r["status"] == "incomplete" or (r["status"] == "running" and not owner_alive(r))]
+    ids = [int(r["id"]) for r in _runs(store) if r["status"] == "incomplete"
+           or (r["status"] == "running" and not owner_alive(r.get("pid"), r.get("host")))]
     return max(ids) if ids else None
 
 
@@ -220,10 +220,10 @@ def scan_progress(store: str, run_id: int) -> ScanProgress:
         targets = len(s.targets(run_id))
         probed = len(s.probed_keys(run_id))
         last = s.db.execute("SELECT MAX(finished_at) FROM probes WHERE run_id = ?", (run_id,)).fetchone()[0]
-    status = str(run["status"])
-    alive = status == "running" and owner_alive(run)
-    return ScanProgress(run_id, status, str(run.get("mode") or "probe"), alive, targets, probed,
-                        run.get("started_at"), last)
+    status = str(run.status)
+    alive = status == "running" and owner_alive(run.pid, run.host)
+    return ScanProgress(run_id, status, str(run.mode or "probe"), alive, targets, probed,
+                        run.started_at, last)
 
 
 def log_tail(job: ScanJob, lines: int = 12) -> str:

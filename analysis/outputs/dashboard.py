@@ -26,6 +26,7 @@ from analysis import config
 from analysis.outputs.background import ScanProgress, owner_alive
 from analysis.outputs.explain import word
 from analysis.outputs.views import hf_model_url, mapping_status_of
+from analysis.schema import Run
 from analysis.taxonomy import BLOCKING, REASON_NAMES
 
 __all__ = [
@@ -202,34 +203,34 @@ def block_reasons(selected: list[str] | None) -> set[str] | None:
     return None if chosen == set(default_block_reasons()) else chosen
 
 
-def run_problem(run: dict[str, Any],
+def run_problem(run: Run,
                 store_path: str | os.PathLike[str] | None = None) -> tuple[str, str | None] | None:
     """``(title, detail)`` of a run that did not succeed or only predicted; ``None`` for an ok probing run.
 
     The resume hint names the store: without ``--store`` it would open (and, before
     the fix, create) the default store instead of this one.
     """
-    status = word(run.get("status"))
-    if status == "ok" and run.get("mode") == "predict":
-        return (f"Run #{int(run['id'])} is a metadata-only scan: every verdict is PREDICTED.",
+    status = word(run.status)
+    if status == "ok" and run.mode == "predict":
+        return (f"Run #{int(run.id)} is a metadata-only scan: every verdict is PREDICTED.",
                 "No chat completion was sent (scan --no-probe). Predictions never block; run a probing scan to "
                 "confirm them.")
     if status == "ok":
         return None
     if status == "partial":
-        faulted = ", ".join(sorted(p or "the bare route" for p in (run.get("faulted") or {})))
-        return (f"Run #{int(run['id'])} is partial: {faulted} had a run-level fault and were not judged; their "
+        faulted = ", ".join(sorted(p or "the bare route" for p in (run.faulted or {})))
+        return (f"Run #{int(run.id)} is partial: {faulted} had a run-level fault and were not judged; their "
                 "blocklist rows are carried from their last successful run.",
-                str(run.get("failure_message") or "no message"))
+                str(run.failure_message or "no message"))
     if status == "failed":
-        return (f"Run #{int(run['id'])} failed ({word(run.get('failure_reason'))}). A failed run never feeds a "
-                "blocklist: nothing from it was blocked.", str(run.get("failure_message") or "no message"))
-    if status == "running" and owner_alive(run):
-        return (f"Run #{int(run['id'])} is still running: its results so far are incomplete. The Scan page shows "
+        return (f"Run #{int(run.id)} failed ({word(run.failure_reason)}). A failed run never feeds a "
+                "blocklist: nothing from it was blocked.", str(run.failure_message or "no message"))
+    if status == "running" and owner_alive(run.pid, run.host):
+        return (f"Run #{int(run.id)} is still running: its results so far are incomplete. The Scan page shows "
                 "its progress.", None)
     stopped = "stopped before it finished (its process is gone)" if status == "running" else f"is {status}"
-    return (f"Run #{int(run['id'])} {stopped}: its results are incomplete.",
-            f"Finish it with: {resume_command(int(run['id']), store_path)}")
+    return (f"Run #{int(run.id)} {stopped}: its results are incomplete.",
+            f"Finish it with: {resume_command(int(run.id), store_path)}")
 
 
 def resume_command(run_id: int, store_path: str | os.PathLike[str] | None) -> str:
@@ -321,30 +322,30 @@ def scan_time(timestamp: str | None, now: datetime) -> tuple[str, str]:
     return age, moment.strftime("%Y-%m-%d %H:%M UTC")
 
 
-def run_summary(run: dict[str, Any]) -> tuple[str, str, str]:
+def run_summary(run: Run) -> tuple[str, str, str]:
     """``(kind, title, detail)`` summing up a finished scan from its stored run; ``kind`` is ``ok`` or ``failed``.
 
     The scan ran in a process of its own: the store is what it left.
     """
-    run_id, status = int(run["id"]), str(run.get("status"))
+    run_id, status = int(run.id), str(run.status)
 
     def count(name: str) -> int:
-        value = run.get(name)
+        value = getattr(run, name)
         return 0 if value is None or value != value else int(value)
 
     if status in ("ok", "partial"):
-        took = run.get("duration_s")
+        took = run.duration_s
         took_text = f" in {float(took):.1f} s" if took is not None and took == took else ""
-        predicted = " (predicted: no chat request was sent, nothing blocked)" if run.get("mode") == "predict" else ""
+        predicted = " (predicted: no chat request was sent, nothing blocked)" if run.mode == "predict" else ""
         title = (f"Run #{run_id} finished{took_text}: {count('n_targets')} targets, {count('n_ok')} working, "
                  f"{count('n_blocked')} blocked, {count('n_transient')} transient{predicted}.")
         if status == "partial":
             return ("failed", title + " Partial: some providers had a run-level fault and were not judged.",
-                    str(run.get("failure_message") or ""))
+                    str(run.failure_message or ""))
         return "ok", title, ""
     if status == "failed":
-        return "failed", (f"Run #{run_id} failed at run level ({word(run.get('failure_reason'))}). Nothing from "
-                          "this run was blocked."), str(run.get("failure_message") or "")
+        return "failed", (f"Run #{run_id} failed at run level ({word(run.failure_reason)}). Nothing from "
+                          "this run was blocked."), str(run.failure_message or "")
     return "failed", f"Run #{run_id} stopped before it finished ({word(status)}).", ""
 
 

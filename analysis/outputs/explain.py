@@ -141,7 +141,7 @@ def explain(evidence: dict[str, Any]) -> str:
                 f"had a run-level fault, so its last verdict stands ({reason}) until a run judges it again. " + text)
     history = evidence.get("history")
     if history is not None and len(history):
-        run_id = evidence["run"]["id"]
+        run_id = evidence["run"].id
         run_level = history[history["reason"].isin(RUN_LEVEL) & (history["run_status"] == "failed")
                             & (history["run_id"] < run_id)]
         if len(run_level) and reason not in RUN_LEVEL and reason not in BLOCKING:

@@ -16,7 +16,7 @@ import csv
 import io
 import json
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import pandas as pd
 
@@ -27,6 +27,7 @@ from analysis.schema import (
     FINDINGS_EXPORT_COLUMNS,
     FINDINGS_HISTORY_COLUMNS,
     ROUTES_COLUMNS,
+    Run,
     is_missing,
 )
 from analysis.untrusted import show_controls
@@ -68,15 +69,12 @@ class Provenance:
         return f"{self.source} provider={self.provider}"
 
     @classmethod
-    def of_run(cls, kind: str, run: Mapping[str, Any]) -> "Provenance":
+    def of_run(cls, kind: str, run: Run) -> "Provenance":
         from analysis import __version__
 
-        version = run.get("taxonomy_version")
-        return cls(kind=kind, run_id=int(run["id"]), source=str(run.get("source") or ""),
-                   provider=str(run.get("provider") or ""),
-                   generated_at=str(run.get("finished_at") or run.get("started_at") or ""),
-                   tool_version=__version__,
-                   taxonomy_version=None if version is None or is_missing(version) else int(version))
+        return cls(kind=kind, run_id=run.id, source=run.source or "", provider=run.provider or "",
+                   generated_at=run.finished_at or run.started_at or "", tool_version=__version__,
+                   taxonomy_version=run.taxonomy_version)
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -14,6 +14,7 @@ import pandas as pd
 
 from analysis.outputs.views import top_causes
 from analysis.pipeline.history import newly_blocked
+from analysis.schema import Run
 from analysis.untrusted import terminal_line
 
 __all__ = ["FIX_REASONS", "build_message", "slack_escape"]
@@ -30,31 +31,31 @@ def _keys(frame: pd.DataFrame, mask: pd.Series) -> set[tuple[str, str]]:
     return set(zip(frame["model_id"][mask], frame["provider"][mask]))
 
 
-def build_message(run: dict[str, Any], findings: pd.DataFrame, previous: pd.DataFrame | None,
-                  previous_run: dict[str, Any] | None, *, app_url: str | None = None,
+def build_message(run: Run, findings: pd.DataFrame, previous: pd.DataFrame | None,
+                  previous_run: Run | None, *, app_url: str | None = None,
                   always: bool = False) -> dict[str, Any] | None:
     """The message for ``run`` against the previous run of its scope, or ``None`` when nothing changed."""
-    run_id = int(run["id"])
+    run_id = int(run.id)
     link = f"{app_url.rstrip('/')}/?run={run_id}" if app_url else None
-    if run["status"] == "failed":
-        repeated = (previous_run is not None and previous_run.get("status") == "failed"
-                    and previous_run.get("failure_reason") == run.get("failure_reason"))
+    if run.status == "failed":
+        repeated = (previous_run is not None and previous_run.status == "failed"
+                    and previous_run.failure_reason == run.failure_reason)
         if repeated and not always:
             return None
-        text = (f"Catalog RCA run {run_id} FAILED at run level ({slack_escape(run.get('failure_reason'))}): "
-                f"{slack_escape(str(run.get('failure_message') or '')[:300])}. Nothing was blocked.")
+        text = (f"Catalog RCA run {run_id} FAILED at run level ({slack_escape(run.failure_reason)}): "
+                f"{slack_escape(str(run.failure_message or '')[:300])}. Nothing was blocked.")
         return {"text": text + (f" {link}" if link else ""), "run_id": run_id, "status": "failed",
-                "failure_reason": run.get("failure_reason"), "link": link}
+                "failure_reason": run.failure_reason, "link": link}
     before = previous if previous is not None else findings.iloc[0:0]
     blocked_now = newly_blocked(before, findings)
     was_failing = _keys(before, before["reason"] != "ok") if len(before) else set()
     recovered = sorted(k for k in _keys(findings, findings["reason"] == "ok") if k in was_failing)
     fixes_before = _keys(before, before["reason"].isin(FIX_REASONS)) if len(before) else set()
     new_fixes = sorted(_keys(findings, findings["reason"].isin(FIX_REASONS)) - fixes_before)
-    if not (len(blocked_now) or recovered or new_fixes or always or run["status"] == "partial"):
+    if not (len(blocked_now) or recovered or new_fixes or always or run.status == "partial"):
         return None
     causes = top_causes(findings, top=3)
-    lines = [f"Catalog RCA run {run_id} ({run['status']}): {len(blocked_now)} newly blocked, {len(recovered)} "
+    lines = [f"Catalog RCA run {run_id} ({run.status}): {len(blocked_now)} newly blocked, {len(recovered)} "
              f"recovered, {len(new_fixes)} new route or request fixes; {int(findings['blocked'].sum())} blocked in "
              f"all."]
     for row in blocked_now.head(10).itertuples(index=False):
@@ -68,7 +69,7 @@ def build_message(run: dict[str, Any], findings: pd.DataFrame, previous: pd.Data
     if link:
         lines.append(link)
     return {
-        "text": "\n".join(lines), "run_id": run_id, "status": run["status"],
+        "text": "\n".join(lines), "run_id": run_id, "status": run.status,
         "newly_blocked": [{"model_id": r.model_id, "provider": r.provider, "reason": r.reason}
                           for r in blocked_now.itertuples(index=False)],
         "recovered": [{"model_id": m, "provider": p} for m, p in recovered],

@@ -21,7 +21,7 @@ from analysis.config import HUB_URL
 from analysis.errors import NoBlocklistError, UsageError
 from analysis.outputs.explain import explain
 from analysis.outputs.export import blocklist_frame
-from analysis.schema import is_missing
+from analysis.schema import Run, is_missing
 from analysis.store import SUCCESSFUL, Store
 from analysis.taxonomy import BLOCKING, REASON_NAMES, RUN_LEVEL, TRANSIENT, reason_info
 
@@ -56,14 +56,14 @@ __all__ = [
 class RunView:
     """One run with its findings, catalog snapshot and probes."""
 
-    run: dict[str, Any]
+    run: Run
     findings: pd.DataFrame
     catalog: pd.DataFrame
     probes: pd.DataFrame
 
     @property
     def run_id(self) -> int:
-        return int(self.run["id"])
+        return int(self.run.id)
 
 
 def default_run_id(store: Store) -> int | None:
@@ -104,9 +104,9 @@ def kpis(view: RunView) -> dict[str, Any]:
     f = view.findings
     return {
         "run_id": view.run_id,
-        "status": view.run["status"],
-        "failure_reason": view.run.get("failure_reason"),
-        "predicted": view.run.get("mode") == "predict",
+        "status": view.run.status,
+        "failure_reason": view.run.failure_reason,
+        "predicted": view.run.mode == "predict",
         "models": int(f["model_id"].nunique()) if len(f) else 0,
         "targets": int(len(f)),
         "working": int((f["reason"] == "ok").sum()) if len(f) else 0,
@@ -115,8 +115,8 @@ def kpis(view: RunView) -> dict[str, Any]:
         "route_mismatch": int((f["reason"] == "route_mismatch").sum()) if len(f) else 0,
         "probe_error": int((f["reason"] == "probe_error").sum()) if len(f) else 0,
         "tiles": target_tiles(f),
-        "last_scan_at": view.run.get("finished_at") or view.run.get("started_at"),
-        "duration_s": view.run.get("duration_s"),
+        "last_scan_at": view.run.finished_at or view.run.started_at,
+        "duration_s": view.run.duration_s,
     }
 
 
@@ -303,8 +303,8 @@ def model_evidence(store: Store, run_id: int, model_id: str, provider: str | Non
     answer = {"http_status": last.get("http_status"), "outcome": last.get("outcome"),
               "error_code": last.get("error_code"), "error_message": last.get("error_message"),
               "body_excerpt": last.get("body_excerpt"), "headers": last.get("headers") or {}}
-    settings = run.get("settings") or {}
-    url = (primary or {}).get("url") or f"{str(run.get('router_url') or '').rstrip('/')}/chat/completions"
+    settings = run.settings or {}
+    url = (primary or {}).get("url") or f"{str(run.router_url or '').rstrip('/')}/chat/completions"
     history = model_history(store, model_id, finding["provider"])
     evidence = {
         "run": run,
@@ -337,7 +337,7 @@ def run_diff(store: Store, from_run: int, to_run: int) -> pd.DataFrame:
     columns = ["change", "model_id", "provider", "from_reason", "to_reason", "from_blocked", "to_blocked"]
     before = store.findings(from_run)[["model_id", "provider", "reason", "blocked"]]
     after = store.findings(to_run)[["model_id", "provider", "reason", "blocked"]]
-    if store.get_run(from_run)["status"] not in SUCCESSFUL:
+    if store.get_run(from_run).status not in SUCCESSFUL:
         before = before.assign(blocked=False)
     merged = after.merge(before, on=["model_id", "provider"], how="left", suffixes=("_to", "_from"))
     rows = []
@@ -477,13 +477,13 @@ def publishable_run(store: Store, run_id: int | None, max_age_s: float | None,
         info = store.get_run(run_id)
     else:
         info = store.get_run(run_id)
-        if info["status"] not in SUCCESSFUL or info.get("mode") == "predict":
-            what = "a metadata-only (predicted) run" if info["status"] in SUCCESSFUL else info["status"]
-            why = f" ({info['failure_reason']})" if info.get("failure_reason") else ""
+        if info.status not in SUCCESSFUL or info.mode == "predict":
+            what = "a metadata-only (predicted) run" if info.status in SUCCESSFUL else info.status
+            why = f" ({info.failure_reason})" if info.failure_reason else ""
             raise NoBlocklistError(f"run {run_id} is {what}{why}: only a successful probing run feeds a blocklist; "
                                    "nothing written")
     if max_age_s is not None:
-        finished = info.get("finished_at") or info.get("started_at")
+        finished = info.finished_at or info.started_at
         when = datetime.fromisoformat(str(finished).replace("Z", "+00:00"))
         age = ((now or datetime.now(timezone.utc)) - when).total_seconds()
         if age > max_age_s:

@@ -98,7 +98,7 @@ from analysis.pipeline.targets import (
     parse_provider_spec,
     route_alternatives,
 )
-from analysis.schema import is_missing
+from analysis.schema import Run, is_missing
 from analysis.store import SUCCESSFUL, Store
 from analysis.taxonomy import CHAT_PIPELINE_TAGS, RUN_LEVEL, TAXONOMY_VERSION, TRANSIENT, reason_info
 
@@ -273,7 +273,7 @@ def _select(config: ScanConfig, store: Store, run_id: int, catalog: pd.DataFrame
     from datetime import datetime, timezone
 
     run = store.get_run(run_id)
-    previous = store.latest_run_id(SUCCESSFUL, source=run["source"], provider=run["provider"], before=run_id,
+    previous = store.latest_run_id(SUCCESSFUL, source=run.source, provider=run.provider, before=run_id,
                                    mode="probe")
     selection = select_changed(
         targets, catalog, store.catalog(previous) if previous is not None else None,
@@ -329,11 +329,11 @@ def resume_scan(store: Store, run_id: int | None, token: str | None,
             raise UsageError(f"no incomplete run to resume in {store.path}")
         run_id = int(candidates["id"].max())
     run = store.get_run(run_id)
-    if run["status"] == "running":
+    if run.status == "running":
         raise _busy(run)
-    if run["status"] != "incomplete":
-        raise UsageError(f"run {run_id} is {run['status']}, not incomplete: nothing to resume")
-    known = {k: v for k, v in run["settings"].items() if k in ScanConfig.__dataclass_fields__ and k != "token"}
+    if run.status != "incomplete":
+        raise UsageError(f"run {run_id} is {run.status}, not incomplete: nothing to resume")
+    known = {k: v for k, v in run.settings.items() if k in ScanConfig.__dataclass_fields__ and k != "token"}
     config = ScanConfig(**known, token=token)
     catalog = store.catalog(run_id)
     targets = [Target(m, p, s) for m, p, s in store.targets(run_id).itertuples(index=False, name=None)]
@@ -345,7 +345,7 @@ def resume_scan(store: Store, run_id: int | None, token: str | None,
         return _finish_predicted(config, store, run_id, catalog, targets)
     by_key = {(t.model_string, t.provider): t for t in targets}
     canaries = {provider: [by_key.get((s, provider)) or _extra_canary(s, provider) for s in strings]
-                for provider, strings in run["canaries"].items()}
+                for provider, strings in run.canaries.items()}
     observer.run_started(run_id)
     limit = budget_usd if budget_usd is not None else config.budget_usd
     pricing: Any = {}
@@ -358,9 +358,9 @@ def resume_scan(store: Store, run_id: int | None, token: str | None,
                              _budget(config, limit, pricing))
 
 
-def _busy(run: dict[str, Any]) -> RunBusyError:
-    return RunBusyError(f"run {run['id']} is running in process {run.get('pid')} on {run.get('host') or 'this host'} "
-                        f"(started {run.get('started_at')}): resume it once that process has stopped")
+def _busy(run: Run) -> RunBusyError:
+    return RunBusyError(f"run {run.id} is running in process {run.pid} on {run.host or 'this host'} "
+                        f"(started {run.started_at}): resume it once that process has stopped")
 
 
 def _extra_canary(model_string: str, provider: str) -> Target:
@@ -688,10 +688,10 @@ def _with_history(store: Store, run_id: int, findings: pd.DataFrame, catalog: pd
     run: they neither add to a failing streak nor end one.
     """
     run = store.get_run(run_id)
-    previous = store.scope_history(run["source"], run["provider"], before=run_id)
-    findings = apply_persistence(findings, previous, run["started_at"], policy)
+    previous = store.scope_history(run.source, run.provider, before=run_id)
+    findings = apply_persistence(findings, previous, run.started_at, policy)
     judged = findings[~findings["carried"].astype(bool) & ~findings["reason"].isin(RUN_LEVEL)]
-    current = judged[["model_id", "provider", "reason"]].assign(run_id=run_id, run_started_at=run["started_at"])
+    current = judged[["model_id", "provider", "reason"]].assign(run_id=run_id, run_started_at=run.started_at)
     summary = summarise_history(pd.concat([previous, current], ignore_index=True), policy.flap_window)
     findings = findings.drop(columns=[c for c in HISTORY_COLUMNS if c in findings.columns])
     findings = findings.merge(summary.drop(columns=["runs_seen"]), on=["model_id", "provider"], how="left")
@@ -702,7 +702,7 @@ def _with_history(store: Store, run_id: int, findings: pd.DataFrame, catalog: pd
 def _finish_predicted(config: ScanConfig, store: Store, run_id: int, catalog: pd.DataFrame,
                       targets: list[Target]) -> ScanOutcome:
     run = store.get_run(run_id)
-    findings = predict(catalog, targets, run["started_at"])
+    findings = predict(catalog, targets, run.started_at)
     findings["alternatives"] = [[] for _ in range(len(findings))]
     return _finish_ok(config, store, run_id, findings, len(targets))
 
@@ -755,7 +755,7 @@ def _carry_forward(store: Store, run_id: int, findings: pd.DataFrame, faults: di
     run = store.get_run(run_id)
     carried = []
     for provider, fault in faults.items():
-        source_run, rows = store.last_judged_blocklist(run["source"], run["provider"], provider, run_id)
+        source_run, rows = store.last_judged_blocklist(run.source, run.provider, provider, run_id)
         if source_run is None or rows.empty:
             continue
         rows = rows.copy()
@@ -777,7 +777,7 @@ def _finish_ok(config: ScanConfig, store: Store, run_id: int, findings: pd.DataF
     store.save_findings(run_id, findings)
     counts = _outcome_counts(findings)
     status = "partial" if partial else "ok"
-    faulted = store.get_run(run_id)["faulted"]
+    faulted = store.get_run(run_id).faulted
     store.finish_run(run_id, status, counts=counts, n_targets=total, n_probed=len(findings),
                      n_ok=counts.get("ok", 0), n_blocked=int(findings["blocked"].sum()),
                      n_transient=sum(v for k, v in counts.items() if k in TRANSIENT),
@@ -786,13 +786,13 @@ def _finish_ok(config: ScanConfig, store: Store, run_id: int, findings: pd.DataF
                                                for p, f in sorted(faulted.items())) or None)
     run = store.get_run(run_id)
     outcome = ScanOutcome(run_id, status, EXIT_RUN_LEVEL if partial else EXIT_OK, counts, findings,
-                          duration_s=run["duration_s"] or 0.0)
+                          duration_s=run.duration_s or 0.0)
     if config.fail_on == "new-blocked" and config.probe:
-        previous = store.latest_run_id(SUCCESSFUL, source=run["source"], provider=run["provider"], before=run_id,
+        previous = store.latest_run_id(SUCCESSFUL, source=run.source, provider=run.provider, before=run_id,
                                        mode="probe")
         if previous is None:
             newly = findings[findings["blocked"]][["model_id", "provider", "reason"]]
-        elif store.get_run(previous)["taxonomy_version"] != run["taxonomy_version"]:
+        elif store.get_run(previous).taxonomy_version != run.taxonomy_version:
             # Verdicts of another taxonomy version are no baseline: every changed rule would "newly block".
             newly = findings.iloc[0:0][["model_id", "provider", "reason"]]
             outcome.taxonomy_changed = True
@@ -827,4 +827,4 @@ def _fail_run_level(store: Store, run_id: int, reason: str, message: str, eviden
     store.finish_run(run_id, "failed", failure_reason=reason, failure_message=f"{message} [{evidence}]",
                      counts=counts, n_probed=len(findings), n_blocked=0)
     run = store.get_run(run_id)
-    return ScanOutcome(run_id, "failed", EXIT_RUN_LEVEL, counts, findings, reason, message, run["duration_s"] or 0.0)
+    return ScanOutcome(run_id, "failed", EXIT_RUN_LEVEL, counts, findings, reason, message, run.duration_s or 0.0)

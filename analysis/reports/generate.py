@@ -125,9 +125,9 @@ def render_fleet_report(store_path: str | os.PathLike[str] | None, run_id: int |
     from analysis.reports import sections as report_sections
 
     fleet = report_sections.fleet_rca(store_path, run_id, compare_run_id)
-    compare = fleet.compare_run["id"] if fleet.compare_run else ""
-    parameters = {"store": str(fleet.store_path.resolve()), "run_id": int(fleet.run["id"]),
+    compare = fleet.compare_run.id if fleet.compare_run else ""
+    parameters = {"store": str(fleet.store_path.resolve()), "run_id": int(fleet.run.id),
                   "compare_run_id": compare}
-    stem = f"catalog_rca-run{fleet.run['id']}" + (f"-vs{compare}" if compare_run_id not in (None, "") else "")
-    return _render("catalog_rca.ipynb", parameters, _out_dir(out_dir), stem, f"Catalog RCA: run {fleet.run['id']}",
+    stem = f"catalog_rca-run{fleet.run.id}" + (f"-vs{compare}" if compare_run_id not in (None, "") else "")
+    return _render("catalog_rca.ipynb", parameters, _out_dir(out_dir), stem, f"Catalog RCA: run {fleet.run.id}",
                    False, timeout)

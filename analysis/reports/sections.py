@@ -36,7 +36,7 @@ from analysis.reports.render import (
     Table,
     cell_text,
 )
-from analysis.schema import BLOCKLIST_COLUMNS, is_missing
+from analysis.schema import BLOCKLIST_COLUMNS, Run, is_missing
 from analysis.store import SUCCESSFUL, Store, open_store
 from analysis.taxonomy import BLOCKING, CHAT_PIPELINE_TAGS, RUN_LEVEL, TRANSIENT, reason_info
 
@@ -194,7 +194,7 @@ class ModelRca:
     """What a model report shows: one evidence dict per probed route, plus the model's history."""
 
     store_path: Path
-    run: dict[str, Any]
+    run: Run
     model_id: str
     evidences: list[dict[str, Any]]
     history: pd.DataFrame  # views.model_history: every run, failed ones included
@@ -203,7 +203,7 @@ class ModelRca:
 
     @property
     def run_id(self) -> int:
-        return int(self.run["id"])
+        return int(self.run.id)
 
     @property
     def findings(self) -> list[dict[str, Any]]:
@@ -311,8 +311,8 @@ def conclusion(rca: ModelRca) -> list[str]:
 def model_header(rca: ModelRca) -> Block:
     """Which model, run and store the report is about."""
     run = rca.run
-    return Paragraph("Model ", Code(rca.model_id), f" in run {rca.run_id} ({run['source']}:{run['provider']}, "
-                     f"{run['status']}, started {run['started_at']}), store ", Code(rca.store_path.name), ".")
+    return Paragraph("Model ", Code(rca.model_id), f" in run {rca.run_id} ({run.source}:{run.provider}, "
+                     f"{run.status}, started {run.started_at}), store ", Code(rca.store_path.name), ".")
 
 
 def model_summary(rca: ModelRca) -> Block:
@@ -441,12 +441,12 @@ class FleetRca:
 
     store_path: Path
     view: views.RunView
-    compare_run: dict[str, Any] | None
+    compare_run: Run | None
     diff: pd.DataFrame | None
     overrides: pd.DataFrame
 
     @property
-    def run(self) -> dict[str, Any]:
+    def run(self) -> Run:
         return self.view.run
 
     @property
@@ -475,7 +475,7 @@ def fleet_verdict(fleet: FleetRca) -> str:
     partial = ""
     if k["status"] == "partial":
         faulted = ", ".join(f"{p or 'the bare route'} ({f.get('reason')})" for p, f in
-                            sorted((fleet.run.get("faulted") or {}).items()))
+                            sorted((fleet.run.faulted or {}).items()))
         partial = (f" The run is partial: {faulted} had a run-level fault, were not judged, and keep their "
                    "blocklist rows from their last successful run.")
     n_conflicts = len(views.conflicts(fleet.findings))
@@ -488,10 +488,10 @@ def fleet_verdict(fleet: FleetRca) -> str:
 def fleet_header(fleet: FleetRca) -> Block:
     """Which run, scope and store the report is about, and what it is compared with."""
     run = fleet.run
-    compared = (f"compared with run {fleet.compare_run['id']}" if fleet.compare_run
+    compared = (f"compared with run {fleet.compare_run.id}" if fleet.compare_run
                 else "no earlier successful run of the same scope to compare with")
-    return Paragraph(f"Run {run['id']} ({run['source']}:{run['provider']}, {run['status']}, started "
-                     f"{run['started_at']}), {compared}; store ", Code(fleet.store_path.name), ".")
+    return Paragraph(f"Run {run.id} ({run.source}:{run.provider}, {run.status}, started "
+                     f"{run.started_at}), {compared}; store ", Code(fleet.store_path.name), ".")
 
 
 def fleet_summary(fleet: FleetRca) -> Block:
@@ -501,8 +501,8 @@ def fleet_summary(fleet: FleetRca) -> Block:
                                                          "route_mismatch", "duration_s")],
                            columns=["figure", "value"])
     blocks: list[Block] = [Paragraph(Strong(fleet_verdict(fleet))), Table(figures)]
-    if fleet.run.get("failure_message"):
-        blocks.insert(1, Paragraph("Run-level failure: ", fleet.run["failure_message"]))
+    if fleet.run.failure_message:
+        blocks.insert(1, Paragraph("Run-level failure: ", fleet.run.failure_message))
     return Stack(blocks)
 
 
@@ -552,7 +552,7 @@ def changes(fleet: FleetRca) -> Block:
     """Newly blocked, recovered and reason-changed targets against the compared run."""
     if fleet.diff is None or fleet.compare_run is None:
         return Paragraph("No earlier successful run of the same scope to compare with.")
-    blocks: list[Block] = [Paragraph(f"From run {fleet.compare_run['id']} to run {fleet.run['id']}.")]
+    blocks: list[Block] = [Paragraph(f"From run {fleet.compare_run.id} to run {fleet.run.id}.")]
     for change, title in (("newly_blocked", "Newly blocked"), ("recovered", "Recovered"),
                           ("reason_changed", "Reason changed")):
         rows = fleet.diff[fleet.diff["change"] == change].drop(columns=["change"])
@@ -562,8 +562,8 @@ def changes(fleet: FleetRca) -> Block:
 
 def blocklist_table(fleet: FleetRca) -> Block:
     """The full blocklist of the run (empty for a run that did not succeed)."""
-    if fleet.run["status"] not in SUCCESSFUL:
-        return Paragraph(f"Run {fleet.run['id']} is {fleet.run['status']}: a run that did not succeed never "
+    if fleet.run.status not in SUCCESSFUL:
+        return Paragraph(f"Run {fleet.run.id} is {fleet.run.status}: a run that did not succeed never "
                          "feeds a blocklist.")
     # The same rows and columns as `python -m analysis export blocklist`: operators' overrides applied.
     findings = apply_overrides(fleet.findings, fleet.overrides, datetime.now(timezone.utc))
@@ -580,7 +580,7 @@ def top_causes_table(fleet: FleetRca) -> Block:
 def recommendations(fleet: FleetRca) -> Block:
     """What to do with this run, by action: block, fix routes, fix probe settings, wait."""
     f = fleet.findings
-    if fleet.run["status"] not in SUCCESSFUL or f.empty:
+    if fleet.run.status not in SUCCESSFUL or f.empty:
         return Paragraph("Nothing to act on from this run: fix the run-level fault it names and scan again.")
     items: list[Any] = []
     blocked = int(f["blocked"].sum())

@@ -25,7 +25,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import pandas as pd
 
 from analysis.errors import LeaseLostError, ScopeBusyError, StoreError, UnsupportedStoreError, UsageError
-from analysis.schema import is_missing
+from analysis.schema import Run, is_missing
 from analysis.store.lease import (
     LEASE_TTL_S,
     Lease,
@@ -562,8 +562,8 @@ class Store:
         frame["faulted"] = [_loads(s, {}) for s in frame["faulted_json"]]
         return frame.drop(columns=["settings_json", "counts_json", "canaries_json", "faulted_json"])
 
-    def get_run(self, run_id: int) -> dict[str, Any]:
-        """One run as a dict; :class:`UsageError` if there is no such run."""
+    def get_run(self, run_id: int) -> Run:
+        """One run; :class:`UsageError` if there is no such run."""
         cur = self.db.execute("SELECT * FROM runs WHERE id = ?", (run_id,))
         row = cur.fetchone()
         if row is None:
@@ -573,7 +573,7 @@ class Store:
         run["counts"] = _loads(run.pop("counts_json"), {})
         run["canaries"] = _canaries(_loads(run.pop("canaries_json"), {}))
         run["faulted"] = _loads(run.pop("faulted_json"), {})
-        return run
+        return Run.from_row(run)
 
     def latest_run_id(self, status: str | tuple[str, ...] | None = SUCCESSFUL, *, source: str | None = None,
                       provider: str | None = None, before: int | None = None, mode: str | None = None) -> int | None:
@@ -598,8 +598,8 @@ class Store:
     def previous_ok_run(self, run_id: int) -> int | None:
         """The successful run before ``run_id`` with the same source, provider and mode."""
         run = self.get_run(run_id)
-        return self.latest_run_id(SUCCESSFUL, source=run["source"], provider=run["provider"], before=run_id,
-                                  mode=run["mode"])
+        return self.latest_run_id(SUCCESSFUL, source=run.source, provider=run.provider, before=run_id,
+                                  mode=run.mode)
 
     def last_judged_blocklist(self, source: str, scope: str, provider: str, before: int) -> tuple[int | None,
                                                                                                  pd.DataFrame]:
