@@ -163,6 +163,15 @@ def _summary(outcome: ScanOutcome, store_path: str) -> str:
 # --------------------------------------------------------------------------- commands
 
 
+def _rate_pins(specs: Sequence[str]) -> dict[str, float]:
+    from analysis.pipeline.ratecontrol import parse_rate_pins
+
+    try:
+        return parse_rate_pins(specs)
+    except ValueError as exc:
+        raise UsageError(f"--rate: {exc}") from None
+
+
 def _resume_scope(store: Store, run_id: int | None) -> tuple[str, str, int] | None:
     """The (source, provider, run) a resume will lease; ``None`` when there is no such run (resume says why)."""
     if run_id is None:
@@ -187,7 +196,8 @@ def cmd_scan(args: Args) -> int:
     if args.resume is None:
         scan_config = ScanConfig(hub_url=args.hub_url, router_url=args.router_url, provider=args.provider,
                             source=args.source, catalog_file=args.catalog_file, route=args.route,
-                            concurrency=args.concurrency, timeout=args.timeout, retries=args.retries,
+                            concurrency=args.concurrency, rate_pins=_rate_pins(args.rate),
+                            timeout=args.timeout, retries=args.retries,
                             max_tokens=args.max_tokens, max_tokens_retry=args.max_tokens_retry,
                             backoff=args.backoff,
                             retry_after_cap=args.retry_after_cap, hub_limit=args.hub_limit,
@@ -725,7 +735,11 @@ def cli(data_dir: str | None) -> None:
               help="inference provider: a name (model string id:provider), a comma list, or 'all' ('all,-novita' "
                    "leaves one out)")
 @_store_option
-@click.option("--concurrency", type=int, default=_D.concurrency, show_default=True, help="probes in flight at most")
+@click.option("--concurrency", type=int, default=_D.concurrency,
+              help="requests in flight at most, over every provider (default: 8 per provider in scope, at most 256); "
+                   "under it each provider gets its own limit, adapted to its answers")
+@click.option("--rate", multiple=True, metavar="PROVIDER=N",
+              help="pin a provider's requests per second instead of adapting it (repeatable; 'bare=N' for bare ids)")
 @click.option("--timeout", type=FINITE, default=_D.timeout, show_default=True, help="seconds per request")
 @click.option("--retries", type=int, default=_D.retries, show_default=True,
               help="retries on 408, 424, 429, 5xx, timeouts, connection errors")

@@ -100,7 +100,10 @@ class ScanConfig:
     # "suffix": id:provider; "bare": the bare id (the router or gateway chooses the provider);
     # "auto": suffix for the Hub and router catalogs, bare for a file or another gateway's list.
     route: str = "auto"
-    concurrency: int = 8
+    # The global ceiling of requests in flight; None: 8 per provider in scope, at most 256 (each provider's own
+    # limit, adapted to its answers, decides how much of it that provider uses; analysis.pipeline.ratecontrol).
+    concurrency: int | None = None
+    rate_pins: dict[str, float] = field(default_factory=dict)  # provider -> fixed requests/s (--rate P=N)
     timeout: float = 30.0
     retries: int = 2
     max_tokens: int = 16
@@ -145,12 +148,19 @@ class ScanConfig:
             return "-"
         return self.provider or "all"
 
-    def probe_settings(self) -> "ProbeSettings":
+    def ceiling(self, providers: int) -> int:
+        """The global concurrency for a scope of ``providers`` providers: ``concurrency``, or 8 per provider."""
+        from analysis.pipeline.ratecontrol import default_concurrency
+
+        return self.concurrency if self.concurrency is not None else default_concurrency(providers)
+
+    def probe_settings(self, providers: int = 1) -> "ProbeSettings":
         from analysis.pipeline.probe import ProbeSettings  # the network layer, only when a scan runs
 
-        return ProbeSettings(router_url=self.router_url, token=self.token, concurrency=self.concurrency,
+        return ProbeSettings(router_url=self.router_url, token=self.token, concurrency=self.ceiling(providers),
                              timeout=self.timeout, retries=self.retries, max_tokens=self.max_tokens,
-                             backoff=self.backoff, retry_after_cap=self.retry_after_cap)
+                             backoff=self.backoff, retry_after_cap=self.retry_after_cap,
+                             rate_pins=tuple(sorted(self.rate_pins.items())))
 
     def validate(self) -> None:
         if self.source not in SOURCES:
@@ -175,15 +185,20 @@ class ScanConfig:
         from analysis.pipeline.targets import parse_provider_spec
 
         parse_provider_spec(self.provider)
-        for name, value, low in (("--concurrency", self.concurrency, 1), ("--retries", self.retries, 0),
+        for name, value, low in (("--concurrency", self.concurrency or 1, 1), ("--retries", self.retries, 0),
                                  ("--max-tokens", self.max_tokens, 1), ("--batch-size", self.batch_size, 1),
                                  ("--max-tokens-retry", self.max_tokens_retry, 1),
                                  ("--route-checks", self.route_checks, 0), ("--persistent-after", self.persistent_after,
                                                                             1)):
             if value < low:
                 raise UsageError(f"{name} must be at least {low} (got {value})")
-        if self.concurrency > 1024:
+        if self.concurrency is not None and self.concurrency > 1024:
             raise UsageError(f"--concurrency must be at most 1024 (got {self.concurrency})")
+        if self.concurrency is not None and self.concurrency < 1:
+            raise UsageError(f"--concurrency must be at least 1 (got {self.concurrency})")
+        for provider, rate in self.rate_pins.items():
+            if not 0 < rate < math.inf:
+                raise UsageError(f"--rate {provider}={rate}: a rate is a finite number of requests per second > 0")
         if not 0 < self.timeout < math.inf:
             raise UsageError(f"--timeout must be a finite number of seconds > 0 (got {self.timeout})")
         limits: tuple[tuple[str, float], ...] = (

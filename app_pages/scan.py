@@ -41,7 +41,7 @@ def _defaults(ctx: shared.Context) -> dict[str, Any]:
     # The sample is rebuilt from scratch when missing: scan into a store of your own.
     store = str(config.default_store()) if ctx.is_sample or not ctx.store_path else ctx.store_path
     return {"store": store, "hub_url": _DEFAULTS.hub_url, "router_url": _DEFAULTS.router_url,
-            "provider": _DEFAULTS.provider, "source": _DEFAULTS.source, "concurrency": _DEFAULTS.concurrency,
+            "provider": _DEFAULTS.provider, "source": _DEFAULTS.source, "concurrency": _DEFAULTS.concurrency or 0,
             "timeout": _DEFAULTS.timeout, "retries": _DEFAULTS.retries, "route_checks": _DEFAULTS.route_checks,
             "no_probe": not _DEFAULTS.probe, "max_tokens": _DEFAULTS.max_tokens, "backoff": _DEFAULTS.backoff}
 
@@ -100,7 +100,7 @@ def _on_submit() -> None:
         catalog_file = _save_upload(upload) if upload is not None else None
         cfg = ScanConfig(hub_url=settings["hub_url"], router_url=settings["router_url"],
                          provider=settings["provider"], source=settings["source"], catalog_file=catalog_file,
-                         concurrency=settings["concurrency"], timeout=settings["timeout"],
+                         concurrency=settings["concurrency"] or None, timeout=settings["timeout"],
                          retries=settings["retries"], max_tokens=settings["max_tokens"], backoff=settings["backoff"],
                          route_checks=settings["route_checks"], probe=not settings["no_probe"], token=token)
         job = background.start_scan(cfg, settings["store"])
@@ -255,7 +255,9 @@ with st.form("scan_form", clear_on_submit=False):
     st.file_uploader("Catalog file (with source: a catalog file)", type=["json", "csv"], key="scan_catalog",
                      help="A JSON list of model ids (or of objects with id), or a CSV with a model_id column.")
     left, middle, right = st.columns(3)
-    left.number_input("Concurrency", min_value=1, max_value=1024, key="scan_concurrency")
+    left.number_input("Concurrency", min_value=0, max_value=1024, key="scan_concurrency",
+                      help="Requests in flight at most, over every provider. 0: automatic (8 per provider in scope, "
+                           "at most 256); each provider's own limit adapts to its answers.")
     middle.number_input("Timeout (s)", min_value=0.1, max_value=600.0, key="scan_timeout")
     right.number_input("Retries", min_value=0, max_value=10, key="scan_retries")
     st.checkbox("Metadata only (no chat requests): predict verdicts from the catalog; nothing is blocked",

@@ -93,9 +93,11 @@ def scan_args(cfg: ScanConfig, store: str) -> list[str]:
     """``scan`` and the flags for ``cfg`` and ``store``: every setting the Scan page offers, and no token."""
     args = ["scan", "--store", store, "--source", cfg.source, "--provider", cfg.provider,
             "--router-url", cfg.router_url, "--hub-url", cfg.hub_url,
-            "--concurrency", str(cfg.concurrency), "--timeout", str(cfg.timeout), "--retries", str(cfg.retries),
+            "--timeout", str(cfg.timeout), "--retries", str(cfg.retries),
             "--max-tokens", str(cfg.max_tokens), "--backoff", str(cfg.backoff),
             "--route-checks", str(cfg.route_checks)]
+    if cfg.concurrency is not None:
+        args += ["--concurrency", str(cfg.concurrency)]
     if cfg.source == "file" and cfg.catalog_file:
         args += ["--catalog-file", cfg.catalog_file]
     if not cfg.probe:

@@ -309,7 +309,8 @@ def plan_scan(config: ScanConfig, store_path: str | None = None,
             run_id = store.latest_run_id(SUCCESSFUL, source=config.source, provider=config.scope_provider,
                                          mode="probe")
             previous = store.probes(run_id) if run_id is not None else None
-    return build_plan(catalog, targets, canaries, max_tokens=config.max_tokens, concurrency=config.concurrency,
+    return build_plan(catalog, targets, canaries, max_tokens=config.max_tokens,
+                      concurrency=config.ceiling(len({t.provider for t in targets})),
                       previous=previous)
 
 
@@ -592,7 +593,7 @@ def _probe_and_finish(config: ScanConfig, store: Store, run_id: int, catalog: pd
     only the targets that may have changed are probed; with a ``budget`` a phase starts only when all its
     requests fit in it (the big phase: as many targets as fit), and the run stops incomplete otherwise.
     """
-    settings = config.probe_settings()
+    settings = config.probe_settings(len({t.provider for t in all_targets}))
     targets, carried = _select(config, store, run_id, catalog, all_targets, canaries, observer)
     answers = _Answers.from_store(store.probes(run_id))  # what a resumed run already holds; then kept in memory
     target_keys = {(t.model_id, t.provider) for t in targets}
