@@ -152,6 +152,12 @@ def _summary(outcome: ScanOutcome, store_path: str) -> str:
                 else:
                     blocks = "yes" if reason in BLOCKING else ("run" if reason in RUN_LEVEL else "no")
                 lines.append(f"  {reason.ljust(width)}  {outcome.counts[reason]:5d}  {blocks}")
+    spend = outcome.spend
+    if spend is not None and spend.answers:
+        from analysis.outputs.explain import spend_sentence
+
+        lines.append("  " + (spend_sentence(spend.prompt_tokens, spend.completion_tokens, spend.usd,
+                                            len(spend.unpriced)) or ""))
     if outcome.status in ("ok", "partial"):
         blocked = int(outcome.findings["blocked"].sum()) if len(outcome.findings) else 0
         transient = sum(v for k, v in outcome.counts.items() if k in TRANSIENT)

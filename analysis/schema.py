@@ -122,6 +122,11 @@ class Run:
     host: str | None = None
     taxonomy_version: int | None = None
     faulted: dict[str, dict[str, str]] = field(default_factory=dict)
+    # What the answers cost (summed over the invocations that worked on the run; None before any answer)
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    spent_usd: float | None = None
+    unpriced_answers: int | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> "Run":

@@ -46,7 +46,7 @@ st.title("Overview")
 st.caption(f"Run #{ctx.run_id}, finished {when} ({age}"
            + (f", {figures['duration_s']:.1f} s" if figures["duration_s"] is not None else "")
            + f"): {figures['targets']} targets over {figures['models']} models. Each target is in one tile: "
-             "the tiles add up to the targets.")
+             "the tiles add up to the targets." + (f" {figures['spend']}" if figures["spend"] else ""))
 
 tiles = figures["tiles"]
 columns = st.columns(len(tiles))

@@ -6,6 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import httpx
 import pandas as pd
+import pytest
 
 from analysis.devtools.simulator import synthetic_scenario
 from analysis.pipeline.budget import Budget, request_cost
@@ -116,3 +117,35 @@ def test_budget_counts_only_answers_and_unpriced_routes_as_free():
     budget.record("a", "p", "a:p", answered=True)
     assert budget.affordable(targets) == 9
     assert budget.fits([Target("b", "q", "b:q")] * 1000) and budget.unpriced == {"b:q"}
+
+
+def test_a_run_stores_the_usage_the_router_reported_and_its_estimated_spend(make_sim, tmp_path):
+    from analysis.outputs import views
+
+    server = make_sim(synthetic_scenario(20, 1))  # every answer reports usage 5 prompt + 1 completion tokens
+    store = tmp_path / "rca.sqlite"
+    stopped = _scan(server, store, "--budget-usd", repr(7.5 * ANSWER_USD))
+    assert stopped.returncode == 3
+    with open_store(store, readonly=True) as db:
+        first = db.get_run(1)
+    assert (first.prompt_tokens, first.completion_tokens) == (7 * 5, 7 * 1)
+    finished = run_cli("scan", "--resume", "1", "--store", str(store), "--budget-usd", "1")
+    assert finished.returncode == 0 and "Estimated spend $" in finished.stdout
+    with open_store(store, readonly=True) as db:
+        run = db.get_run(1)
+        figures = views.kpis(views.load_run(db, 1))
+    answers = sim_stats(server)["chat_requests"]
+    assert answers == 20 and (run.prompt_tokens, run.completion_tokens) == (answers * 5, answers * 1)
+    assert run.spent_usd == pytest.approx(answers * (5 * 0.1 + 1 * 0.3) / 1_000_000)  # both invocations
+    assert run.unpriced_answers == 0
+    assert figures["spend"].startswith("Estimated spend $0.000016 (100 prompt + 20 completion tokens")
+
+
+def test_usage_is_read_only_from_a_well_formed_report():
+    from analysis.pipeline.probe import usage_of
+
+    assert usage_of(b'{"usage": {"prompt_tokens": 12, "completion_tokens": 3}}') == (12, 3)
+    for body in (b'{"usage": {"prompt_tokens": "12", "completion_tokens": 3}}', b'{"usage": null}', b"[]",
+                 b'{"usage": {"prompt_tokens": true, "completion_tokens": 1}}', b"not json", b"\xff\xfe",
+                 b'{"usage": {"prompt_tokens": -1, "completion_tokens": 1}}'):
+        assert usage_of(body) is None

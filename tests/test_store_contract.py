@@ -22,7 +22,7 @@ from analysis.errors import (
     UsageError,
 )
 from analysis.pipeline.scan import run_scan
-from analysis.store import display_location, open_store, store_backend
+from analysis.store import SCHEMA_VERSION, display_location, open_store, store_backend
 
 from .helpers import PROJECT_ROOT, fast_config
 from .pg_cluster import BACKENDS, PASSWORD, PASSWORD_ROLE, store_location
@@ -151,11 +151,13 @@ def test_postgres_readonly_open_never_migrates(postgres_server):
     url = postgres_server.new_database()
     with open_store(url) as store:  # make it look like a store of the previous version
         store.db.execute("DROP TABLE leases")
-        store.db.execute("DELETE FROM schema_migrations WHERE version = 6")
+        store.db.execute("ALTER TABLE runs DROP COLUMN prompt_tokens, DROP COLUMN completion_tokens, "
+                         "DROP COLUMN spent_usd, DROP COLUMN unpriced_answers")
+        store.db.execute("DELETE FROM schema_migrations WHERE version >= 6")
     with pytest.raises(StoreError, match="older version"):
         open_store(url, readonly=True)
     with open_store(url) as writer:  # a writer migrates
-        assert writer.schema_version() == 6 and "leases" in writer._tables()
+        assert writer.schema_version() == SCHEMA_VERSION and "leases" in writer._tables()
 
 
 _VICTIM = textwrap.dedent("""

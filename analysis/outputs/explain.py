@@ -11,7 +11,7 @@ from typing import Any
 
 from analysis.taxonomy import BLOCKING, REASON_NAMES, RUN_LEVEL, TRANSIENT, reason_info
 
-__all__ = ["ACTION_TEXT", "Verdict", "explain", "verdict", "word"]
+__all__ = ["ACTION_TEXT", "Verdict", "explain", "verdict", "word", "spend_sentence"]
 
 # Upstream words (reasons, run failure kinds) go into headlines only if they look like ours.
 _WORD = re.compile(r"[a-z][a-z0-9_]{0,39}")
@@ -152,3 +152,16 @@ def explain(evidence: dict[str, Any]) -> str:
     if f.get("note") and not f.get("carried"):
         text += f" Note: {f['note']}."
     return text
+
+
+def spend_sentence(prompt_tokens: int | None, completion_tokens: int | None, spent_usd: float | None,
+                   unpriced_answers: int | None) -> str | None:
+    """What a run's answers cost, in one sentence (CLI summary, Overview, fleet report); ``None`` before any."""
+    if spent_usd is None and not prompt_tokens and not completion_tokens:
+        return None
+    tokens = (f"{prompt_tokens or 0:,} prompt + {completion_tokens or 0:,} completion tokens reported by the router"
+              if prompt_tokens or completion_tokens else "no token usage reported by the router")
+    unpriced = (f"; {unpriced_answers} answered route(s) had no price and are not counted" if unpriced_answers
+                else "")
+    return (f"Estimated spend ${spent_usd or 0:.6f} ({tokens}; prices from the router's list, USD per million "
+            f"tokens{unpriced}).")

@@ -19,7 +19,7 @@ import pandas as pd
 
 from analysis.config import HUB_URL
 from analysis.errors import NoBlocklistError, UsageError
-from analysis.outputs.explain import explain
+from analysis.outputs.explain import explain, spend_sentence
 from analysis.outputs.export import blocklist_frame
 from analysis.schema import Run, is_missing
 from analysis.store import SUCCESSFUL, Store
@@ -117,6 +117,9 @@ def kpis(view: RunView) -> dict[str, Any]:
         "tiles": target_tiles(f),
         "last_scan_at": view.run.finished_at or view.run.started_at,
         "duration_s": view.run.duration_s,
+        "spent_usd": view.run.spent_usd,
+        "spend": spend_sentence(view.run.prompt_tokens, view.run.completion_tokens, view.run.spent_usd,
+                                view.run.unpriced_answers),
     }
 
 

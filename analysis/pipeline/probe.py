@@ -113,6 +113,9 @@ class Attempt:
     # through the untrusted-text boundary (EXCERPT_LIMIT characters, the one cap for stored upstream text).
     body_excerpt: str | None = None
     headers: dict[str, str] | None = None
+    # The token counts a chat completion's ``usage`` reported (what the provider bills), when it did.
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
 
 
 # The answer headers that explain a failure; the rest are noise (and cookies).
@@ -141,6 +144,17 @@ class ProbeResult:
     note: str = ""
     route_for: str = ""  # for kind == "route"/"experiment": the provider of the target this probe stands in for
     settings: str = ""  # for kind == "experiment": what was changed in the request ("max_tokens=4096; stream=true")
+
+    def billed(self) -> bool:
+        """Whether this probe was answered, so billed: only a 2xx answer is (a 429, a 5xx or a refusal is not)."""
+        return self.http_status is not None and 200 <= self.http_status < 300
+
+    def usage(self) -> tuple[int, int] | None:
+        """(prompt, completion) tokens of the answer, as the router reported them; ``None`` when it did not."""
+        last = self.attempt_log[-1] if self.attempt_log else None
+        if last is None or last.prompt_tokens is None or last.completion_tokens is None:
+            return None
+        return last.prompt_tokens, last.completion_tokens
 
     def as_row(self) -> dict[str, Any]:
         row = asdict(self)
@@ -305,6 +319,19 @@ def classify_body(body: bytes, content_type: str = "") -> tuple[bool, str]:
     return True, f"empty reply (finish_reason {finish}): raise --max-tokens if this is a reasoning model"
 
 
+def usage_of(body: bytes) -> tuple[int, int] | None:
+    """The ``usage`` of a chat completion body: (prompt_tokens, completion_tokens), or ``None`` when absent or not
+    two non-negative integers (upstream text: never trusted to be well formed)."""
+    try:
+        usage = json.loads(body).get("usage")
+        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    except (ValueError, AttributeError, UnicodeDecodeError):
+        return None
+    if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 10**9 for v in (prompt, completion)):
+        return None
+    return prompt, completion
+
+
 def _retry_after_seconds(value: str | None) -> float | None:
     if not value:
         return None
@@ -411,7 +438,9 @@ async def _attempt_once(client: httpx.AsyncClient, settings: ProbeSettings, targ
                         evidence=None if is_chat else (body, answer_headers))
         is_chat, note = classify_body(body, content_type)
         if is_chat:
-            return done("chat", None, note or None)
+            answered = done("chat", None, note or None)
+            answered.prompt_tokens, answered.completion_tokens = usage_of(body) or (None, None)
+            return answered
         return done("invalid", "not_chat_completion", note or None, evidence=(body, answer_headers))
     code, message, param = parse_error_body(body, content_type, (settings.token,))
     if param:

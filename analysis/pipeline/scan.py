@@ -51,7 +51,7 @@ from analysis.errors import (
     scrub,
 )
 from analysis.pipeline.alternatives import suggest_alternatives
-from analysis.pipeline.budget import Budget
+from analysis.pipeline.budget import Budget, Spend
 from analysis.pipeline.canaries import (
     ProviderFault,
     choose_canaries,
@@ -122,6 +122,7 @@ class ScanOutcome:
     newly_blocked: pd.DataFrame | None = None
     previous_run_id: int | None = None
     taxonomy_changed: bool = False  # the previous run was judged by another taxonomy version: --fail-on held back
+    spend: Spend | None = None  # what this invocation's answers cost (tokens reported, estimated USD)
 
 
 class ScanInterrupted(RcaError):
@@ -257,8 +258,9 @@ def run_scan(config: ScanConfig, store: Store, observer: ScanObserver | None = N
     chosen = {p: [c.model_string for c in group] for p, group in canaries.items()}
     store.set_canaries(run_id, chosen)
     observer.canaries_chosen(chosen)
-    budget = _budget(config, config.budget_usd, catalog.attrs.get("pricing", {}))
-    return _probe_and_finish(config, store, run_id, catalog, targets, canaries, observer, budget)
+    pricing = catalog.attrs.get("pricing", {})
+    return _probe_and_finish(config, store, run_id, catalog, targets, canaries, observer,
+                             _budget(config, config.budget_usd, pricing), pricing)
 
 
 def _budget(config: ScanConfig, limit_usd: float | None, pricing: Any) -> Budget | None:
@@ -350,13 +352,12 @@ def resume_scan(store: Store, run_id: int | None, token: str | None,
     observer.run_started(run_id)
     limit = budget_usd if budget_usd is not None else config.budget_usd
     pricing: Any = {}
-    if limit is not None:  # prices are not stored: ask the router again (one GET, no chat request)
-        try:
-            pricing = router_pricing(fetch_router_models(config.router_url, token, timeout=config.timeout))
-        except CatalogError as exc:
-            observer.warning(f"router prices unavailable, every target counted as free against the budget: {exc}")
+    try:  # prices are not stored: ask the router again (one GET, no chat request), for the spend and the budget
+        pricing = router_pricing(fetch_router_models(config.router_url, token, timeout=config.timeout))
+    except CatalogError as exc:
+        observer.warning(f"router prices unavailable, this invocation's answers are counted as unpriced: {exc}")
     return _probe_and_finish(config, store, run_id, catalog, targets, canaries, observer,
-                             _budget(config, limit, pricing))
+                             _budget(config, limit, pricing), pricing)
 
 
 def _busy(run: Run) -> RunBusyError:
@@ -377,10 +378,11 @@ class _Recorder:
     """Commits probe results in small batches as they arrive: a crash loses at most one batch."""
 
     def __init__(self, store: Store, run_id: int, batch_size: int, observer: ScanObserver, answers: _Answers,
-                 budget: Budget | None = None) -> None:
+                 spend: Spend) -> None:
         self.store = store
         self.answers = answers
-        self.budget = budget
+        self.spend = spend
+        self._saved = (0, 0, 0.0, 0)  # the spend already added to the run
         self.run_id = run_id
         self.batch_size = batch_size
         self.observer = observer
@@ -395,13 +397,19 @@ class _Recorder:
             self.buffer.clear()
         self.last_flush = time.monotonic()
 
+    def save_spend(self) -> None:
+        """Add what this invocation spent since the last save to the run (a resume adds its own)."""
+        now = (self.spend.prompt_tokens, self.spend.completion_tokens, self.spend.usd, len(self.spend.unpriced))
+        if now != self._saved:
+            self.store.add_run_usage(self.run_id, prompt_tokens=now[0] - self._saved[0],
+                                     completion_tokens=now[1] - self._saved[1], spent_usd=now[2] - self._saved[2],
+                                     unpriced_answers=now[3] - self._saved[3])
+            self._saved = now
+
     def __call__(self, result: ProbeResult) -> None:
         self.buffer.append(result)
         self.answers.add(result)
-        if self.budget is not None:  # only an answer is billed
-            status = result.http_status
-            self.budget.record(result.model_id, result.provider, result.model_string,
-                               answered=status is not None and 200 <= status < 300)
+        self.spend.record(result.model_id, result.provider, result.model_string, result.billed(), result.usage())
         if result.kind == "primary":
             self.probed += 1
         key = result.outcome if result.outcome != "http_error" else f"HTTP {result.http_status}"
@@ -436,6 +444,7 @@ def _leave_incomplete(recorder: _Recorder, store: Store, run_id: int) -> None:
     except StoreError:
         recorder.buffer.clear()
     try:
+        recorder.save_spend()
         store.set_run_status(run_id, "incomplete")
     except StoreError:
         pass
@@ -586,7 +595,7 @@ def _route_checks(config: ScanConfig, catalog: pd.DataFrame, answers: _Answers,
 
 def _probe_and_finish(config: ScanConfig, store: Store, run_id: int, catalog: pd.DataFrame,
                       all_targets: list[Target], canaries: dict[str, list[Target]],
-                      observer: ScanObserver, budget: Budget | None = None) -> ScanOutcome:
+                      observer: ScanObserver, budget: Budget | None = None, pricing: Any = None) -> ScanOutcome:
     """Canaries, the other targets, the majority rule, request experiments and route checks, then the verdicts.
 
     Every phase stores its probes as they arrive; a resumed run skips what is stored.  With ``--changed-only``
@@ -597,7 +606,8 @@ def _probe_and_finish(config: ScanConfig, store: Store, run_id: int, catalog: pd
     targets, carried = _select(config, store, run_id, catalog, all_targets, canaries, observer)
     answers = _Answers.from_store(store.probes(run_id))  # what a resumed run already holds; then kept in memory
     target_keys = {(t.model_id, t.provider) for t in targets}
-    recorder = _Recorder(store, run_id, config.batch_size, observer, answers, budget)
+    spend = budget.spend if budget is not None else Spend(pricing or {}, config.max_tokens)
+    recorder = _Recorder(store, run_id, config.batch_size, observer, answers, spend)
     recorder.probed = len(target_keys & set(answers.own))
     total = len(targets)
     observer.probes_started(total, recorder.probed)
@@ -672,7 +682,10 @@ def _probe_and_finish(config: ScanConfig, store: Store, run_id: int, catalog: pd
     observer.probes_finished()
     try:
         # every probe is stored by now: the verdicts read them (attempt logs included) once
-        return _finish_probed(config, store, run_id, catalog, targets, store.probes(run_id), faults, carried)
+        recorder.save_spend()
+        outcome = _finish_probed(config, store, run_id, catalog, targets, store.probes(run_id), faults, carried)
+        outcome.spend = spend
+        return outcome
     except StoreError:
         _leave_incomplete(recorder, store, run_id)  # every probe is stored: a resume only judges
         raise

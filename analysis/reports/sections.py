@@ -501,6 +501,8 @@ def fleet_summary(fleet: FleetRca) -> Block:
                                                          "route_mismatch", "duration_s")],
                            columns=["figure", "value"])
     blocks: list[Block] = [Paragraph(Strong(fleet_verdict(fleet))), Table(figures)]
+    if k["spend"]:
+        blocks.append(Paragraph(k["spend"]))
     if fleet.run.failure_message:
         blocks.insert(1, Paragraph("Run-level failure: ", fleet.run.failure_message))
     return Stack(blocks)

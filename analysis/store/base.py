@@ -400,6 +400,14 @@ class Store:
             (status, finished, failure_reason, failure_message, _dumps(counts or {}), n_targets, n_probed, n_ok,
              n_blocked, n_transient, round(duration, 3), run_id))
 
+    def add_run_usage(self, run_id: int, *, prompt_tokens: int, completion_tokens: int, spent_usd: float,
+                      unpriced_answers: int) -> None:
+        """Add one invocation's token usage and estimated spend to the run's (a resume adds to what is there)."""
+        self._write("UPDATE runs SET prompt_tokens = COALESCE(prompt_tokens, 0) + ?, "
+                    "completion_tokens = COALESCE(completion_tokens, 0) + ?, spent_usd = COALESCE(spent_usd, 0) + ?, "
+                    "unpriced_answers = COALESCE(unpriced_answers, 0) + ? WHERE id = ?",
+                    (prompt_tokens, completion_tokens, spent_usd, unpriced_answers, run_id))
+
     def set_run_status(self, run_id: int, status: str) -> None:
         """Set a run's status; a run set back to ``running`` is owned by this process."""
         if status == "running":

@@ -199,6 +199,17 @@ def _m006_leases(db: Connection) -> None:
     """)
 
 
+def _m007_usage_and_spend(db: Connection) -> None:
+    # What a run's answers cost: the tokens the router reported and the estimated USD, summed over the
+    # invocations that worked on the run (a resume adds its own).
+    script(db, """
+        ALTER TABLE runs ADD COLUMN prompt_tokens INTEGER;
+        ALTER TABLE runs ADD COLUMN completion_tokens INTEGER;
+        ALTER TABLE runs ADD COLUMN spent_usd REAL;
+        ALTER TABLE runs ADD COLUMN unpriced_answers INTEGER
+    """)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "initial schema", _m001_initial),
     (2, "history columns, alternatives, run mode and canaries", _m002_history_and_modes),
@@ -206,5 +217,6 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (4, "taxonomy v2: partial runs, request experiments, error signatures, carried rows", _m004_taxonomy_v2),
     (5, "operator overrides of the blocklist", _m005_overrides),
     (6, "leases: one scan at a time per scope", _m006_leases),
+    (7, "token usage and estimated spend of a run", _m007_usage_and_spend),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
