@@ -11,7 +11,7 @@ from analysis.outputs import dashboard
 from analysis.outputs.export import Provenance, blocklist_bytes, blocklist_frame, routes_bytes, routes_frame
 from analysis.outputs.overrides import apply_overrides
 from analysis.schema import BLOCKLIST_COLUMNS
-from analysis.store import SUCCESSFUL
+from analysis.store import SUCCESSFUL, display_location
 from analysis.taxonomy import REASON_NAMES, RUN_LEVEL
 from app_pages import shared
 
@@ -22,7 +22,8 @@ CHOICES = [r for r in REASON_NAMES if r not in RUN_LEVEL and r != "ok"]
 
 
 def _cli_line(store_path: str, run_id: int, reasons: set[str] | None) -> str:
-    words = ["python", "-m", "analysis", "export", "blocklist", "--store", store_path, "--run", str(run_id),
+    words = ["python", "-m", "analysis", "export", "blocklist", "--store", display_location(store_path), "--run",
+             str(run_id),
              "--format", "csv"]
     if reasons is not None:
         words += ["--reasons", ",".join(r for r in REASON_NAMES if r in reasons)]
@@ -87,7 +88,8 @@ st.subheader("Route and request fixes")
 routes = routes_frame(findings)
 st.caption("Targets not blocked because the fault was ours: route each one as its working route "
            "(route_mismatch), or send it the request settings that worked (probe_error). The same file as "
-           f"`python -m analysis export routes --store {shlex.quote(ctx.store_path)} --run {ctx.run_id}`.")
+           f"`python -m analysis export routes --store {shlex.quote(display_location(ctx.store_path))} --run "
+           f"{ctx.run_id}`.")
 routes_provenance = Provenance.of_run("routes", ctx.run)
 route_buttons = st.columns(len(FORMATS))
 for column, (fmt, (label, suffix, mime)) in zip(route_buttons, FORMATS.items()):

@@ -183,7 +183,8 @@ def _watch() -> None:
 def _stores(ctx: shared.Context) -> list[str]:
     """Where a running or stopped scan is looked for: the store written to last, and the one being viewed."""
     written = st.session_state.get("scan_settings", {}).get("store") or str(config.default_store())
-    return list(dict.fromkeys(p for p in (written, ctx.store_path) if p and Path(p).is_file()))
+    return list(dict.fromkeys(p for p in (written, ctx.store_path)
+                              if p and (Path(p).is_file() or dashboard.is_database(p))))
 
 
 def _resume_offer(store: str, run_id: int) -> None:

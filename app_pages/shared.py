@@ -181,10 +181,11 @@ def sidebar(explicit_store: str | None) -> Context:
     run_id = run = error = None
     error_detail = ""
     version: tuple[int, ...] = ()
-    path = st.sidebar.text_input("Viewing (store file)", key="store_path",
-                                 help="A SQLite store written by python -m analysis scan.").strip()
+    path = st.sidebar.text_input("Viewing (store)", key="store_path",
+                                 help="A store written by python -m analysis scan: an SQLite file, or a "
+                                      "postgresql://user@host/db URL (RCA_STORE).").strip()
     state["chosen_store"] = path
-    if Path(path) == choice.path:
+    if path == str(choice.path):
         st.sidebar.caption(f"Opened first: {choice.why}.")
     is_sample = dashboard.is_sample_store(path)
     try:

@@ -238,3 +238,55 @@ def test_a_scan_survives_leaving_the_page(dashboard_url, chromium, make_sim, tmp
             shoot(page, shots / "dashboard-scan-finished.png", page.get_by_role("button", name="Run scan"))
         finally:
             browser.close()
+
+
+def test_the_dashboard_on_a_postgresql_store_follows_a_scan_writing_to_it(chromium, postgres_server, make_sim,
+                                                                         tmp_path):
+    """Issue 13: the dashboard opened on a shared PostgreSQL store while a scan (another process) writes to it."""
+    from playwright.sync_api import expect, sync_playwright
+
+    url = postgres_server.new_database()
+    server = make_sim(synthetic_scenario(SCAN_MODELS // 2, latency_ms=SCAN_LATENCY_MS))
+    port = free_port()
+    log = tmp_path / "streamlit.log"
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "RCA_STORE")}
+    env["RCA_HOME"] = str(tmp_path / "home")
+    with open(log, "wb") as out:
+        app = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", str(PROJECT_ROOT / "app.py"), "--server.headless", "true",
+             "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
+             "--", "--store", url], cwd=PROJECT_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    scan = subprocess.Popen([sys.executable, "-m", "analysis", "scan", "--hub-url", server.url, "--router-url",
+                             server.router_url, "--store", url, "--concurrency", "2", "--retries", "0", "-q"],
+                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    dashboard = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_healthy(dashboard, app, log)
+        with sync_playwright() as playwright:
+            browser, page = open_page(playwright, chromium)
+            try:
+                page.goto(f"{dashboard}/scan")
+                expect(page.get_by_text(re.compile(r"^Run #1: "))).to_be_visible(timeout=SCAN_WAIT_MS)
+                expect(page.get_by_text(re.compile(rf"^Run #1: \d+ of {SCAN_MODELS // 2} targets probed"))
+                       ).to_be_visible(timeout=SCAN_WAIT_MS)
+                assert scan.poll() is None  # seen while the scan was still writing
+                finished = page.get_by_text(re.compile(r"^Run #1 finished"))
+                expect(finished).to_be_visible(timeout=SCAN_WAIT_MS)
+                page.goto(dashboard)
+                expect(page.get_by_role("heading", name="Overview")).to_be_visible()
+                expect(page.get_by_text(re.compile(rf"{SCAN_MODELS // 2} targets over"))).to_be_visible()
+                page.locator(".st-key-chart_reasons g.trace.bars g.point path").first.wait_for()
+                shoot(page, screenshot_dir(tmp_path) / "dashboard-postgresql.png",
+                      page.get_by_role("heading", name="What changed since the previous run"))
+            finally:
+                browser.close()
+        assert scan.wait(timeout=60) == 0
+    finally:
+        for proc in (scan, app):
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=10)

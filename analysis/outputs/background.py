@@ -135,6 +135,10 @@ def _launch(args: list[str], store: str, token: str | None, log_dir: Path | None
     env = {k: v for k, v in os.environ.items() if k != "HF_TOKEN"}  # the app's own token only when chosen
     if token:
         env["HF_TOKEN"] = token
+    if store_backend(store) != "sqlite":  # a database URL may hold a password: never on a command line (ps)
+        env["RCA_STORE"] = store
+        at = args.index("--store")
+        args = args[:at] + args[at + 2:]
     env["PYTHONUNBUFFERED"] = "1"  # the log shows progress as it happens, not when a buffer fills
     with open(log, "wb") as out:
         proc = subprocess.Popen([python, "-m", "analysis", *args], stdin=subprocess.DEVNULL, stdout=out,

@@ -23,6 +23,7 @@ from typing import Any
 import pandas as pd
 
 from analysis import config
+from analysis.errors import RcaError
 from analysis.outputs.background import ScanProgress, owner_alive
 from analysis.outputs.explain import word
 from analysis.outputs.views import hf_model_url, mapping_status_of
@@ -33,6 +34,7 @@ __all__ = [
     "BLOCKED_CHOICES",
     "MODEL_COLUMNS",
     "StoreChoice",
+    "is_database",
     "choose_store",
     "env_token_allowed",
     "is_sample_store",
@@ -63,7 +65,7 @@ MODEL_COLUMNS = ["model_id", "provider", "reason", "action", "http_status", "det
 class StoreChoice:
     """The store the dashboard opens first, and why."""
 
-    path: Path
+    path: Path | str  # a file, or a database URL as given
     is_sample: bool
     why: str
 
@@ -84,6 +86,8 @@ def choose_store(explicit: str | None, default_store: Path | None = None) -> Sto
     error instead of silently falling back to sample data.
     """
     if explicit:
+        if is_database(explicit):
+            return StoreChoice(explicit, False, "chosen with RCA_STORE or --store")
         path = Path(explicit).expanduser()
         return StoreChoice(path, is_sample_store(path), "chosen with RCA_STORE or --store")
     default_store = default_store or config.default_store()
@@ -92,12 +96,27 @@ def choose_store(explicit: str | None, default_store: Path | None = None) -> Sto
     return StoreChoice(config.sample_store(), True, "no store yet: the built-in offline sample")
 
 
+def is_database(location: str | os.PathLike[str]) -> bool:
+    """Whether ``location`` names a database server (``postgresql://...``) rather than a file."""
+    from analysis.store import store_backend
+
+    try:
+        return store_backend(str(location)) != "sqlite"
+    except RcaError:
+        return False  # an unsupported scheme: opening it says so
+
+
 def store_fingerprint(path: str | os.PathLike[str]) -> tuple[int, ...]:
     """Modification time and size of the store and its WAL file: a cache key that changes with every commit.
 
     A WAL store commits into ``-wal`` and only later checkpoints into the main
-    file, so the main file alone would hide a new run.
+    file, so the main file alone would hide a new run.  A database store gives its own change marker.
     """
+    if is_database(path):
+        from analysis.store import open_store
+
+        with open_store(str(path), readonly=True) as store:
+            return store.change_marker()
     parts: list[int] = []
     for name in (str(path), f"{path}-wal"):
         try:

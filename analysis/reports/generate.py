@@ -99,6 +99,21 @@ def _render(notebook: str, parameters: dict, out_dir: Path, stem: str, title: st
     return ReportFiles(targets["notebook"], targets["html"], targets.get("markdown"))
 
 
+def _store_parameter(location: str) -> str:
+    """The notebook's ``store`` parameter: a file's absolute path, or a database URL, which must hold no password
+    (the executed notebook records its parameters)."""
+    from urllib.parse import urlsplit
+
+    from analysis.store import store_backend
+
+    if store_backend(location) == "sqlite":
+        return str(Path(location).resolve())
+    if urlsplit(location).password:
+        raise UsageError("a report records its store in the notebook it writes: give the database URL without a "
+                         "password (set PGPASSWORD or use ~/.pgpass)")
+    return location
+
+
 def render_model_report(store_path: str | os.PathLike[str] | None, model_id: str, run_id: int | str | None = None,
                         out_dir: str | os.PathLike[str] | None = None, *, timeout: float = 600) -> ReportFiles:
     """Execute the model RCA notebook for ``model_id`` and write ``model_rca-<id>.{ipynb,html,md}``.
@@ -109,7 +124,7 @@ def render_model_report(store_path: str | os.PathLike[str] | None, model_id: str
     from analysis.reports import sections as report_sections
 
     rca = report_sections.model_rca(store_path, run_id, model_id)  # validates before any kernel starts
-    parameters = {"store": str(rca.store_path.resolve()), "run_id": rca.run_id, "model_id": model_id}
+    parameters = {"store": _store_parameter(rca.store_path), "run_id": rca.run_id, "model_id": model_id}
     return _render("model_rca.ipynb", parameters, _out_dir(out_dir), f"model_rca-{safe_stem(model_id)}",
                    f"Model RCA: {model_id} (run {rca.run_id})", True, timeout)
 
@@ -126,7 +141,7 @@ def render_fleet_report(store_path: str | os.PathLike[str] | None, run_id: int |
 
     fleet = report_sections.fleet_rca(store_path, run_id, compare_run_id)
     compare = fleet.compare_run.id if fleet.compare_run else ""
-    parameters = {"store": str(fleet.store_path.resolve()), "run_id": int(fleet.run.id),
+    parameters = {"store": _store_parameter(fleet.store_path), "run_id": int(fleet.run.id),
                   "compare_run_id": compare}
     stem = f"catalog_rca-run{fleet.run.id}" + (f"-vs{compare}" if compare_run_id not in (None, "") else "")
     return _render("catalog_rca.ipynb", parameters, _out_dir(out_dir), stem, f"Catalog RCA: run {fleet.run.id}",

@@ -81,12 +81,23 @@ ERROR_EXCERPT = 200  # characters of an error body shown per attempt
 # --------------------------------------------------------------------------- parameters
 
 
-def resolve_store(store: str | os.PathLike[str] | None) -> Path:
-    """The store to read: ``store`` itself, or the default store (``rca.sqlite`` in the data dir) when empty.
+def resolve_store(store: str | os.PathLike[str] | None) -> str:
+    """The store to read: ``store`` itself (a file, or a ``postgresql://`` URL), or ``RCA_STORE``, else the default
+    store (``rca.sqlite`` in the data dir) when empty.
 
     Reports never fall back to the sample: a missing store is a one-line error that names it.
     """
-    return Path(store) if store not in (None, "") else config.default_store()
+    from analysis.store import store_backend
+
+    location = str(store) if store not in (None, "") else config.store_location()
+    return location if store_backend(location) != "sqlite" else str(Path(location))
+
+
+def store_name(location: str) -> str:
+    """How a report names its store: a file's name, or a database URL without its password."""
+    from analysis.store import display_location, store_backend
+
+    return Path(location).name if store_backend(location) == "sqlite" else display_location(location)
 
 
 def _run_number(value: Any, name: str) -> int | None:
@@ -193,7 +204,7 @@ def _is_chat_by_catalog(finding: dict[str, Any]) -> bool | None:
 class ModelRca:
     """What a model report shows: one evidence dict per probed route, plus the model's history."""
 
-    store_path: Path
+    store_path: str  # a file, or a database URL
     run: Run
     model_id: str
     evidences: list[dict[str, Any]]
@@ -312,7 +323,7 @@ def model_header(rca: ModelRca) -> Block:
     """Which model, run and store the report is about."""
     run = rca.run
     return Paragraph("Model ", Code(rca.model_id), f" in run {rca.run_id} ({run.source}:{run.provider}, "
-                     f"{run.status}, started {run.started_at}), store ", Code(rca.store_path.name), ".")
+                     f"{run.status}, started {run.started_at}), store ", Code(store_name(rca.store_path)), ".")
 
 
 def model_summary(rca: ModelRca) -> Block:
@@ -439,7 +450,7 @@ def model_conclusion(rca: ModelRca) -> Block:
 class FleetRca:
     """What a fleet report shows: one run, and its changes against a compared run."""
 
-    store_path: Path
+    store_path: str  # a file, or a database URL
     view: views.RunView
     compare_run: Run | None
     diff: pd.DataFrame | None
@@ -491,7 +502,7 @@ def fleet_header(fleet: FleetRca) -> Block:
     compared = (f"compared with run {fleet.compare_run.id}" if fleet.compare_run
                 else "no earlier successful run of the same scope to compare with")
     return Paragraph(f"Run {run.id} ({run.source}:{run.provider}, {run.status}, started "
-                     f"{run.started_at}), {compared}; store ", Code(fleet.store_path.name), ".")
+                     f"{run.started_at}), {compared}; store ", Code(store_name(fleet.store_path)), ".")
 
 
 def fleet_summary(fleet: FleetRca) -> Block:

@@ -400,6 +400,15 @@ class Store:
             (status, finished, failure_reason, failure_message, _dumps(counts or {}), n_targets, n_probed, n_ok,
              n_blocked, n_transient, round(duration, 3), run_id))
 
+    def change_marker(self) -> tuple[int, ...]:
+        """A few counts that change with every commit a scan or an operator makes: a cache key for readers of a
+        database store (a file store uses its files' times and sizes instead)."""
+        runs = self.db.execute("SELECT COUNT(*), COALESCE(MAX(id), 0), COALESCE(SUM(LENGTH(status)), 0) "
+                               "FROM runs").fetchone()
+        rows = [int(self.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+                for table in ("probes", "findings", "overrides")]
+        return tuple(int(v) for v in runs) + tuple(rows)
+
     def add_run_usage(self, run_id: int, *, prompt_tokens: int, completion_tokens: int, spent_usd: float,
                       unpriced_answers: int) -> None:
         """Add one invocation's token usage and estimated spend to the run's (a resume adds to what is there)."""
