@@ -426,8 +426,13 @@ def test_resolve_runs(sample_store):
 
 def test_reports_never_fall_back_to_the_sample(tmp_path, monkeypatch):
     monkeypatch.setenv("RCA_HOME", str(tmp_path / "home"))
-    assert rs.resolve_store("") == tmp_path / "home" / "rca.sqlite"
-    assert rs.resolve_store("x.sqlite") == Path("x.sqlite")
+    monkeypatch.delenv("RCA_STORE", raising=False)
+    assert rs.resolve_store("") == str(tmp_path / "home" / "rca.sqlite")
+    assert rs.resolve_store("x.sqlite") == "x.sqlite"
+    assert rs.resolve_store("postgresql://rca@db/rca") == "postgresql://rca@db/rca"  # a URL stays a URL
+    monkeypatch.setenv("RCA_STORE", "postgresql://rca@db/other")
+    assert rs.resolve_store("") == "postgresql://rca@db/other"
+    monkeypatch.delenv("RCA_STORE")
     with pytest.raises(StoreError, match="demo") as caught:
         rs.fleet_rca(None, None)
     assert "sample.sqlite" in str(caught.value) and caught.value.exit_code == 2
