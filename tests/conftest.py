@@ -50,16 +50,25 @@ def cli_home(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def sample_store(tmp_path_factory) -> Path:
-    """The built-in sample (simulator scans with history), built once per session in a temp dir.
+def sample_store(request, tmp_path_factory) -> Path:
+    """The built-in sample (simulator scans with history), built once per test run in a temp dir: the xdist
+    workers of a run share one build (the first takes a file lock and builds, the others wait and reuse it).
 
     Read-only for tests: copy it (``shutil.copy``) before writing to it.
     """
+    import fcntl
+
     from analysis.devtools.sample import build_sample_store
 
-    folder = tmp_path_factory.mktemp("sample")
-    result = build_sample_store(folder / "sample.sqlite", folder / "sample-blocklist.csv")
-    return result.store_path
+    base = tmp_path_factory.getbasetemp()
+    folder = (base.parent if hasattr(request.config, "workerinput") else base) / "sample-shared"
+    folder.mkdir(exist_ok=True)
+    with open(folder / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        store = folder / "sample.sqlite"
+        if not store.exists():  # built into a temp file and moved into place: never seen half-built
+            build_sample_store(store, folder / "sample-blocklist.csv")
+    return store
 
 
 @pytest.fixture(scope="session")
