@@ -27,7 +27,7 @@ import click
 
 from analysis import __version__, config
 from analysis.config import SOURCES, ScanConfig
-from analysis.errors import EXIT_OK, EXIT_USAGE, RcaError, UsageError, scrub
+from analysis.errors import EXIT_OK, EXIT_USAGE, RcaError, SettingError, UsageError, scrub
 from analysis.pipeline.observer import ScanObserver
 from analysis.taxonomy import BLOCKING, REASON_NAMES, RUN_LEVEL, TRANSIENT
 from analysis.untrusted import show_controls, terminal_line
@@ -985,6 +985,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     return int(cli.main(args=list(argv) if argv is not None else None, standalone_mode=False))
 
 
+# ScanConfig fields whose flag is not the field's name in kebab case.
+_FLAG_OF_FIELD = {"max_age_s": "--max-age", "rate_pins": "--rate", "canaries": "--canary", "probe": "--no-probe"}
+
+
+def flag_of(field: str) -> str:
+    """The scan flag that sets ScanConfig's ``field``."""
+    return _FLAG_OF_FIELD.get(field, "--" + field.replace("_", "-"))
+
+
 def _exit_code(run: Callable[[], Any]) -> int:
     """Run the click group and map every way it ends to an exit code: click's usage errors to one line and 2,
     its Ctrl-C (``Abort``) to 130 rather than "Aborted!" and 1, our errors to theirs, anything else to 4."""
@@ -1003,6 +1012,9 @@ def _exit_code(run: Callable[[], Any]) -> int:
     except (click.Abort, KeyboardInterrupt):
         _err("interrupted")
         return 130
+    except SettingError as exc:  # core errors name the setting; here it is the flag that sets it
+        _err(f"error: {flag_of(exc.field)} {exc.problem}")
+        return exc.exit_code
     except RcaError as exc:
         _err(f"error: {exc}")
         return exc.exit_code

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from analysis.errors import UsageError
+from analysis.errors import SettingError
 
 if TYPE_CHECKING:
     from analysis.pipeline.probe import ProbeSettings
@@ -163,61 +163,60 @@ class ScanConfig:
                              rate_pins=tuple(sorted(self.rate_pins.items())))
 
     def validate(self) -> None:
+        """Raise :class:`SettingError` (exit 2) naming the first field that is wrong."""
         if self.source not in SOURCES:
-            raise UsageError(f"--source must be one of {', '.join(SOURCES)} (got {self.source!r})")
+            raise SettingError("source", f"must be one of {', '.join(SOURCES)} (got {self.source!r})")
         if self.source == "hub":
-            validate_url(self.hub_url, "--hub-url")
-        validate_url(self.router_url, "--router-url")
+            validate_url(self.hub_url, "hub_url")
+        validate_url(self.router_url, "router_url")
         if self.source == "file" and not self.catalog_file:
-            raise UsageError("--source file needs --catalog-file PATH (a JSON or CSV list of model ids)")
+            raise SettingError("catalog_file", "is needed with source 'file' (a JSON or CSV list of model ids)")
         if self.route not in ("auto", "suffix", "bare"):
-            raise UsageError(f"--route must be 'auto', 'suffix' or 'bare' (got {self.route!r})")
+            raise SettingError("route", f"must be 'auto', 'suffix' or 'bare' (got {self.route!r})")
         if self.hub_limit < 1:
-            raise UsageError(f"--hub-limit must be at least 1 (got {self.hub_limit})")
+            raise SettingError("hub_limit", f"must be at least 1 (got {self.hub_limit})")
         if self.max_age_s is not None and not self.changed_only:
-            raise UsageError("--max-age needs --changed-only (a full scan probes everything whatever its age)")
+            raise SettingError("max_age_s", "needs changed_only (a full scan probes everything whatever its age)")
         if self.max_age_s is not None and not 0 <= self.max_age_s < math.inf:
-            raise UsageError(f"--max-age must be a finite, non-negative duration (got {self.max_age_s})")
+            raise SettingError("max_age_s", f"must be a finite, non-negative duration (got {self.max_age_s})")
         if self.budget_usd is not None and not 0 < self.budget_usd < math.inf:
-            raise UsageError(f"--budget-usd must be a finite amount > 0 (got {self.budget_usd})")
+            raise SettingError("budget_usd", f"must be a finite amount > 0 (got {self.budget_usd})")
         if self.fail_on not in (None, "new-blocked"):
-            raise UsageError(f"--fail-on supports 'new-blocked' (got {self.fail_on!r})")
+            raise SettingError("fail_on", f"supports 'new-blocked' (got {self.fail_on!r})")
         from analysis.pipeline.targets import parse_provider_spec
 
         parse_provider_spec(self.provider)
-        for name, value, low in (("--concurrency", self.concurrency or 1, 1), ("--retries", self.retries, 0),
-                                 ("--max-tokens", self.max_tokens, 1), ("--batch-size", self.batch_size, 1),
-                                 ("--max-tokens-retry", self.max_tokens_retry, 1),
-                                 ("--route-checks", self.route_checks, 0), ("--persistent-after", self.persistent_after,
-                                                                            1)):
+        for name, value, low in (("retries", self.retries, 0), ("max_tokens", self.max_tokens, 1),
+                                 ("batch_size", self.batch_size, 1), ("max_tokens_retry", self.max_tokens_retry, 1),
+                                 ("route_checks", self.route_checks, 0),
+                                 ("persistent_after", self.persistent_after, 1)):
             if value < low:
-                raise UsageError(f"{name} must be at least {low} (got {value})")
-        if self.concurrency is not None and self.concurrency > 1024:
-            raise UsageError(f"--concurrency must be at most 1024 (got {self.concurrency})")
-        if self.concurrency is not None and self.concurrency < 1:
-            raise UsageError(f"--concurrency must be at least 1 (got {self.concurrency})")
+                raise SettingError(name, f"must be at least {low} (got {value})")
+        if self.concurrency is not None and not 1 <= self.concurrency <= 1024:
+            raise SettingError("concurrency", f"must be 1 to 1024 (got {self.concurrency})")
         for provider, rate in self.rate_pins.items():
             if not 0 < rate < math.inf:
-                raise UsageError(f"--rate {provider}={rate}: a rate is a finite number of requests per second > 0")
+                raise SettingError("rate_pins", f"{provider}={rate}: a rate is a finite number of requests per "
+                                                "second > 0")
         if not 0 < self.timeout < math.inf:
-            raise UsageError(f"--timeout must be a finite number of seconds > 0 (got {self.timeout})")
+            raise SettingError("timeout", f"must be a finite number of seconds > 0 (got {self.timeout})")
         limits: tuple[tuple[str, float], ...] = (
-            ("--backoff", self.backoff), ("--retry-after-cap", self.retry_after_cap),
-            ("--persistent-min-hours", self.persistent_min_hours))
+            ("backoff", self.backoff), ("retry_after_cap", self.retry_after_cap),
+            ("persistent_min_hours", self.persistent_min_hours))
         for name, limit in limits:
             if not 0 <= limit < math.inf:  # nan fails both comparisons: it would remove the cap
-                raise UsageError(f"{name} must be a finite number >= 0 (got {limit})")
+                raise SettingError(name, f"must be a finite number >= 0 (got {limit})")
 
 
-def validate_url(url: str, flag: str) -> str:
-    """Reject anything that is not an absolute http(s) URL with a host (exit 2)."""
+def validate_url(url: str, field: str) -> str:
+    """Reject anything that is not an absolute http(s) URL with a host (:class:`SettingError` on ``field``)."""
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError:
-        raise UsageError(f"{flag}: {url!r} is not a valid URL") from None
+        raise SettingError(field, f"{url!r} is not a valid URL") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UsageError(f"{flag}: {url!r} is not an http(s) URL with a host, e.g. https://huggingface.co")
+        raise SettingError(field, f"{url!r} is not an http(s) URL with a host, e.g. https://huggingface.co")
     if parts.username or parts.password:
-        raise UsageError(f"{flag}: put credentials in HF_TOKEN, not in the URL")
+        raise SettingError(field, "holds credentials: put them in HF_TOKEN, not in the URL")
     return url

@@ -5,6 +5,7 @@ from __future__ import annotations
 __all__ = [
     "RcaError",
     "UsageError",
+    "SettingError",
     "CatalogError",
     "CatalogUnavailable",
     "NoBlocklistError",
@@ -43,6 +44,16 @@ class RcaError(Exception):
 
 class UsageError(RcaError):
     """Bad flags or input: exit 2."""
+
+
+class SettingError(UsageError):
+    """One scan setting is wrong: ``field`` names the :class:`~analysis.config.ScanConfig` field, not a CLI flag,
+    so each front end says it in its own words (the CLI as ``--flag``, the Scan page by the field)."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field} {problem}")
+        self.field = field
+        self.problem = problem
 
 
 class StoreError(RcaError):

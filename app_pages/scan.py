@@ -17,7 +17,7 @@ import streamlit as st
 
 from analysis import config
 from analysis.config import SOURCES, ScanConfig
-from analysis.errors import RcaError, UsageError, scrub
+from analysis.errors import RcaError, SettingError, UsageError, scrub
 from analysis.outputs import background, dashboard
 from analysis.store import open_store
 from app_pages import shared
@@ -35,6 +35,13 @@ FIELDS: dict[str, tuple[str, type]] = {
     "scan_provider": ("provider", str), "scan_source": ("source", str), "scan_concurrency": ("concurrency", int),
     "scan_timeout": ("timeout", float), "scan_retries": ("retries", int), "scan_route_checks": ("route_checks", int),
     "scan_no_probe": ("no_probe", bool), "scan_max_tokens": ("max_tokens", int), "scan_backoff": ("backoff", float)}
+
+
+# ScanConfig field -> the form's label for it (what a refused setting is called on this page).
+FIELD_LABELS = {"hub_url": "Hub URL", "router_url": "Router URL", "provider": "Provider", "source": "Catalog source",
+                "catalog_file": "Catalog file", "concurrency": "Concurrency", "timeout": "Timeout (s)",
+                "retries": "Retries", "route_checks": "Route checks", "max_tokens": "max_tokens of the probe",
+                "backoff": "Retry backoff (s)"}
 
 
 def _defaults(ctx: shared.Context) -> dict[str, Any]:
@@ -104,6 +111,10 @@ def _on_submit() -> None:
                          retries=settings["retries"], max_tokens=settings["max_tokens"], backoff=settings["backoff"],
                          route_checks=settings["route_checks"], probe=not settings["no_probe"], token=token)
         job = background.start_scan(cfg, settings["store"])
+    except SettingError as exc:  # named by the form field that sets it
+        label = FIELD_LABELS.get(exc.field, exc.field.replace("_", " "))
+        state["scan_error"] = ("The scan did not start.", scrub(f"{label}: {exc.problem}", token))
+        return
     except (RcaError, OSError) as exc:
         state["scan_error"] = ("The scan did not start.", scrub(str(exc), token))
         return
@@ -246,8 +257,8 @@ presets[0].button("Hugging Face", key="scan_preset_hf", on_click=_apply_preset, 
 presets[1].button("Local simulator", key="scan_preset_sim", on_click=_apply_preset, args=("simulator",),
                   width="stretch", help=f"{SIMULATOR_URL}: start it with python -m analysis simulate")
 with st.form("scan_form", clear_on_submit=False):
-    st.text_input("Write results to (store file)", key="scan_store",
-                  help="Created if missing. The run is added to this store.")
+    st.text_input("Write results to (store)", key="scan_store",
+                  help="An SQLite file (created if missing) or a postgresql:// URL. The run is added to this store.")
     st.text_input("Hub URL", key="scan_hub")
     st.text_input("Router URL", key="scan_router")
     st.text_input("Provider", key="scan_provider",

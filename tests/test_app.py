@@ -619,7 +619,7 @@ def test_scan_run_level_failure_says_nothing_was_blocked(open_app, sim, sample_c
 
 @pytest.mark.parametrize("hub, words", [
     ("http://127.0.0.1:9", "127.0.0.1:9"),  # unreachable: nothing listens on the discard port
-    ("not a url", "--hub-url"),  # refused before any process starts
+    ("not a url", "Hub URL: 'not a url' is not"),  # refused before any process starts, named by its field
 ])
 def test_scan_errors_are_messages_not_tracebacks(open_app, sample_copy, hub, words):
     at = open_app(sample_copy, "app_pages/scan.py")

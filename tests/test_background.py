@@ -16,7 +16,7 @@ import pytest
 
 from analysis.config import ScanConfig
 from analysis.devtools.simulator import synthetic_scenario
-from analysis.errors import UsageError
+from analysis.errors import SettingError
 from analysis.outputs import background
 from analysis.outputs.dashboard import resume_command
 from analysis.store import open_store
@@ -116,8 +116,9 @@ def test_a_killed_scan_is_seen_stopped_and_its_resume_finishes_it(make_sim, tmp_
 
 
 def test_settings_the_cli_would_refuse_start_nothing(tmp_path):
-    with pytest.raises(UsageError, match="--hub-url"):
+    with pytest.raises(SettingError, match="hub_url") as refused:
         background.start_scan(ScanConfig(hub_url="not a url"), str(tmp_path / "rca.sqlite"), log_dir=tmp_path)
+    assert refused.value.field == "hub_url" and refused.value.exit_code == 2
     assert not (tmp_path / "rca.sqlite").exists() and list(tmp_path.iterdir()) == []
 
 
