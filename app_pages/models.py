@@ -38,6 +38,8 @@ def _valid(name: str, value: Any, options: dict[str, list[str]]) -> Any:
         return value if value in dashboard.BLOCKED_CHOICES else _BLOCKED_LABELS.get(value, "all")
     if name == "search":
         return str(value or "")
+    if name == "view":
+        return value if value in shared.MODEL_VIEWS else shared.MODEL_VIEWS[0]
     return [v for v in (value or []) if v in options[name]]
 
 
@@ -66,6 +68,14 @@ options = dashboard.filter_options(findings)
 _seed_filters(options)
 
 st.title("Models")
+view_choice = st.segmented_control("Show", shared.MODEL_VIEWS, key="models_view", label_visibility="collapsed",
+                                   help="Saved filters: every target; what needs an operator now (blocked, or a "
+                                        "route or request fix); the targets whose verdict is new since the previous "
+                                        "successful run of this scope.") or shared.MODEL_VIEWS[0]
+changed = shared.load_changed_keys(ctx.store_path, ctx.version, ctx.run_id) \
+    if view_choice == "new since previous run" else None
+if view_choice == "new since previous run" and changed is None:
+    st.caption("No earlier successful run of this scope: every target is new.")
 row = st.columns([3, 1, 2, 2])
 reasons = row[0].multiselect("Reason", options["reasons"], key="models_reasons", placeholder="any reason")
 blocked = row[1].selectbox("Blocked", list(dashboard.BLOCKED_CHOICES), key="models_blocked")
@@ -79,16 +89,20 @@ row[1].button("Clear filters", key="models_clear", on_click=_clear_filters, widt
 
 filters = {"reasons": reasons, "blocked": dashboard.BLOCKED_CHOICES[blocked], "pipeline_tags": tags,
            "mapping_statuses": statuses, "search": search}
-st.session_state["model_filters"] = filters
-picked = views.filter_findings(findings, **filters).index
+st.session_state["model_filters"] = {**filters, "view": view_choice}
+picked = views.filter_findings(findings, **filters, needs_action=view_choice == "needs action",
+                               keys=changed).index
 shown = table[table.index.isin(picked)]  # the table's triage order: failures first
 
 st.caption(f"{len(shown)} of {len(table)} targets in run #{ctx.run_id}. Select a row to open its evidence; "
            "click a column header to sort.")
 # One table widget per (store, run, filters): a selection never outlives the rows it was made on.
-signature = hashlib.sha1(repr((ctx.store_path, ctx.run_id, sorted(filters.items()))).encode()).hexdigest()[:12]
+signature = hashlib.sha1(repr((ctx.store_path, ctx.run_id, view_choice, sorted(filters.items()))).encode()
+                         ).hexdigest()[:12]
 table_key = f"models_table_{signature}"
-event = st.dataframe(shown, key=table_key, on_select="rerun", selection_mode="single-row", hide_index=True,
+# Reason and action as coloured badges, in the palette the charts and reports use.
+styled = shown.style.map(dashboard.reason_badge, subset=["reason"]).map(dashboard.action_badge, subset=["action"])
+event = st.dataframe(styled, key=table_key, on_select="rerun", selection_mode="single-row", hide_index=True,
                      column_config=COLUMNS, column_order=list(COLUMNS), width="stretch",
                      height=560 if len(shown) > 15 else "auto")
 rows = list(event.selection.rows)

@@ -25,7 +25,9 @@ MODELS_PAGE = "app_pages/models.py"
 DETAIL_PAGE = "app_pages/detail.py"
 # Widget keys of the models page's filters, by ``filter_findings`` argument.
 FILTER_KEYS = {"reasons": "models_reasons", "blocked": "models_blocked", "pipeline_tags": "models_tags",
-               "mapping_statuses": "models_statuses", "search": "models_search"}
+               "mapping_statuses": "models_statuses", "search": "models_search", "view": "models_view"}
+# The Models page's saved filters: every target, what needs an operator now, what changed since the last run.
+MODEL_VIEWS = ("all targets", "needs action", "new since previous run")
 _BOXES = {"error": st.error, "warning": st.warning, "info": st.info, "success": st.success}
 
 
@@ -98,6 +100,13 @@ def load_view(path: str, version: tuple[int, ...], run_id: int) -> views.RunView
     """The run with its findings, catalog and probes."""
     with _open(path) as store:
         return views.load_run(store, run_id)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def load_changed_keys(path: str, version: tuple[int, ...], run_id: int) -> set[tuple[str, str]] | None:
+    """The targets whose verdict is new since the previous successful run of the scope (``None``: no such run)."""
+    with _open(path) as store:
+        return views.changed_since_previous(store, run_id)
 
 
 @st.cache_data(show_spinner=False, max_entries=4)

@@ -215,6 +215,36 @@ def test_chart_click_filters_reach_the_models_page(open_app, sample_store):
 # --------------------------------------------------------------------------- models page
 
 
+def test_saved_filters_show_what_needs_action_and_what_is_new(open_app, sample_store):
+    at = open_app(sample_store, "app_pages/models.py")
+    view = latest(sample_store)
+    findings = view.findings
+    at.segmented_control(key="models_view").set_value("needs action").run()
+    table = shown_table(at)
+    needed = findings["blocked"].astype(bool) | findings["action"].isin(["block", "fix route", "fix probe"])
+    assert len(table) == int(needed.sum()) > 0
+    assert set(table["action"]) <= {"block", "fix route", "fix probe"} and "wait" not in set(table["action"])
+
+    at.segmented_control(key="models_view").set_value("new since previous run").run()
+    with open_store(sample_store, readonly=True) as s:
+        previous = s.findings(s.previous_ok_run(view.run_id))
+    before = dict(zip(zip(previous["model_id"], previous["provider"]), previous["reason"]))
+    new = {(m, p) for m, p, r in zip(findings["model_id"], findings["provider"], findings["reason"])
+           if before.get((m, p)) != r}
+    assert 0 < len(new) < len(findings)
+    assert set(zip(shown_table(at)["model_id"], shown_table(at)["provider"])) == new
+    assert not at.exception
+
+
+def test_reasons_and_actions_are_coloured_badges_from_the_one_palette():
+    from analysis.outputs.charts import REASON_COLORS
+
+    assert REASON_COLORS["gated"] in dashboard.reason_badge("gated")
+    assert dashboard.reason_badge("gated") != dashboard.reason_badge("ok")
+    assert dashboard.reason_badge("<script>") == ""  # an unknown word gets no style, and no markup
+    assert dashboard.action_badge("fix route") and dashboard.action_badge("block") != dashboard.action_badge("wait")
+
+
 def test_filters_change_the_rows_shown(open_app, sample_store):
     at = open_app(sample_store, "app_pages/models.py")
     findings = latest(sample_store).findings

@@ -34,6 +34,9 @@ __all__ = [
     "BLOCKED_CHOICES",
     "MODEL_COLUMNS",
     "StoreChoice",
+    "ACTION_COLORS",
+    "reason_badge",
+    "action_badge",
     "is_database",
     "choose_store",
     "env_token_allowed",
@@ -399,3 +402,25 @@ def env_token_allowed(*urls: str) -> bool:
         if parts.scheme != "https" or not (host in HF_HOSTS or host.endswith(".huggingface.co")):
             return False
     return True
+
+
+# The colour of each action's badge on the Models page (the reasons take theirs from charts.REASON_COLORS).
+ACTION_COLORS = {"block": "#e53935", "fix route": "#1565c0", "fix probe": "#00acc1", "wait": "#f9a825",
+                 "fix setup": "#6a1b9a", "none": "#2e7d32"}
+
+
+def _badge(colour: str | None) -> str:
+    # A tinted background and a coloured left border: readable in light and dark themes.
+    return f"background-color: {colour}26; border-left: 4px solid {colour}" if colour else ""
+
+
+def reason_badge(reason: Any) -> str:
+    """The CSS of a reason cell: its colour from the one palette (charts.REASON_COLORS)."""
+    from analysis.outputs.charts import REASON_COLORS
+
+    return _badge(REASON_COLORS.get(str(reason)))
+
+
+def action_badge(action: Any) -> str:
+    """The CSS of an action cell."""
+    return _badge(ACTION_COLORS.get(str(action)))

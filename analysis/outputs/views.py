@@ -192,14 +192,25 @@ def mapping_status_of(findings: pd.DataFrame) -> pd.Series:
     return findings["mapping_status"].fillna("(none)").replace("", "(none)")
 
 
+# The actions an operator takes on a target now: block it, or fix our route or request (not wait, not none).
+ACTIONS_NEEDED = ("block", "fix route", "fix probe")
+
+
 def filter_findings(findings: pd.DataFrame, *, reasons: list[str] | None = None, blocked: bool | None = None,
                     pipeline_tags: list[str] | None = None, mapping_statuses: list[str] | None = None,
-                    search: str = "") -> pd.DataFrame:
-    """Rows matching every given filter.  ``search`` is a case-insensitive substring of id, detail or message.
+                    search: str = "", needs_action: bool = False,
+                    keys: set[tuple[str, str]] | None = None) -> pd.DataFrame:
+    """Rows matching every given filter.  ``search`` is a case-insensitive substring of id, detail or message;
+    ``needs_action`` keeps the blocked and the route or request fixes; ``keys`` keeps those (model, provider).
 
     A missing pipeline tag matches ``"(none)"``; so does a missing mapping status.
     """
     mask = pd.Series(True, index=findings.index)
+    if needs_action:
+        mask &= findings["blocked"].astype(bool) | findings["action"].isin(ACTIONS_NEEDED)
+    if keys is not None:
+        mask &= pd.Series([(m, p) in keys for m, p in zip(findings["model_id"], findings["provider"])],
+                          index=findings.index)
     if reasons:
         mask &= findings["reason"].isin(reasons)
     if blocked is not None:
@@ -329,6 +340,18 @@ def model_evidence(store: Store, run_id: int, model_id: str, provider: str | Non
     }
     evidence["why"] = explain(evidence)
     return evidence
+
+
+def changed_since_previous(store: Store, run_id: int) -> set[tuple[str, str]] | None:
+    """The (model, provider) targets whose verdict is new in this run: another reason than in the previous
+    successful run of the scope, or no verdict there at all.  ``None`` without a previous run."""
+    previous = store.previous_ok_run(run_id)
+    if previous is None:
+        return None
+    earlier = store.findings(previous)
+    before = {(m, p): r for m, p, r in zip(earlier["model_id"], earlier["provider"], earlier["reason"])}
+    now = store.findings(run_id)
+    return {(m, p) for m, p, r in zip(now["model_id"], now["provider"], now["reason"]) if before.get((m, p)) != r}
 
 
 def run_diff(store: Store, from_run: int, to_run: int) -> pd.DataFrame:
