@@ -50,25 +50,35 @@ def cli_home(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def sample_store(request, tmp_path_factory) -> Path:
-    """The built-in sample (simulator scans with history), built once per test run in a temp dir: the xdist
-    workers of a run share one build (the first takes a file lock and builds, the others wait and reuse it).
-
-    Read-only for tests: copy it (``shutil.copy``) before writing to it.
+def demo_output(request, tmp_path_factory, cli_home) -> helpers.CliResult:
+    """``python -m analysis demo --out-dir DIR`` run once per test run, in process: its files are the session's
+    sample store.  The xdist workers of a run share one build (the first takes a file lock and runs the demo,
+    the others wait and read what it wrote); the demo writes the store to a temp file and moves it into place.
     """
     import fcntl
-
-    from analysis.devtools.sample import build_sample_store
+    import json
 
     base = tmp_path_factory.getbasetemp()
     folder = (base.parent if hasattr(request.config, "workerinput") else base) / "sample-shared"
     folder.mkdir(exist_ok=True)
+    record = folder / "demo-output.json"
     with open(folder / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-        store = folder / "sample.sqlite"
-        if not store.exists():  # built into a temp file and moved into place: never seen half-built
-            build_sample_store(store, folder / "sample-blocklist.csv")
-    return store
+        if not record.exists():
+            result = helpers.run_cli("demo", "--out-dir", str(folder))
+            record.write_text(json.dumps(result.__dict__))
+    return helpers.CliResult(**json.loads(record.read_text()))
+
+
+@pytest.fixture(scope="session")
+def sample_store(demo_output, tmp_path_factory, request) -> Path:
+    """The built-in sample (simulator scans with history), built by ``demo`` once per test run.
+
+    Read-only for tests: copy it (``shutil.copy``) before writing to it.
+    """
+    assert demo_output.returncode == 0, demo_output.stderr
+    base = tmp_path_factory.getbasetemp()
+    return (base.parent if hasattr(request.config, "workerinput") else base) / "sample-shared" / "sample.sqlite"
 
 
 @pytest.fixture(scope="session")

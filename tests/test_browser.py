@@ -107,6 +107,9 @@ def screenshot_dir(tmp_path: Path) -> Path:
 
 
 def open_page(playwright, chromium):  # noqa: ANN001, ANN201 - Playwright objects
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=WAIT_MS)  # assertions wait as long as actions: a loaded machine renders slowly
     browser = playwright.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
     page = browser.new_page(viewport={"width": WIDTH, "height": HEIGHT})
     page.set_default_timeout(WAIT_MS)

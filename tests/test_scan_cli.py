@@ -233,9 +233,10 @@ def test_secret_never_leaves_memory(make_sim, tmp_path):
         assert SECRET_TOKEN.encode() not in path.read_bytes(), path
 
 
-@pytest.mark.slow
-def test_demo_writes_sample_store_and_blocklist(tmp_path):
-    result = run_cli("demo", "--out-dir", str(tmp_path))
+def test_demo_writes_sample_store_and_blocklist(demo_output, sample_store):
+    """The session's sample store is the demo's output (conftest): this test reads what the demo wrote."""
+    result = demo_output
+    tmp_path = sample_store.parent
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "sample.sqlite").exists() and (tmp_path / "sample-blocklist.csv").exists()
     assert "endpoint_error" in result.stdout  # the retired endpoint run
