@@ -134,3 +134,18 @@ def test_scan_args_carry_every_form_setting_and_no_token():
     assert pairs["--timeout"] == "2.5" and pairs["--provider"] == "all"
     assert SECRET_TOKEN not in " ".join(args)
     assert background.command_line(args).startswith("python -m analysis scan --store '/tmp/x y/rca.sqlite'")
+
+
+def test_a_scan_on_another_host_is_alive_by_its_lease_and_stopped_without_it(tmp_path):
+    """One mechanism: the scope's lease (its heartbeat) says whether a scan on any host is alive."""
+    store = str(tmp_path / "rca.sqlite")
+    with open_store(store) as s:
+        run_id = s.create_run(source="hub", provider="together", hub_url=None, router_url="http://x/v1",
+                              settings={}, tool_version="t", mode="probe")
+        s.db.execute("UPDATE runs SET host = 'another-host', pid = 1 WHERE id = ?", (run_id,))
+        lease = s.acquire_lease("hub", "together", run_id=run_id)
+        assert background.running_run(store) == run_id and background.stopped_run(store) is None
+        assert background.scan_progress(store, run_id).owner_alive
+        s.release_lease(lease)
+    assert background.running_run(store) is None and background.stopped_run(store) == run_id
+    assert not background.scan_progress(store, run_id).owner_alive

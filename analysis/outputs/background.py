@@ -205,17 +205,37 @@ def job_run(job: ScanJob) -> int | None:
     return max(ids) if ids else None
 
 
+def _leased_runs(store: str) -> set[int]:
+    """The runs a live scan holds the scope's lease for: the same lease that keeps one scan per scope (and one
+    resume per run) tells the dashboard which scans are alive, on this host or another (by their heartbeat)."""
+    if store_backend(store) == "sqlite" and not Path(store).is_file():
+        return set()
+    try:
+        with open_store(store, readonly=True) as s:
+            return {lease.run_id for lease in s.leases() if lease.run_id is not None}
+    except RcaError:
+        return set()
+
+
+def _alive(run: dict[str, Any], leased: set[int]) -> bool:
+    # A scan attaches its run to its lease a moment after creating it: until then its own process vouches for it.
+    return int(run["id"]) in leased or (run.get("host") == socket.gethostname()
+                                        and owner_alive(run.get("pid"), run.get("host")))
+
+
 def running_run(store: str) -> int | None:
-    """The newest ``running`` run of ``store`` whose owner process is alive: a scan to reattach to."""
-    ids = [int(r["id"]) for r in _runs(store) if r["status"] == "running" and owner_alive(r.get("pid"), r.get("host"))]
+    """The newest ``running`` run of ``store`` whose scan is alive (its lease is held): a scan to reattach to."""
+    leased = _leased_runs(store)
+    ids = [int(r["id"]) for r in _runs(store) if r["status"] == "running" and _alive(r, leased)]
     return max(ids) if ids else None
 
 
 def stopped_run(store: str) -> int | None:
-    """The newest run of ``store`` that stopped before finishing: ``incomplete``, or ``running`` with its owner
-    gone (killed; the next writer of the store marks it ``incomplete``).  ``None`` if there is none."""
+    """The newest run of ``store`` that stopped before finishing: ``incomplete``, or ``running`` with no live
+    scan (killed; the next writer of the store marks it ``incomplete``).  ``None`` if there is none."""
+    leased = _leased_runs(store)
     ids = [int(r["id"]) for r in _runs(store) if r["status"] == "incomplete"
-           or (r["status"] == "running" and not owner_alive(r.get("pid"), r.get("host")))]
+           or (r["status"] == "running" and not _alive(r, leased))]
     return max(ids) if ids else None
 
 
@@ -226,8 +246,9 @@ def scan_progress(store: str, run_id: int) -> ScanProgress:
         targets = len(s.targets(run_id))
         probed = len(s.probed_keys(run_id))
         last = s.db.execute("SELECT MAX(finished_at) FROM probes WHERE run_id = ?", (run_id,)).fetchone()[0]
+        leased = s.lease_of_run(run_id) is not None
     status = str(run.status)
-    alive = status == "running" and owner_alive(run.pid, run.host)
+    alive = status == "running" and (leased or (run.host == socket.gethostname() and owner_alive(run.pid, run.host)))
     return ScanProgress(run_id, status, str(run.mode or "probe"), alive, targets, probed,
                         run.started_at, last)
 
