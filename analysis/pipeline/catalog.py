@@ -355,9 +355,7 @@ def normalise_router_models(data: dict[str, Any], token: str | None = None, *, r
             "mapping": mapping, "mapping_shape": "router" if providers else "missing",
             "in_router_list": True, "router_providers": sorted(mapping),
         })
-    frame = _catalog_frame(rows, skipped)
-    frame.attrs["pricing"] = router_pricing(data)
-    return frame
+    return _catalog_frame(rows, skipped)
 
 
 def router_pricing(router_data: dict[str, Any] | None) -> dict[tuple[str, str], tuple[float, float]]:
@@ -379,10 +377,9 @@ def router_pricing(router_data: dict[str, Any] | None) -> dict[tuple[str, str], 
 
 
 def attach_router_list(catalog: pd.DataFrame, router_data: dict[str, Any] | None) -> pd.DataFrame:
-    """Record for each catalog model whether the router lists it (``None`` when unknown), and the router's
-    prices in ``attrs["pricing"]``."""
+    """Record for each catalog model whether the router lists it (``None`` when unknown).  The router's prices
+    are :func:`router_pricing`'s, kept apart from the frame: pandas deep-copies ``attrs`` on every operation."""
     out = catalog.copy()
-    out.attrs["pricing"] = router_pricing(router_data)
     if router_data is None:
         out["in_router_list"] = pd.Series([None] * len(out), index=out.index, dtype=object)
         out["router_providers"] = [[] for _ in range(len(out))]

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from analysis.pipeline.budget import PROMPT_TOKENS, price_of, request_cost
+from analysis.pipeline.budget import PROMPT_TOKENS, Pricing, price_of, request_cost
 from analysis.pipeline.targets import Target
 
 __all__ = ["PROMPT_TOKENS", "DEFAULT_LATENCY_S", "ScanPlan", "build_plan"]
@@ -85,9 +85,10 @@ def _rates(previous: pd.DataFrame | None) -> tuple[dict[str, float], float, str]
 
 
 def build_plan(catalog: pd.DataFrame, targets: Sequence[Target], canaries: dict[str, list[Target]], *,
-               max_tokens: int, concurrency: int, previous: pd.DataFrame | None = None) -> ScanPlan:
-    """The plan for probing ``targets`` (``previous``: the last successful run's probes, for the rates)."""
-    pricing: dict[tuple[str, str], tuple[float, float]] = catalog.attrs.get("pricing", {})
+               pricing: Pricing, max_tokens: int, concurrency: int,
+               previous: pd.DataFrame | None = None) -> ScanPlan:
+    """The plan for probing ``targets`` at the router's ``pricing`` (``previous``: the last successful run's
+    probes, for the rates)."""
     keys = {(t.model_id, t.provider) for t in targets}
     outside = sum(1 for group in canaries.values() for c in group if (c.model_id, c.provider) not in keys)
     rates, latency_s, basis = _rates(previous)

@@ -51,7 +51,7 @@ from analysis.errors import (
     scrub,
 )
 from analysis.pipeline.alternatives import suggest_alternatives
-from analysis.pipeline.budget import Budget, Spend
+from analysis.pipeline.budget import Budget, Pricing, Spend
 from analysis.pipeline.canaries import (
     ProviderFault,
     choose_canaries,
@@ -158,10 +158,13 @@ def _outcome_counts(findings: pd.DataFrame) -> dict[str, int]:
 # --------------------------------------------------------------------------- catalog
 
 
-def _load_catalog(config: ScanConfig, observer: ScanObserver) -> pd.DataFrame:
+def _load_catalog(config: ScanConfig, observer: ScanObserver) -> tuple[pd.DataFrame, Pricing]:
+    """The catalog frame, and the router's prices (kept out of the frame's ``attrs``, which pandas deep-copies on
+    every operation: 6,000 prices there cost a scan seconds)."""
     if config.source == "file":
         catalog = read_catalog_file(str(config.catalog_file))
-        return attach_router_list(catalog, _router_list(config, observer))
+        router = _router_list(config, observer)
+        return attach_router_list(catalog, router), router_pricing(router)
     if config.source in ("router", "openai"):
         data = fetch_router_models(config.router_url, config.token, timeout=config.timeout)
         catalog = normalise_router_models(data, config.token, repo_ids=config.source == "router")
@@ -170,12 +173,13 @@ def _load_catalog(config: ScanConfig, observer: ScanObserver) -> pd.DataFrame:
             if providers is not None:
                 keep = [any(p in m for p in providers) for m in catalog["mapping"]]
                 catalog = catalog[keep].reset_index(drop=True)
-        return catalog
+        return catalog, router_pricing(data)
     entries = fetch_hub_models(
         config.hub_url, hub_provider_param(config.provider), config.token, limit=config.hub_limit,
         timeout=config.timeout,
         retries=max(config.retries, 2), backoff=config.backoff, on_page=observer.catalog_page)
-    return attach_router_list(normalise_hub_models(entries, config.token), _router_list(config, observer))
+    router = _router_list(config, observer)
+    return attach_router_list(normalise_hub_models(entries, config.token), router), router_pricing(router)
 
 
 def _router_list(config: ScanConfig, observer: ScanObserver) -> dict[str, Any] | None:
@@ -213,7 +217,7 @@ def run_scan(config: ScanConfig, store: Store, observer: ScanObserver | None = N
                               mode="probe" if config.probe else "predict", taxonomy_version=TAXONOMY_VERSION)
     observer.run_started(run_id)
     try:
-        catalog = _load_catalog(config, observer)
+        catalog, pricing = _load_catalog(config, observer)
     except RunLevelError as exc:
         return _fail_run_level(store, run_id, exc.reason, str(exc), exc.evidence, pd.DataFrame())
     except RcaError as exc:
@@ -258,7 +262,6 @@ def run_scan(config: ScanConfig, store: Store, observer: ScanObserver | None = N
     chosen = {p: [c.model_string for c in group] for p, group in canaries.items()}
     store.set_canaries(run_id, chosen)
     observer.canaries_chosen(chosen)
-    pricing = catalog.attrs.get("pricing", {})
     return _probe_and_finish(config, store, run_id, catalog, targets, canaries, observer,
                              _budget(config, config.budget_usd, pricing), pricing)
 
@@ -302,7 +305,7 @@ def plan_scan(config: ScanConfig, store_path: str | None = None,
 
     observer = observer or ScanObserver()
     config.validate()
-    catalog = _load_catalog(config, observer)
+    catalog, pricing = _load_catalog(config, observer)
     targets = _targets(config, catalog)
     canaries = choose_canaries(catalog, targets, config.canaries, config.canary_count, config.uses_suffix)
     previous = None
@@ -311,7 +314,7 @@ def plan_scan(config: ScanConfig, store_path: str | None = None,
             run_id = store.latest_run_id(SUCCESSFUL, source=config.source, provider=config.scope_provider,
                                          mode="probe")
             previous = store.probes(run_id) if run_id is not None else None
-    return build_plan(catalog, targets, canaries, max_tokens=config.max_tokens,
+    return build_plan(catalog, targets, canaries, pricing=pricing, max_tokens=config.max_tokens,
                       concurrency=config.ceiling(len({t.provider for t in targets})),
                       previous=previous)
 
