@@ -12,6 +12,7 @@ partial run; no run to publish a blocklist from); 4 internal error (a bug);
 from __future__ import annotations
 
 import contextlib
+import io
 import math
 import os
 import sqlite3
@@ -67,6 +68,10 @@ class CliObserver(ScanObserver):
 
     def __init__(self, quiet: bool = False) -> None:
         self.on_run: Callable[[int], Any] | None = None  # told the run id (the scope's lease records it)
+        # Raises LeaseLostError (exit 3) once another scan took the scope over after this one's heartbeat stalled:
+        # the run then stops incomplete instead of two scans writing one scope.
+        self.lease_check: Callable[[], None] | None = None
+        self._checked_at = 0.0
         self.quiet = quiet
         self.tty = sys.stderr.isatty()
         self.bar = None
@@ -111,6 +116,9 @@ class CliObserver(ScanObserver):
                       (f" ({already_done} already done)" if already_done else ""))
 
     def probe_done(self, result: Any, counts: dict[str, int]) -> None:
+        if self.lease_check is not None and time.monotonic() - self._checked_at >= 1.0:
+            self._checked_at = time.monotonic()
+            self.lease_check()
         if self.bar is not None:
             if result.kind == "primary":  # rechecks, experiments and route checks are extra evidence, not targets
                 self.bar.update(1)
@@ -217,6 +225,8 @@ def cmd_scan(args: Args) -> int:
         if args.plan:
             return _print_plan(scan_config, args, observer)
     else:
+        if args.budget_usd is not None and not 0 < args.budget_usd < math.inf:
+            raise UsageError(f"--budget-usd must be a finite amount > 0 (got {args.budget_usd})")
         ignored = args.ignored_with_resume
         if ignored:
             _err(f"warning: ignored with --resume (the run keeps its own settings): {', '.join(ignored)}")
@@ -226,11 +236,12 @@ def cmd_scan(args: Args) -> int:
             run_id = None if args.resume == "latest" else _int(args.resume, "--resume")
             scope = _resume_scope(store, run_id)
             with hold_lease(args.store, scope[0], scope[1], run_id=scope[2], wait_s=args.wait) if scope \
-                    else contextlib.nullcontext():
+                    else contextlib.nullcontext() as keeper:
+                observer.lease_check = keeper.check if keeper is not None else None
                 outcome = resume_scan(store, run_id, _token(), observer, budget_usd=args.budget_usd)
         else:
             with hold_lease(args.store, scan_config.source, scan_config.scope_provider, wait_s=args.wait) as keeper:
-                observer.on_run = keeper.set_run
+                observer.on_run, observer.lease_check = keeper.set_run, keeper.check
                 outcome = run_scan(scan_config, store, observer)
     print(_summary(outcome, _shown(args.store)))
     urls = list(args.notify or []) + [u for u in os.environ.get("RCA_NOTIFY_URLS", "").replace(",", " ").split() if u]
@@ -691,7 +702,16 @@ def _call(command: Callable[[Args], int], **params: Any) -> int:
     args = Args(**params)
     if "store" in params and params["store"] is None:
         args.store = config.store_location()
-    return command(args)
+    try:
+        return command(args)
+    except BrokenPipeError:
+        # The reader went away (`| head`): nothing wrong.  Caught here because click's main turns it into exit 1;
+        # stdout goes to /dev/null so the interpreter's last flush does not raise again.
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError, io.UnsupportedOperation):
+            pass  # not a real file descriptor (tests capture output in memory)
+        return EXIT_OK
 
 
 def _shown(location: str) -> str:
@@ -821,8 +841,9 @@ def scan(**params: Any) -> int:
     ctx = click.get_current_context()
     params["format"] = params.pop("format_")
     params["ignored_with_resume"] = [
-        f"--{name.replace('_', '-')}" for name in ctx.params
-        if name not in _RESUME_FLAGS and ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT]
+        param.opts[0] for param in ctx.command.params
+        if param.name is not None and param.name in ctx.params and param.name not in _RESUME_FLAGS
+        and ctx.get_parameter_source(param.name) is not click.core.ParameterSource.DEFAULT]
     return _call(cmd_scan, **params)
 
 
@@ -1013,7 +1034,7 @@ def _exit_code(run: Callable[[], Any]) -> int:
         _err("interrupted")
         return 130
     except SettingError as exc:  # core errors name the setting; here it is the flag that sets it
-        _err(f"error: {flag_of(exc.field)} {exc.problem}")
+        _err(f"error: {exc.worded(flag_of)}")
         return exc.exit_code
     except RcaError as exc:
         _err(f"error: {exc}")

@@ -176,7 +176,8 @@ class ScanConfig:
         if self.hub_limit < 1:
             raise SettingError("hub_limit", f"must be at least 1 (got {self.hub_limit})")
         if self.max_age_s is not None and not self.changed_only:
-            raise SettingError("max_age_s", "needs changed_only (a full scan probes everything whatever its age)")
+            raise SettingError("max_age_s", "needs {other} (a full scan probes everything whatever its age)",
+                               other="changed_only")
         if self.max_age_s is not None and not 0 <= self.max_age_s < math.inf:
             raise SettingError("max_age_s", f"must be a finite, non-negative duration (got {self.max_age_s})")
         if self.budget_usd is not None and not 0 < self.budget_usd < math.inf:

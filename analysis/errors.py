@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 __all__ = [
     "RcaError",
     "UsageError",
@@ -50,10 +52,16 @@ class SettingError(UsageError):
     """One scan setting is wrong: ``field`` names the :class:`~analysis.config.ScanConfig` field, not a CLI flag,
     so each front end says it in its own words (the CLI as ``--flag``, the Scan page by the field)."""
 
-    def __init__(self, field: str, problem: str) -> None:
-        super().__init__(f"{field} {problem}")
+    def __init__(self, field: str, problem: str, other: str | None = None) -> None:
+        # ``problem`` may name another setting as ``{other}``: each front end fills in its own name for it.
+        super().__init__(f"{field} {problem.format(other=other)}")
         self.field = field
         self.problem = problem
+        self.other = other
+
+    def worded(self, name: Callable[[str], str]) -> str:
+        """The message with every setting named by ``name`` (a flag, a form label)."""
+        return f"{name(self.field)} {self.problem.format(other=name(self.other) if self.other else '')}"
 
 
 class StoreError(RcaError):

@@ -46,7 +46,8 @@ FIELD_LABELS = {"hub_url": "Hub URL", "router_url": "Router URL", "provider": "P
 
 def _defaults(ctx: shared.Context) -> dict[str, Any]:
     # The sample is rebuilt from scratch when missing: scan into a store of your own.
-    store = str(config.default_store()) if ctx.is_sample or not ctx.store_path else ctx.store_path
+    store = str(config.default_store()) if ctx.is_sample or not ctx.store_path else dashboard.shown_store(
+        ctx.store_path)
     return {"store": store, "hub_url": _DEFAULTS.hub_url, "router_url": _DEFAULTS.router_url,
             "provider": _DEFAULTS.provider, "source": _DEFAULTS.source, "concurrency": _DEFAULTS.concurrency or 0,
             "timeout": _DEFAULTS.timeout, "retries": _DEFAULTS.retries, "route_checks": _DEFAULTS.route_checks,
@@ -110,15 +111,18 @@ def _on_submit() -> None:
                          concurrency=settings["concurrency"] or None, timeout=settings["timeout"],
                          retries=settings["retries"], max_tokens=settings["max_tokens"], backoff=settings["backoff"],
                          route_checks=settings["route_checks"], probe=not settings["no_probe"], token=token)
-        job = background.start_scan(cfg, settings["store"])
+        job = background.start_scan(cfg, shared.real_store(settings["store"]))
     except SettingError as exc:  # named by the form field that sets it
-        label = FIELD_LABELS.get(exc.field, exc.field.replace("_", " "))
-        state["scan_error"] = ("The scan did not start.", scrub(f"{label}: {exc.problem}", token))
+        def label(field: str) -> str:
+            return FIELD_LABELS.get(field, field.replace("_", " "))
+
+        worded = exc.worded(label).replace(f"{label(exc.field)} ", f"{label(exc.field)}: ", 1)
+        state["scan_error"] = ("The scan did not start.", scrub(worded, token))
         return
     except (RcaError, OSError) as exc:
         state["scan_error"] = ("The scan did not start.", scrub(str(exc), token))
         return
-    state["scan_watch"] = {"store": settings["store"], "job": job, "run_id": None}
+    state["scan_watch"] = {"store": shared.real_store(settings["store"]), "job": job, "run_id": None}
 
 
 def _on_resume(run_id: int, store: str, urls: tuple[str, str]) -> None:
@@ -175,8 +179,8 @@ def _watch() -> None:
         with st.container(border=True):
             st.progress(progress.probed / progress.targets if progress.targets else 0.0,
                         text=dashboard.progress_text(progress, datetime.now(timezone.utc)))
-            st.caption(f"Writing to {store}. The scan is a process of its own: leave this page or close the tab, "
-                       "it goes on, and this page finds it again.")
+            st.caption(f"Writing to {dashboard.shown_store(store)}. The scan is a process of its own: leave this page "
+                       "or close the tab, it goes on, and this page finds it again.")
             if job is not None:
                 st.caption("Command (the token, if any, is in its environment only):")
                 st.code(background.command_line(job.args), language="bash", wrap_lines=True)
@@ -193,7 +197,7 @@ def _watch() -> None:
 
 def _stores(ctx: shared.Context) -> list[str]:
     """Where a running or stopped scan is looked for: the store written to last, and the one being viewed."""
-    written = st.session_state.get("scan_settings", {}).get("store") or str(config.default_store())
+    written = shared.real_store(st.session_state.get("scan_settings", {}).get("store") or str(config.default_store()))
     return list(dict.fromkeys(p for p in (written, ctx.store_path)
                               if p and (Path(p).is_file() or dashboard.is_database(p))))
 
@@ -205,7 +209,7 @@ def _resume_offer(store: str, run_id: int) -> None:
     with st.container(border=True):
         st.warning(f"Run #{run_id} stopped before it finished: {progress.probed} of {progress.targets} targets have "
                    "a result. Resuming probes only the others.", icon=":material/pause_circle:")
-        st.caption(f"In {store}. The same from a shell (with HF_TOKEN set):")
+        st.caption(f"In {dashboard.shown_store(store)}. The same from a shell (with HF_TOKEN set):")
         st.code(dashboard.resume_command(run_id, store), language="bash", wrap_lines=True)
         with st.form(f"resume_form_{run_id}"):
             st.text_input("HF token for the resumed scan", type="password", key="resume_token",

@@ -177,16 +177,30 @@ def _run_picker(runs: pd.DataFrame, default: int | None, path: str) -> int:
     return run_id
 
 
+def real_store(shown: str) -> str:
+    """The store a shown location stands for in this session (a database URL with its password), else itself."""
+    locations: dict[str, str] = st.session_state.get("store_locations", {})
+    return locations.get(shown, shown)
+
+
 def sidebar(explicit_store: str | None) -> Context:
     """Draw the store and run pickers, load the run list, and remember the choice for the pages."""
     state = st.session_state
     choice = dashboard.choose_store(explicit_store)
     # Widget state can be dropped (a page switch, for one), so the choice also lives under
     # "chosen_store" and "chosen_run"; "pending_*" are choices made elsewhere (a scan, a chart).
+    # A store may be a database URL with a password (RCA_STORE, --store, the Scan form): the field shows it without,
+    # and this session keeps the real one under the shown form (never rendered, never stored).
+    real_of: dict[str, str] = state.setdefault("store_locations", {})
+    configured = str(choice.path)
+    shown_configured = dashboard.shown_store(configured)
+    real_of[shown_configured] = configured
     if "pending_store" in state:
-        state["store_path"] = state.pop("pending_store")
+        pending = str(state.pop("pending_store"))
+        real_of[dashboard.shown_store(pending)] = pending
+        state["store_path"] = dashboard.shown_store(pending)
     elif "store_path" not in state:
-        state["store_path"] = state.get("chosen_store") or str(choice.path)
+        state["store_path"] = state.get("chosen_store") or shown_configured
     run_id = run = error = None
     error_detail = ""
     version: tuple[int, ...] = ()
@@ -194,8 +208,9 @@ def sidebar(explicit_store: str | None) -> Context:
                                  help="A store written by python -m analysis scan: an SQLite file, or a "
                                       "postgresql://user@host/db URL (RCA_STORE).").strip()
     state["chosen_store"] = path
-    if path == str(choice.path):
+    if path == shown_configured:
         st.sidebar.caption(f"Opened first: {choice.why}.")
+    path = real_of.get(path, path)
     is_sample = dashboard.is_sample_store(path)
     try:
         if is_sample:

@@ -903,3 +903,25 @@ def test_progress_text_and_run_summary():
 def _run(**values: object) -> Run:
     """A stored run as the dashboard gets it, with the fields a test does not care about filled in."""
     return Run(**{"started_at": "2025-07-15T12:00:00Z", "source": "hub", "provider": "hf-inference", **values})
+
+
+def test_a_postgresql_store_password_is_never_shown(open_app, sample_store, postgres_server, tmp_path):
+    """RCA_STORE with a password: the dashboard reads the store, and shows its location only without it."""
+    import os
+
+    from analysis.store import copy_store
+
+    role = f"rca_view_{os.getpid()}"
+    postgres_server.admin(f"CREATE ROLE {role} LOGIN PASSWORD 'pw-shown-nowhere'")
+    url = postgres_server.new_database(owner=role).replace(f"{role}@", f"{role}:pw-shown-nowhere@")
+    copy_store(str(sample_store), url)
+    at = open_app(url)
+    assert at.sidebar.text_input(key="store_path").value == url.replace(":pw-shown-nowhere", "")
+    assert not at.error and at.sidebar.selectbox(key="run_id").value is not None  # the store was read
+    for page in ("app_pages/scan.py", "app_pages/blocklist.py", "app_pages/overview.py"):
+        at.switch_page(page).run()
+        assert not at.exception
+        shown = " ".join(str(e.value) for kind in ("text_input", "caption", "code", "markdown", "text")
+                         for e in getattr(at, kind))
+        assert "pw-shown-nowhere" not in shown
+    assert "pw-shown-nowhere" not in dashboard.resume_command(3, url)

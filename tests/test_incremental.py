@@ -149,3 +149,15 @@ def test_usage_is_read_only_from_a_well_formed_report():
                  b'{"usage": {"prompt_tokens": true, "completion_tokens": 1}}', b"not json", b"\xff\xfe",
                  b'{"usage": {"prompt_tokens": -1, "completion_tokens": 1}}'):
         assert usage_of(body) is None
+
+
+def test_the_budget_learns_a_long_prompt_and_bounds_a_bare_route_by_its_dearest_provider():
+    pricing = {("a", "p"): (1.0, 1.0), ("a", "q"): (3.0, 3.0)}
+    budget = Budget(1.0, pricing, 16, experiment_max_tokens=4096)
+    bare, routed = Target("a", "", "a"), Target("a", "p", "a:p")
+    assert budget.upper_bound([bare]) == pytest.approx((20 * 3.0 + 16 * 3.0) / 1e6)  # the dearest provider
+    before = budget.upper_bound([routed])
+    budget.record("a", "p", "a:p", answered=True, usage=(45, 1))  # a chat template of 45 tokens
+    assert budget.spend.prompt_bound == 45 and budget.upper_bound([routed]) > before
+    assert budget.spend.counted_usd == pytest.approx((45 + 16) / 1e6)  # the bound, not the 46 reported tokens
+    assert budget.upper_bound([routed], 4096) == pytest.approx((45 + 4096) / 1e6)  # an experiment's own budget

@@ -36,3 +36,28 @@ def test_the_default_ceiling_rises_with_the_providers_in_scope():
     assert ScanConfig().ceiling(1) == 8 and ScanConfig().ceiling(5) == 40 and ScanConfig().ceiling(100) == 256
     assert ScanConfig(concurrency=3).ceiling(5) == 3  # --concurrency stays the ceiling when given
     assert ScanConfig().probe_settings(4).concurrency == 32
+
+
+def test_a_reader_that_goes_away_is_not_an_error(sample_store):
+    """`export ... | head -1`: the broken pipe ends the command quietly with exit 0, not click's 1."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "analysis", "export", "findings", "--store", str(sample_store)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stdout.readline()  # one line, then the reader goes away
+    proc.stdout.close()
+    assert proc.wait(timeout=60) == 0
+    assert proc.stderr is not None and b"Traceback" not in proc.stderr.read()
+
+
+def test_resume_names_the_flags_it_ignores_and_refuses_a_zero_budget(make_sim, tmp_path):
+    server = make_sim(synthetic_scenario(4, 1))
+    store = tmp_path / "rca.sqlite"
+    assert run_cli("scan", "--hub-url", server.url, "--router-url", server.router_url, "--store", str(store),
+                   *FAST_FLAGS).returncode == 0
+    ignored = run_cli("scan", "--resume", "1", "--store", str(store), "--format", "json", "--max-age", "1h")
+    assert "ignored with --resume" in ignored.stderr and "--format," in ignored.stderr
+    assert "--max-age" in ignored.stderr and "--format-" not in ignored.stderr
+    zero = run_cli("scan", "--resume", "1", "--store", str(store), "--budget-usd", "0")
+    assert zero.returncode == 2 and "--budget-usd must be a finite amount > 0" in zero.stderr

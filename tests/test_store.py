@@ -167,3 +167,24 @@ def test_a_second_open_in_one_process_keeps_the_first_connections_locks(tmp_path
                                       check=True).stdout.strip()
                 assert seen == str(number)
             assert len(second.runs()) == len(third.runs()) == 2
+
+
+def test_the_change_marker_moves_with_every_kind_of_commit(tmp_path):
+    """The dashboard's cache key for a database store: an override swapped, a status changed, a run finished."""
+    from analysis.store import open_store
+
+    with open_store(tmp_path / "rca.sqlite") as store:
+        run = store.create_run(source="hub", provider="p", hub_url=None, router_url="http://x/v1", settings={},
+                               tool_version="t", mode="probe")
+        seen = {store.change_marker()}
+        first = store.add_override(model_id="a/b", provider="", action="block", reason="r", author="me",
+                                   expires_at=None)
+        seen.add(store.change_marker())
+        store.remove_override(first)
+        store.add_override(model_id="c/d", provider="", action="allow", reason="r", author="me", expires_at=None)
+        seen.add(store.change_marker())  # one removed, one added: same count, still a new marker
+        store.set_run_status(run, "incomplete")
+        seen.add(store.change_marker())
+        store.finish_run(run, "partial", n_probed=3)
+        seen.add(store.change_marker())
+    assert len(seen) == 5

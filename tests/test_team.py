@@ -72,3 +72,26 @@ def test_a_store_password_is_never_printed(make_sim, postgres_server):
 @pytest.mark.parametrize("argv", [["store", "copy", "--from", "x.sqlite"], ["store", "copy", "--to", "y.sqlite"]])
 def test_store_copy_needs_both_ends(argv):
     assert run_cli(*argv).returncode == 2
+
+
+def test_a_scan_that_lost_its_lease_stops_incomplete_with_exit_3(make_sim, tmp_path):
+    """Another scan took the scope over after this one's heartbeat stalled: this one stops instead of writing on."""
+    from analysis.cli import CliObserver
+    from analysis.errors import LeaseLostError
+    from analysis.pipeline.scan import run_scan
+
+    from .helpers import fast_config
+
+    server = make_sim(synthetic_scenario(12, 1))
+    observer = CliObserver(quiet=True)
+
+    def taken_over() -> None:
+        raise LeaseLostError("the lease of hf-inference (hub) was taken over by another scan")
+
+    observer.lease_check = taken_over
+    with open_store(tmp_path / "rca.sqlite") as store:
+        with pytest.raises(LeaseLostError) as lost:
+            run_scan(fast_config(server), store, observer)
+        assert lost.value.exit_code == 3
+        run = store.get_run(1)
+    assert run.status == "incomplete"  # resumable, and no verdict written from half a scope

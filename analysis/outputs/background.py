@@ -30,6 +30,7 @@ from typing import Any
 from analysis import config as paths
 from analysis.config import ScanConfig
 from analysis.errors import RcaError
+from analysis.schema import Run
 from analysis.store import open_store, store_backend
 
 __all__ = ["ScanJob", "ScanProgress", "scan_args", "start_scan", "start_resume", "exit_code", "job_alive",
@@ -221,6 +222,12 @@ def _alive(run: dict[str, Any], leased: set[int]) -> bool:
     # A scan attaches its run to its lease a moment after creating it: until then its own process vouches for it.
     return int(run["id"]) in leased or (run.get("host") == socket.gethostname()
                                         and owner_alive(run.get("pid"), run.get("host")))
+
+
+def scan_alive(store: str, run: Run) -> bool:
+    """Whether ``run``'s scan is alive: its lease is held (on any host), or, in the moment before the lease names
+    it, its own process on this host runs."""
+    return _alive({"id": run.id, "pid": run.pid, "host": run.host}, _leased_runs(store))
 
 
 def running_run(store: str) -> int | None:

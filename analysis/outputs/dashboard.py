@@ -24,7 +24,7 @@ import pandas as pd
 
 from analysis import config
 from analysis.errors import RcaError
-from analysis.outputs.background import ScanProgress, owner_alive
+from analysis.outputs.background import ScanProgress, owner_alive, scan_alive
 from analysis.outputs.explain import word
 from analysis.outputs.views import hf_model_url, mapping_status_of
 from analysis.schema import Run
@@ -34,6 +34,7 @@ __all__ = [
     "BLOCKED_CHOICES",
     "MODEL_COLUMNS",
     "StoreChoice",
+    "shown_store",
     "ACTION_COLORS",
     "reason_badge",
     "action_badge",
@@ -247,7 +248,8 @@ def run_problem(run: Run,
     if status == "failed":
         return (f"Run #{int(run.id)} failed ({word(run.failure_reason)}). A failed run never feeds a "
                 "blocklist: nothing from it was blocked.", str(run.failure_message or "no message"))
-    if status == "running" and owner_alive(run.pid, run.host):
+    if status == "running" and (scan_alive(str(store_path), run) if store_path is not None
+                                else owner_alive(run.pid, run.host)):
         return (f"Run #{int(run.id)} is still running: its results so far are incomplete. The Scan page shows "
                 "its progress.", None)
     stopped = "stopped before it finished (its process is gone)" if status == "running" else f"is {status}"
@@ -255,9 +257,17 @@ def run_problem(run: Run,
             f"Finish it with: {resume_command(int(run.id), store_path)}")
 
 
+def shown_store(location: str | os.PathLike[str]) -> str:
+    """A store as the dashboard shows it: a file as it is, a database URL without its password."""
+    from analysis.store import display_location
+
+    return display_location(str(location))
+
+
 def resume_command(run_id: int, store_path: str | os.PathLike[str] | None) -> str:
-    """The full command that resumes ``run_id`` in ``store_path``, quoted for a POSIX shell."""
-    store = f" --store {shlex.quote(str(store_path))}" if store_path is not None else ""
+    """The full command that resumes ``run_id`` in ``store_path``, quoted for a POSIX shell (a database URL
+    without its password: libpq finds it in PGPASSWORD or ~/.pgpass)."""
+    store = f" --store {shlex.quote(shown_store(store_path))}" if store_path is not None else ""
     return f"python -m analysis scan --resume {run_id}{store}"
 
 

@@ -27,6 +27,7 @@ The run is ``ok``; ``partial`` when some providers of several were faulted
 from __future__ import annotations
 
 import asyncio
+import functools
 import shlex
 import time
 from dataclasses import dataclass
@@ -267,7 +268,8 @@ def run_scan(config: ScanConfig, store: Store, observer: ScanObserver | None = N
 
 
 def _budget(config: ScanConfig, limit_usd: float | None, pricing: Any) -> Budget | None:
-    return None if limit_usd is None else Budget(limit_usd, pricing or {}, config.max_tokens)
+    return None if limit_usd is None else Budget(limit_usd, pricing or {}, config.max_tokens,
+                                                   config.max_tokens_retry)
 
 
 def _select(config: ScanConfig, store: Store, run_id: int, catalog: pd.DataFrame, targets: list[Target],
@@ -412,7 +414,8 @@ class _Recorder:
     def __call__(self, result: ProbeResult) -> None:
         self.buffer.append(result)
         self.answers.add(result)
-        self.spend.record(result.model_id, result.provider, result.model_string, result.billed(), result.usage())
+        self.spend.record(result.model_id, result.provider, result.model_string, result.billed(), result.usage(),
+                          experiment=result.kind == "experiment")
         if result.kind == "primary":
             self.probed += 1
         key = result.outcome if result.outcome != "http_error" else f"HTTP {result.http_status}"
@@ -609,7 +612,7 @@ def _probe_and_finish(config: ScanConfig, store: Store, run_id: int, catalog: pd
     targets, carried = _select(config, store, run_id, catalog, all_targets, canaries, observer)
     answers = _Answers.from_store(store.probes(run_id))  # what a resumed run already holds; then kept in memory
     target_keys = {(t.model_id, t.provider) for t in targets}
-    spend = budget.spend if budget is not None else Spend(pricing or {}, config.max_tokens)
+    spend = budget.spend if budget is not None else Spend(pricing or {}, config.max_tokens, config.max_tokens_retry)
     recorder = _Recorder(store, run_id, config.batch_size, observer, answers, spend)
     recorder.probed = len(target_keys & set(answers.own))
     total = len(targets)
@@ -619,9 +622,9 @@ def _probe_and_finish(config: ScanConfig, store: Store, run_id: int, catalog: pd
         _run_phase(factory, recorder, store, run_id, total)
         return answers
 
-    def afford(requests: list[Target]) -> None:
+    def afford(requests: list[Target], max_tokens: int | None = None) -> None:
         """Stop before a phase whose requests could pass the budget."""
-        if budget is not None and not budget.fits(requests):
+        if budget is not None and not budget.fits(requests, max_tokens):
             _stop_for_budget()
 
     def _stop_for_budget() -> None:
@@ -653,12 +656,17 @@ def _probe_and_finish(config: ScanConfig, store: Store, run_id: int, catalog: pd
 
     # Phase 2: every other target of the providers whose canaries passed.
     remaining = [t for t in targets if t.provider not in faults and (t.model_id, t.provider) not in answers.own]
-    if remaining:
-        fits = budget.affordable(remaining) if budget is not None else len(remaining)
-        if fits:
-            answers = phase(lambda: probe_targets(remaining[:fits], settings, recorder))
-        if fits < len(remaining):
-            _stop_for_budget()
+    if remaining and budget is None:
+        answers = phase(lambda: probe_targets(remaining, settings, recorder))
+    elif remaining and budget is not None:
+        # In chunks, re-checked between them: a prompt larger than assumed is learnt before it adds up.
+        chunk_size = max(64, settings.concurrency * 4)
+        while remaining:
+            fits = min(budget.affordable(remaining), chunk_size)
+            if not fits:
+                _stop_for_budget()
+            chunk, remaining = remaining[:fits], remaining[fits:]
+            answers = phase(functools.partial(probe_targets, chunk, settings, recorder))
 
     # The majority rule: one refusal on most of a provider's answers is a run-level suspect.
     def recheck(group: list[Target]) -> _Answers:
@@ -671,7 +679,7 @@ def _probe_and_finish(config: ScanConfig, store: Store, run_id: int, catalog: pd
     # Phase 3: request experiments, at most one per target.
     experiments = _experiments(config, catalog, targets, answers, faults)
     if experiments:
-        afford([e.target for e in experiments])
+        afford([e.target for e in experiments], config.max_tokens_retry)  # a provider may ignore stream=true
         observer.experiments_started(len(experiments))
         answers = phase(lambda: run_experiments(experiments, settings, recorder))
 

@@ -401,13 +401,19 @@ class Store:
              n_blocked, n_transient, round(duration, 3), run_id))
 
     def change_marker(self) -> tuple[int, ...]:
-        """A few counts that change with every commit a scan or an operator makes: a cache key for readers of a
-        database store (a file store uses its files' times and sizes instead)."""
-        runs = self.db.execute("SELECT COUNT(*), COALESCE(MAX(id), 0), COALESCE(SUM(LENGTH(status)), 0) "
-                               "FROM runs").fetchone()
-        rows = [int(self.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
-                for table in ("probes", "findings", "overrides")]
-        return tuple(int(v) for v in runs) + tuple(rows)
+        """Numbers that change with every commit a scan or an operator makes: a cache key for readers of a database
+        store (a file store uses its files' times and sizes instead).  A run's status change moves the weighted
+        status sum, its end the finished-at sum, a new probe the probe count, an override added or removed the
+        overrides' count and id sums (ids are never reused)."""
+        runs = self.db.execute(
+            "SELECT COUNT(*), COALESCE(MAX(id), 0), COALESCE(SUM(id * CASE status WHEN 'running' THEN 1 "
+            "WHEN 'ok' THEN 2 WHEN 'partial' THEN 3 WHEN 'failed' THEN 5 WHEN 'incomplete' THEN 7 ELSE 11 END), 0), "
+            "COALESCE(SUM(LENGTH(COALESCE(finished_at, ''))), 0), COALESCE(SUM(COALESCE(n_probed, 0)), 0) "
+            "FROM runs").fetchone()
+        overrides = self.db.execute("SELECT COUNT(*), COALESCE(MAX(id), 0), COALESCE(SUM(id), 0) FROM overrides"
+                                    ).fetchone()
+        rows = [self.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] for table in ("probes", "findings")]
+        return tuple(int(v) for v in (*runs, *overrides, *rows))
 
     def add_run_usage(self, run_id: int, *, prompt_tokens: int, completion_tokens: int, spent_usd: float,
                       unpriced_answers: int) -> None:
