@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import shlex
+import threading
 import time
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -175,11 +176,26 @@ def _load_catalog(config: ScanConfig, observer: ScanObserver) -> tuple[pd.DataFr
                 keep = [any(p in m for p in providers) for m in catalog["mapping"]]
                 catalog = catalog[keep].reset_index(drop=True)
         return catalog, router_pricing(data)
+    # The router's list is fetched while the Hub pages come in: two independent reads, one wait.  A daemon
+    # thread, so that Ctrl-C during the Hub pages never waits for the router to answer.
+    fetched: dict[str, Any] = {}
+
+    def fetch_router() -> None:
+        try:
+            fetched["list"] = _router_list(config, observer)
+        except BaseException as exc:  # noqa: BLE001 - handed to the scan's thread, which raises it
+            fetched["error"] = exc
+
+    router_thread = threading.Thread(target=fetch_router, name="router-list", daemon=True)
+    router_thread.start()
     entries = fetch_hub_models(
         config.hub_url, hub_provider_param(config.provider), config.token, limit=config.hub_limit,
         timeout=config.timeout,
         retries=max(config.retries, 2), backoff=config.backoff, on_page=observer.catalog_page)
-    router = _router_list(config, observer)
+    router_thread.join()
+    if "error" in fetched:  # the router refused the token, say: a run-level answer, as if read after the Hub
+        raise fetched["error"]
+    router = fetched.get("list")
     return attach_router_list(normalise_hub_models(entries, config.token), router), router_pricing(router)
 
 

@@ -339,12 +339,16 @@ class Store:
         self._write("UPDATE runs SET canaries_json = ? WHERE id = ?", (_dumps(canaries), run_id))
 
     def save_catalog(self, run_id: int, catalog: pd.DataFrame) -> None:
-        rows = [(run_id, r["model_id"], r["author"], _opt(r["pipeline_tag"]), _dumps(list(r["tags"])),
-                 _opt(r["library_name"]), r["gated"], _opt(r["downloads"]), _opt(r["likes"]), _opt(r["created_at"]),
-                 _opt(r["last_modified"]), _dumps(r["mapping"]), r["mapping_shape"],
-                 None if _opt_bool(r["in_router_list"]) is None else int(bool(r["in_router_list"])),
-                 _dumps(list(r["router_providers"])))
-                for r in catalog.to_dict("records")]
+        # Column by column (tolist() gives plain Python values), not through to_dict's per-row dicts.
+        c = {name: catalog[name].tolist() for name in catalog.columns}
+        rows = [(run_id, model_id, author, _opt(tag), _dumps(list(tags)), _opt(library), gated, _opt(downloads),
+                 _opt(likes), _opt(created), _opt(modified), _dumps(mapping), shape,
+                 None if _opt_bool(listed) is None else int(bool(listed)), _dumps(list(providers)))
+                for (model_id, author, tag, tags, library, gated, downloads, likes, created, modified, mapping, shape,
+                     listed, providers)
+                in zip(c["model_id"], c["author"], c["pipeline_tag"], c["tags"], c["library_name"], c["gated"],
+                       c["downloads"], c["likes"], c["created_at"], c["last_modified"], c["mapping"],
+                       c["mapping_shape"], c["in_router_list"], c["router_providers"])]
         self._tx(insert_sql("catalog", ("run_id", "model_id", "author", "pipeline_tag", "tags_json", "library_name",
                                         "gated", "downloads", "likes", "created_at", "last_modified", "mapping_json",
                                         "mapping_shape", "in_router_list", "router_providers_json")), rows)
@@ -376,9 +380,9 @@ class Store:
                                                  for a in findings["alternatives"]]
             cols = [c for c in columns if c != "run_id" and c in findings.columns]
             sql = f"INSERT INTO findings (run_id, {', '.join(cols)}) VALUES (?{', ?' * len(cols)})"
-            values = []
-            for rec in findings[cols].itertuples(index=False, name=None):
-                values.append((run_id, *[_cell(v) for v in rec]))
+            # Column by column: tolist() gives plain Python values at once, so each cell is converted once.
+            cells = [[_cell(v) for v in findings[c].tolist()] for c in cols]
+            values = [(run_id, *row) for row in zip(*cells)]
             if values:
                 db.executemany(sql, values)
 
