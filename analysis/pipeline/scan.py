@@ -622,7 +622,8 @@ def _probe_and_finish(config: ScanConfig, store: Store, run_id: int, catalog: pd
 
     Every phase stores its probes as they arrive; a resumed run skips what is stored.  With ``--changed-only``
     only the targets that may have changed are probed; with a ``budget`` a phase starts only when all its
-    requests fit in it (the big phase: as many targets as fit), and the run stops incomplete otherwise.
+    requests fit in it (the big phase goes in chunks, re-checked between them), and the run stops incomplete
+    otherwise.
     """
     settings = config.probe_settings(len({t.provider for t in all_targets}))
     targets, carried = _select(config, store, run_id, catalog, all_targets, canaries, observer)
