@@ -32,6 +32,7 @@ from analysis.config import ScanConfig
 from analysis.errors import RcaError
 from analysis.schema import Run
 from analysis.store import open_store, store_backend
+from analysis.store.base import process_alive
 
 __all__ = ["ScanJob", "ScanProgress", "scan_args", "start_scan", "start_resume", "exit_code", "job_alive",
            "job_run", "owner_alive", "running_run", "stopped_run", "scan_progress", "log_tail", "scan_log_dir",
@@ -70,19 +71,6 @@ class ScanProgress:
 _exit_codes: dict[int, int] = {}
 _children: dict[int, subprocess.Popen[bytes]] = {}
 _lock = threading.Lock()
-
-
-def _process_alive(pid: int) -> bool:
-    """Whether process ``pid`` exists on this host (the rule the store applies to a run's owner)."""
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # it exists, owned by another user
-    return True
 
 
 def scan_log_dir() -> Path:
@@ -171,7 +159,7 @@ def job_alive(job: ScanJob) -> bool:
             return False
         if job.pid in _children:
             return True
-    return _process_alive(job.pid)  # started by an earlier app process: ask the system
+    return process_alive(job.pid)  # started by an earlier app process: ask the system
 
 
 def owner_alive(pid: Any, host: Any) -> bool:
@@ -184,7 +172,7 @@ def owner_alive(pid: Any, host: Any) -> bool:
     with _lock:
         if int(pid) in _exit_codes:
             return False
-    return _process_alive(int(pid))
+    return process_alive(int(pid))
 
 
 def _runs(store: str) -> list[dict[str, Any]]:

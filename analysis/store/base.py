@@ -143,6 +143,7 @@ def _opt(value: Any) -> Any:
 
 
 def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (a run's owner, a lease's holder, a dashboard scan)."""
     if pid == os.getpid():
         return True
     try:
