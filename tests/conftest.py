@@ -96,3 +96,23 @@ def postgres_server():
         yield cluster
     finally:
         cluster.stop()
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Under pytest-xdist (work stealing hands each worker one contiguous block of the collection, and steals from
+    the ends of queues), start each worker's block with its share of the slow tests: the browser tests and the
+    other long ones then run side by side from the start instead of queueing on one worker at the end."""
+    import itertools
+    import math
+
+    workers = int(getattr(config, "workerinput", {}).get("workercount", 1))
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    if workers < 2 or not slow:
+        return
+    rest = iter([item for item in items if not item.get_closest_marker("slow")])
+    blocks: list[list] = [slow[k::workers] for k in range(workers)]
+    size = math.ceil(len(items) / workers)
+    ordered = []
+    for block in blocks:
+        ordered += block + list(itertools.islice(rest, max(0, size - len(block))))
+    items[:] = ordered + list(rest)

@@ -45,6 +45,7 @@ def _frames(location: str, run_id: int) -> dict[str, pd.DataFrame]:
                 "targets": store.targets(run_id), "runs": store.runs(), "history": store.scope_history("hub", "all")}
 
 
+@pytest.mark.slow
 def test_a_real_scan_reads_back_alike_on_both_backends(sim, tmp_path, postgres_server):
     """The same scan into SQLite and PostgreSQL: the same verdicts, columns and dtypes from every reader."""
     lite, pg = str(tmp_path / "rca.sqlite"), postgres_server.new_database()
