@@ -12,7 +12,7 @@ the code that makes them (:mod:`analysis.pipeline.targets`, :mod:`analysis.pipel
 
 from __future__ import annotations
 
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, Mapping
 
 __all__ = ["Finding", "Run", "FINDING_COLUMNS", "HISTORY_COLUMNS", "FINDINGS_EXPORT_COLUMNS",
@@ -47,13 +47,6 @@ class Finding:
     working_settings: str | None = None
     error_signature: str | None = None
     carried: bool = False
-
-    @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> "Finding":
-        """A findings row (a record of the frame); missing cells become ``None``, extra columns are left out."""
-        values: dict[str, Any] = {f.name: None if is_missing(row.get(f.name)) else row.get(f.name)
-                                  for f in fields(cls)}
-        return cls(**values)
 
 
 # What diagnose writes for every target, in order: the fields of Finding.
@@ -145,9 +138,6 @@ class Run:
                 value = value.item()
             values[f.name] = value
         return cls(**values)
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def is_missing(value: Any) -> bool:

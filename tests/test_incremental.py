@@ -112,9 +112,9 @@ def test_budget_counts_only_answers_and_unpriced_routes_as_free():
     budget = Budget(10 * ANSWER_USD, {("a", "p"): (0.1, 0.3)}, 16)
     targets = [Target("a", "p", "a:p")] * 12
     assert budget.affordable(targets) == 10 and not budget.fits(targets)
-    budget.record("a", "p", "a:p", answered=False)  # a 429 or a refusal is not billed
+    budget.spend.record("a", "p", "a:p", answered=False)  # a 429 or a refusal is not billed
     assert budget.spent_usd == 0
-    budget.record("a", "p", "a:p", answered=True)
+    budget.spend.record("a", "p", "a:p", answered=True)
     assert budget.affordable(targets) == 9
     assert budget.fits([Target("b", "q", "b:q")] * 1000) and budget.unpriced == {"b:q"}
 
@@ -157,7 +157,7 @@ def test_the_budget_learns_a_long_prompt_and_bounds_a_bare_route_by_its_dearest_
     bare, routed = Target("a", "", "a"), Target("a", "p", "a:p")
     assert budget.upper_bound([bare]) == pytest.approx((20 * 3.0 + 16 * 3.0) / 1e6)  # the dearest provider
     before = budget.upper_bound([routed])
-    budget.record("a", "p", "a:p", answered=True, usage=(45, 1))  # a chat template of 45 tokens
+    budget.spend.record("a", "p", "a:p", answered=True, usage=(45, 1))  # a chat template of 45 tokens
     assert budget.spend.prompt_bound == 45 and budget.upper_bound([routed]) > before
     assert budget.spend.counted_usd == pytest.approx((45 + 16) / 1e6)  # the bound, not the 46 reported tokens
     assert budget.upper_bound([routed], 4096) == pytest.approx((45 + 4096) / 1e6)  # an experiment's own budget

@@ -21,7 +21,8 @@ import plotly.graph_objects as go
 
 from analysis.taxonomy import REASON_NAMES
 
-__all__ = ["REASON_COLORS", "SERIES_COLORS", "reason_bar", "tag_reason_bar", "latency_histogram", "trend_lines"]
+__all__ = ["REASON_COLORS", "ACTION_COLORS", "SERIES_COLORS", "reason_bar", "tag_reason_bar", "latency_histogram",
+           "trend_lines"]
 
 REASON_COLORS: dict[str, str] = {
     # run-level: a fault of the token, the credits or the endpoint (purples, grey)
@@ -47,6 +48,9 @@ REASON_COLORS: dict[str, str] = {
     # works
     "ok": "#2e7d32",
 }
+# Each action in the colour of the reasons that call for it (the Models page's badges).
+ACTION_COLORS = {"block": "#e53935", "fix route": "#1565c0", "fix probe": "#00acc1", "wait": "#f9a825",
+                 "fix setup": "#6a1b9a", "none": "#2e7d32"}
 # The trend's series, in the colours of their families.
 SERIES_COLORS = {"working": REASON_COLORS["ok"], "blocked": "#c62828", "transient": REASON_COLORS["rate_limited"]}
 _MARGIN = dict(t=50, b=10, l=10, r=10)

@@ -35,7 +35,6 @@ __all__ = [
     "MODEL_COLUMNS",
     "StoreChoice",
     "shown_store",
-    "ACTION_COLORS",
     "reason_badge",
     "action_badge",
     "is_database",
@@ -414,11 +413,6 @@ def env_token_allowed(*urls: str) -> bool:
     return True
 
 
-# The colour of each action's badge on the Models page (the reasons take theirs from charts.REASON_COLORS).
-ACTION_COLORS = {"block": "#e53935", "fix route": "#1565c0", "fix probe": "#00acc1", "wait": "#f9a825",
-                 "fix setup": "#6a1b9a", "none": "#2e7d32"}
-
-
 def _badge(colour: str | None) -> str:
     # A tinted background and a coloured left border: readable in light and dark themes.
     return f"background-color: {colour}26; border-left: 4px solid {colour}" if colour else ""
@@ -432,5 +426,7 @@ def reason_badge(reason: Any) -> str:
 
 
 def action_badge(action: Any) -> str:
-    """The CSS of an action cell."""
+    """The CSS of an action cell: its colour from the one palette (charts.ACTION_COLORS)."""
+    from analysis.outputs.charts import ACTION_COLORS
+
     return _badge(ACTION_COLORS.get(str(action)))

@@ -130,7 +130,3 @@ class Budget:
             if total > self.left_usd + 1e-12:
                 return count
         return len(requests)
-
-    def record(self, model_id: str, provider: str, model_string: str, answered: bool,
-               usage: tuple[int, int] | None = None) -> None:
-        self.spend.record(model_id, provider, model_string, answered, usage)
