@@ -23,10 +23,10 @@ def make_sim():
     """Start simulators for custom scenarios; all are stopped after the test."""
     servers: list[SimulatorServer] = []
 
-    def start(scenario: Scenario | dict) -> SimulatorServer:
+    def start(scenario: Scenario | dict, ssl_context=None) -> SimulatorServer:  # noqa: ANN001 - an SSLContext
         if isinstance(scenario, dict):
             scenario = Scenario.from_dict(scenario)
-        server = SimulatorServer(scenario).start()
+        server = SimulatorServer(scenario, ssl_context=ssl_context).start()
         servers.append(server)
         return server
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,18 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SECRET_TOKEN = "rca-test-secret-not-a-real-token-0123456789"
 FAST_FLAGS = ["--timeout", "1", "--backoff", "0.01", "--retry-after-cap", "0.5"]
 CLI_HOME: list[Path] = []  # set by conftest's session fixture: where a CLI run's default paths land
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 10) -> None:
+    """Stop a process a test started, if it still runs: terminate, then kill if it will not go."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=timeout)
 
 
 def csv_rows(text: str) -> list[dict[str, str]]:

@@ -7,6 +7,7 @@ Screenshots go to ``RCA_SCREENSHOT_DIR`` (default: the test's temp dir).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -15,13 +16,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 import httpx
 import pytest
 
 from analysis.devtools.simulator import synthetic_scenario
 
-from .helpers import PROJECT_ROOT, SECRET_TOKEN
+from .helpers import PROJECT_ROOT, SECRET_TOKEN, stop_process
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -72,32 +74,40 @@ def chromium() -> Path:
     return CHROMIUM
 
 
-@pytest.fixture
-def dashboard_url(chromium, sample_store, tmp_path):
-    """The dashboard on a copy of the sample store, stopped by its own PID afterwards."""
-    store = tmp_path / "rca.sqlite"
-    shutil.copy(sample_store, store)
+def app_env(tmp_path: Path) -> dict[str, str]:
+    """The environment of a process a browser test starts: no token, no store from outside, and whatever it
+    writes by default kept in the temp dir."""
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "RCA_STORE")}
+    env["RCA_HOME"] = str(tmp_path / "home")
+    return env
+
+
+@contextlib.contextmanager
+def dashboard(store: str, tmp_path: Path) -> Iterator[str]:
+    """``streamlit run app.py -- --store STORE`` on a free port: its URL once healthy; stopped afterwards."""
     port = free_port()
     log = tmp_path / "streamlit.log"
-    env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "RCA_STORE")}
-    env["RCA_HOME"] = str(tmp_path / "home")  # whatever the app writes by default stays in the temp dir
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", str(PROJECT_ROOT / "app.py"), "--server.headless", "true",
              "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-             "--", "--store", str(store)],
-            cwd=PROJECT_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+             "--", "--store", store],
+            cwd=PROJECT_ROOT, env=app_env(tmp_path), stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_healthy(url, proc, log)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_process(proc)
+
+
+@pytest.fixture
+def dashboard_url(chromium, sample_store, tmp_path):
+    """The dashboard on a copy of the sample store."""
+    store = tmp_path / "rca.sqlite"
+    shutil.copy(sample_store, store)
+    with dashboard(str(store), tmp_path) as url:
+        yield url
 
 
 def screenshot_dir(tmp_path: Path) -> Path:
@@ -250,25 +260,15 @@ def test_the_dashboard_on_a_postgresql_store_follows_a_scan_writing_to_it(chromi
 
     url = postgres_server.new_database()
     server = make_sim(synthetic_scenario(SCAN_MODELS // 2, latency_ms=SCAN_LATENCY_MS))
-    port = free_port()
-    log = tmp_path / "streamlit.log"
-    env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "RCA_STORE")}
-    env["RCA_HOME"] = str(tmp_path / "home")
-    with open(log, "wb") as out:
-        app = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", str(PROJECT_ROOT / "app.py"), "--server.headless", "true",
-             "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-             "--", "--store", url], cwd=PROJECT_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     scan = subprocess.Popen([sys.executable, "-m", "analysis", "scan", "--hub-url", server.url, "--router-url",
                              server.router_url, "--store", url, "--concurrency", "1", "--retries", "0", "-q"],
-                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    dashboard = f"http://127.0.0.1:{port}"
+                            cwd=tmp_path, env=app_env(tmp_path), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     try:
-        wait_until_healthy(dashboard, app, log)
-        with sync_playwright() as playwright:
+        with dashboard(url, tmp_path) as app, sync_playwright() as playwright:
             browser, page = open_page(playwright, chromium)
             try:
-                page.goto(f"{dashboard}/scan")
+                page.goto(f"{app}/scan")
                 expect(page.get_by_text(re.compile(r"^Run #1: "))).to_be_visible(timeout=SCAN_WAIT_MS)
                 # A progress line is only drawn for a running scan: seen while the other process was writing.
                 progress = page.get_by_text(re.compile(rf"^Run #1: \d+ of {SCAN_MODELS // 2} targets probed"))
@@ -277,7 +277,7 @@ def test_the_dashboard_on_a_postgresql_store_follows_a_scan_writing_to_it(chromi
                 assert probed < SCAN_MODELS // 2
                 finished = page.get_by_text(re.compile(r"^Run #1 finished"))
                 expect(finished).to_be_visible(timeout=SCAN_WAIT_MS)
-                page.goto(dashboard)
+                page.goto(app)
                 expect(page.get_by_role("heading", name="Overview")).to_be_visible()
                 expect(page.get_by_text(re.compile(rf"{SCAN_MODELS // 2} targets over"))).to_be_visible()
                 page.locator(".st-key-chart_reasons g.trace.bars g.point path").first.wait_for()
@@ -287,11 +287,4 @@ def test_the_dashboard_on_a_postgresql_store_follows_a_scan_writing_to_it(chromi
                 browser.close()
         assert scan.wait(timeout=60) == 0
     finally:
-        for proc in (scan, app):
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=10)
+        stop_process(scan)

@@ -27,20 +27,16 @@ def ca() -> trustme.CA:
 
 
 @pytest.fixture
-def tls_sim(ca: trustme.CA):
-    """Start simulators that speak https with a certificate for 127.0.0.1 signed by ``ca``."""
-    servers: list[SimulatorServer] = []
+def tls_sim(ca: trustme.CA, make_sim):
+    """Start simulators (conftest's ``make_sim``) that speak https with a certificate for 127.0.0.1 signed by
+    ``ca``."""
 
     def start(scenario: Scenario) -> SimulatorServer:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
-        server = SimulatorServer(scenario, ssl_context=context).start()
-        servers.append(server)
-        return server
+        return make_sim(scenario, ssl_context=context)
 
-    yield start
-    for server in servers:
-        server.stop()
+    return start
 
 
 @pytest.fixture
