@@ -10,7 +10,7 @@ import time
 import pytest
 
 from analysis.devtools.simulator import synthetic_scenario
-from analysis.pipeline.probe import ProbeSettings, probe_targets, size_hint
+from analysis.pipeline.probe import ProbeSettings, probe_targets, size_hint, slow_first
 from analysis.pipeline.ratecontrol import (
     BARE_KEY,
     RateController,
@@ -214,6 +214,27 @@ def test_size_hints_come_from_the_model_id():
     assert size_hint("BAAI/bge-small-en-v1.5") == 0
 
 
+def _jobs(*model_ids: str) -> list:
+    return [[(Target(m, "p", f"{m}:p"), "primary", "", None)] for m in model_ids]
+
+
+def test_the_slowest_of_the_last_run_start_first_then_the_largest():
+    jobs = _jobs("org/fast", "org/never-answered", "org/unseen-7B", "org/unseen", "org/slow", "org/mid",
+                 "org/unseen-70B")
+    expected = {"org/fast:p": 0.2, "org/never-answered:p": 90.0, "org/slow:p": 30.0, "org/mid:p": 6.0}
+    order = [jobs[i][0][0].model_id for i in slow_first(jobs, expected)]
+    # Unseen models count as the median of the known (18 s): after the known-slower, before the known-faster;
+    # among themselves the largest first.
+    assert order == ["org/never-answered", "org/slow", "org/unseen-70B", "org/unseen-7B", "org/unseen", "org/mid",
+                     "org/fast"]
+
+
+def test_without_a_last_run_the_largest_models_start_first():
+    jobs = _jobs("org/tiny-135M", "org/big-70B", "org/plain", "org/mid-8B")
+    assert [jobs[i][0][0].model_id for i in slow_first(jobs, {})] == [
+        "org/big-70B", "org/mid-8B", "org/tiny-135M", "org/plain"]
+
+
 # --------------------------------------------------------------------------- against the simulator
 
 
@@ -286,3 +307,29 @@ def test_without_rate_control_the_old_fixed_concurrency_applies(make_sim):
     asyncio.run(probe_targets(_targets(30), ProbeSettings(router_url=server.router_url, concurrency=10,
                                                           rate_control=False)))
     assert sim_stats(server)["peak_in_flight"] == 10
+
+
+def test_a_scan_starts_the_models_that_timed_out_last_time_first(make_sim, store_path):
+    # Two models never answer within the timeout.  In target order they come last, so the first scan starts their
+    # chains of timeouts at its end; the next scan of the scope starts them first.
+    scenario = synthetic_scenario(12, 0)
+    silent = {"bench-org/model-000010", "bench-org/model-000011"}
+    for model in scenario.models:
+        if model["id"] in silent:
+            model["providers"][0]["latency_ms"] = 5000
+    server = make_sim(scenario)
+    config = fast_config(server, concurrency=2, timeout=0.3, retries=1, route_checks=0,
+                         canaries=["bench-org/model-000000"])
+
+    def big_phase_order(store, run_id: int) -> list[str]:
+        probes = store.probes(run_id)
+        primary = probes[(probes["kind"] == "primary") & (probes["model_id"] != "bench-org/model-000000")]
+        return primary.sort_values("started_at")["model_id"].tolist()
+
+    with open_store(store_path) as store:
+        first = run_scan(config, store)
+        second = run_scan(config, store)
+        assert first.status == second.status == "ok"
+        assert set(big_phase_order(store, first.run_id)[-2:]) == silent
+        assert set(big_phase_order(store, second.run_id)[:2]) == silent
+        assert set(store.findings(second.run_id).query("reason == 'timeout'")["model_id"]) == silent

@@ -42,7 +42,8 @@ def _scan_into(location: str, sim) -> int:
 def _frames(location: str, run_id: int) -> dict[str, pd.DataFrame]:
     with open_store(location, readonly=True) as store:
         return {"findings": store.findings(run_id), "probes": store.probes(run_id), "catalog": store.catalog(run_id),
-                "targets": store.targets(run_id), "runs": store.runs(), "history": store.scope_history("hub", "all")}
+                "targets": store.targets(run_id), "runs": store.runs(), "history": store.scope_history("hub", "all"),
+                "probe_times": store.probe_times(run_id)}
 
 
 @pytest.mark.slow

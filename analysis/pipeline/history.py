@@ -16,7 +16,8 @@ import pandas as pd
 from analysis.schema import HISTORY_COLUMNS
 from analysis.taxonomy import TRANSIENT, reason_info
 
-__all__ = ["HISTORY_COLUMNS", "PersistencePolicy", "summarise_history", "apply_persistence", "newly_blocked"]
+__all__ = ["HISTORY_COLUMNS", "PersistencePolicy", "summarise_history", "apply_persistence", "newly_blocked",
+           "expected_seconds"]
 
 # Reasons that may add up to a persistent failure.  persistent_failure itself
 # counts, so a blocked model stays blocked until it answers again.
@@ -145,3 +146,19 @@ def newly_blocked(before: pd.DataFrame, after: pd.DataFrame) -> pd.DataFrame:
     keep = pd.Series([(m, p) not in was for m, p in zip(now["model_id"], now["provider"])], index=now.index,
                      dtype=bool)
     return now[keep][["model_id", "provider", "reason"]].reset_index(drop=True)
+
+
+def expected_seconds(times: pd.DataFrame) -> dict[str, float]:
+    """Model string -> the seconds its probe held a worker in an earlier run (last attempt's latency x attempts).
+
+    Only an ordering hint for the next scan (slowest first): a model that timed out three times took three
+    timeouts, and will most likely do so again.  ``times`` has ``model_string``, ``latency_ms`` and ``attempts``
+    (:meth:`analysis.store.base.Store.probe_times`).
+    """
+    return {str(route): float(ms) / 1000.0 * (int(attempts) if _number(attempts) and attempts >= 1 else 1)
+            for route, ms, attempts in zip(times["model_string"], times["latency_ms"], times["attempts"])
+            if _number(ms)}
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and value == value  # NaN is the one value unequal to itself

@@ -17,8 +17,10 @@ concurrency and request rate (:mod:`analysis.pipeline.ratecontrol`), and a
 scheduler hands each free worker the next probe of a provider that may send now:
 retries wait in the scheduler, not in a worker, so no worker sits idle behind one
 provider's pacing or backoff; the provider with the largest backlog in expected
-seconds goes first, and within a provider the largest models (by the size their
-id states) start first.  A 429 that the controller caused is retried without
+seconds goes first, and within a provider the slowest targets start first: those
+the previous run took longest on (``expected_s``; a model that never answered
+holds a worker for its whole chain of timeouts, which must not start last), then
+the largest models by the size their id states.  A 429 that the controller caused is retried without
 counting against ``retries`` (see :class:`~analysis.pipeline.ratecontrol.Decision`).
 """
 
@@ -30,12 +32,13 @@ import json
 import math
 import random
 import re
+import statistics
 import time
 from collections import deque
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from typing import Any, Awaitable, Callable, Iterable
+from typing import Any, Awaitable, Callable, Iterable, Mapping
 
 import httpx
 
@@ -504,15 +507,17 @@ OnResult = Callable[[ProbeResult], Awaitable[None] | None]
 
 
 async def probe_targets(targets: Iterable[Target], settings: ProbeSettings, on_result: OnResult | None = None, *,
-                        kind: str = "primary") -> list[ProbeResult]:
+                        kind: str = "primary", expected_s: Mapping[str, float] | None = None) -> list[ProbeResult]:
     """Probe every target with at most ``settings.concurrency`` requests in flight.
 
     Results are handed to ``on_result`` as they arrive (for progress and batched
     storage) and returned.  No single answer stops the others: whether a fault is
     run-level is decided from the run (:mod:`analysis.pipeline.canaries`).
+    ``expected_s`` (model string -> seconds, e.g. what the previous run took) only
+    orders the work: the slowest start first.
     """
     jobs: list[Job] = [[(target, kind, "", None)] for target in targets]
-    return await _run_jobs(jobs, settings, on_result, stop_at_chat=False)
+    return await _run_jobs(jobs, settings, on_result, stop_at_chat=False, expected_s=expected_s)
 
 
 async def check_routes(checks: Iterable[RouteCheck], settings: ProbeSettings,
@@ -563,6 +568,19 @@ def size_hint(model_id: str) -> float:
     return best
 
 
+def slow_first(jobs: list[Job], expected_s: Mapping[str, float]) -> list[int]:
+    """The jobs' indices, likely-slowest first (the longest-first rule that keeps a long job from ending a run).
+
+    Measured beats guessed: a job's expected seconds come from ``expected_s`` (its first route's model string);
+    a job without one counts as the median of those known, so a model never seen sits between the known-slow and
+    the known-fast.  Ties (and every job, when nothing is known) go largest model first, by the size its id states.
+    """
+    known = [expected_s[job[0][0].model_string] for job in jobs if job[0][0].model_string in expected_s]
+    typical = statistics.median(known) if known else 0.0
+    return sorted(range(len(jobs)), key=lambda i: (-expected_s.get(jobs[i][0][0].model_string, typical),
+                                                   -size_hint(jobs[i][0][0].model_id)))
+
+
 @dataclass
 class _Step:
     """One job's current probe: which route of the job, its attempts so far and when it may go next."""
@@ -589,7 +607,8 @@ class _Scheduler:
     one provider's pacing and the slow providers start first.
     """
 
-    def __init__(self, jobs: list[Job], controller: RateController | None, clock: Callable[[], float]) -> None:
+    def __init__(self, jobs: list[Job], controller: RateController | None, clock: Callable[[], float],
+                 expected_s: Mapping[str, float] | None = None) -> None:
         self.controller = controller
         self.clock = clock
         self.fresh: dict[str, deque[_Step]] = {}
@@ -598,9 +617,8 @@ class _Scheduler:
         self.waiting = 0
         self.running = 0
         self.cond = asyncio.Condition()
-        # Slow first: the largest models (by the size their id states) lead their provider's queue.
-        order = sorted(range(len(jobs)), key=lambda i: -size_hint(jobs[i][0][0].model_id))
-        for i in order:
+        # Slow first within each provider's queue: a long job started last ends the run late.
+        for i in slow_first(jobs, expected_s or {}):
             step = _Step(jobs[i], 0)
             self.fresh.setdefault(step.key, deque()).append(step)
             self.waiting += 1
@@ -676,11 +694,12 @@ class _Scheduler:
 
 async def _run_jobs(jobs: list[Job], settings: ProbeSettings, on_result: OnResult | None,
                     stop_at_chat: bool, controller: RateController | None = None,
-                    clock: Callable[[], float] = time.monotonic) -> list[ProbeResult]:
+                    clock: Callable[[], float] = time.monotonic,
+                    expected_s: Mapping[str, float] | None = None) -> list[ProbeResult]:
     if controller is None and settings.rate_control:
         controller = RateController(settings.concurrency, floor=settings.rate_floor, pinned=dict(settings.rate_pins),
                                     clock=clock, retry_after_cap=settings.retry_after_cap)
-    scheduler = _Scheduler(jobs, controller, clock)
+    scheduler = _Scheduler(jobs, controller, clock, expected_s)
     results: list[ProbeResult] = []
     clients = _clients(settings)
     n_clients = len(clients)

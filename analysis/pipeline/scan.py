@@ -77,6 +77,7 @@ from analysis.pipeline.history import (
     HISTORY_COLUMNS,
     PersistencePolicy,
     apply_persistence,
+    expected_seconds,
     newly_blocked,
     summarise_history,
 )
@@ -286,6 +287,13 @@ def run_scan(config: ScanConfig, store: Store, observer: ScanObserver | None = N
 def _budget(config: ScanConfig, limit_usd: float | None, pricing: Any) -> Budget | None:
     return None if limit_usd is None else Budget(limit_usd, pricing or {}, config.max_tokens,
                                                    config.max_tokens_retry)
+
+
+def _expected_seconds(store: Store, run_id: int) -> dict[str, float]:
+    """How long each route held a worker in the scope's previous successful run: the big phase starts the slowest
+    first, so that a model that never answers does not begin its chain of timeouts at the end of the run."""
+    previous = store.previous_ok_run(run_id)
+    return expected_seconds(store.probe_times(previous)) if previous is not None else {}
 
 
 def _select(config: ScanConfig, store: Store, run_id: int, catalog: pd.DataFrame, targets: list[Target],
@@ -671,10 +679,11 @@ def _probe_and_finish(config: ScanConfig, store: Store, run_id: int, catalog: pd
     for line in describe_faults(faults, config.router_url):
         observer.warning(line)
 
-    # Phase 2: every other target of the providers whose canaries passed.
+    # Phase 2: every other target of the providers whose canaries passed, the slowest of the last run first.
     remaining = [t for t in targets if t.provider not in faults and (t.model_id, t.provider) not in answers.own]
+    expected = _expected_seconds(store, run_id) if remaining else {}
     if remaining and budget is None:
-        answers = phase(lambda: probe_targets(remaining, settings, recorder))
+        answers = phase(lambda: probe_targets(remaining, settings, recorder, expected_s=expected))
     elif remaining and budget is not None:
         # In chunks, re-checked between them: a prompt larger than assumed is learnt before it adds up.
         chunk_size = max(64, settings.concurrency * 4)
@@ -683,7 +692,7 @@ def _probe_and_finish(config: ScanConfig, store: Store, run_id: int, catalog: pd
             if not fits:
                 _stop_for_budget()
             chunk, remaining = remaining[:fits], remaining[fits:]
-            answers = phase(functools.partial(probe_targets, chunk, settings, recorder))
+            answers = phase(functools.partial(probe_targets, chunk, settings, recorder, expected_s=expected))
 
     # The majority rule: one refusal on most of a provider's answers is a run-level suspect.
     def recheck(group: list[Target]) -> _Answers:

@@ -686,6 +686,12 @@ class Store:
         frame["attempt_log"] = [_loads(s, []) for s in frame["attempt_log_json"]]
         return frame.drop(columns=["attempt_log_json"])
 
+    def probe_times(self, run_id: int) -> pd.DataFrame:
+        """Per probed verdict of a run: ``model_string``, ``latency_ms`` (of the last attempt) and ``attempts``:
+        what the next scan orders its work by (:func:`analysis.pipeline.history.expected_seconds`)."""
+        return self._frame("SELECT model_string, latency_ms, attempts FROM findings WHERE run_id = ? AND predicted = 0"
+                           " AND latency_ms IS NOT NULL", (run_id,))
+
     def probed_keys(self, run_id: int) -> set[tuple[str, str]]:
         """(model_id, provider) of every primary probe stored for a run."""
         return {(m, p) for m, p in self._rows(self.db.execute(
