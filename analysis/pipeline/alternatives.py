@@ -55,16 +55,24 @@ def suggest_alternatives(findings: pd.DataFrame, catalog: pd.DataFrame | None = 
     ok = findings[findings["reason"] == "ok"]
     ok_by_tag: dict[str, list[str]] = {}
     seen: set[tuple[str, str]] = set()  # a set, not `in bucket`: that was quadratic in the catalog
-    for model_id, tag in zip(ok["model_id"], ok["pipeline_tag"]):
+    for model_id, tag in zip(ok["model_id"].tolist(), ok["pipeline_tag"].tolist()):
         key = tag if isinstance(tag, str) else ""
         if (key, model_id) not in seen:
             seen.add((key, model_id))
             ok_by_tag.setdefault(key, []).append(model_id)
-    # Each candidate's ranking facts once, not once per blocked row (two regexes each).
-    facts = {m: (m.split("/")[0], family(m), parameter_count(m), downloads.get(m, 0.0))
-             for bucket in ok_by_tag.values() for m in bucket}
+    # Each candidate's ranking facts once, not once per blocked row (two regexes each), and only for candidates
+    # that some blocked row ranks: a run with nothing blocked computes none.
+    facts: dict[str, tuple[str, str, float | None, float]] = {}
+
+    def facts_of(m: str) -> tuple[str, str, float | None, float]:
+        known = facts.get(m)
+        if known is None:
+            known = facts[m] = (m.split("/")[0], family(m), parameter_count(m), downloads.get(m, 0.0))
+        return known
+
     result: list[list[str]] = []
-    for model_id, tag, blocked in zip(findings["model_id"], findings["pipeline_tag"], findings["blocked"]):
+    for model_id, tag, blocked in zip(findings["model_id"].tolist(), findings["pipeline_tag"].tolist(),
+                                      findings["blocked"].tolist()):
         if not blocked:
             result.append([])
             continue
@@ -75,7 +83,7 @@ def suggest_alternatives(findings: pd.DataFrame, catalog: pd.DataFrame | None = 
 
         def rank(candidate: str, author: str = author, fam: str = fam,
                  size: float | None = size) -> tuple[int, float, float]:
-            c_author, c_family, other, c_downloads = facts[candidate]
+            c_author, c_family, other, c_downloads = facts_of(candidate)
             same = 0 if (c_author == author or c_family == fam) else 1
             distance = abs(math.log(other / size)) if (size and other) else math.inf
             return same, distance, -c_downloads

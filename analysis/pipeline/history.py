@@ -116,7 +116,8 @@ def apply_persistence(findings: pd.DataFrame, previous: pd.DataFrame, run_starte
             prev_by_key.setdefault((model_id, provider), []).append((reason, started))
     now = _parse(run_started_at)
     info = reason_info("persistent_failure")
-    for idx, model_id, provider, reason in zip(out.index, out["model_id"], out["provider"], out["reason"]):
+    for idx, model_id, provider, reason in zip(out.index, out["model_id"].tolist(), out["provider"].tolist(),
+                                               out["reason"].tolist()):
         if reason not in TRANSIENT or out.at[idx, "predicted"]:
             continue
         past = prev_by_key.get((model_id, provider), [])

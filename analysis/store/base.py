@@ -115,8 +115,12 @@ def password_of(location: str) -> str | None:
 # --------------------------------------------------------------------------- helpers
 
 
+# One encoder: json.dumps with options builds a new one on every call, and a scan stores tens of thousands of cells.
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
+
+
 def _dumps(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return _ENCODER.encode(value)
 
 
 def _loads(text: Any, default: Any) -> Any:
@@ -168,6 +172,11 @@ def _canaries(value: Any) -> dict[str, list[str]]:
 
 
 def _cell(value: Any) -> Any:
+    kind = type(value)
+    if kind is str or kind is int or value is None:  # most cells: stored as they are
+        return value
+    if kind is float:
+        return value if value == value else None  # NaN is NULL
     value = _opt(value)
     if isinstance(value, (list, dict)):
         return _dumps(value)
@@ -675,14 +684,18 @@ class Store:
         return self._frame("SELECT model_id, provider, model_string FROM targets WHERE run_id = ? ORDER BY seq",
                            (run_id,))
 
-    def probes(self, run_id: int, model_id: str | None = None) -> pd.DataFrame:
-        """Probe results of a run (one row per route probed), ``attempt_log`` decoded."""
-        sql = "SELECT * FROM probes WHERE run_id = ?"
+    def probes(self, run_id: int, model_id: str | None = None, *, attempt_logs: bool = True) -> pd.DataFrame:
+        """Probe results of a run (one row per route probed), ``attempt_log`` decoded; without it when
+        ``attempt_logs`` is false (the verdicts never read it, and decoding every log is most of the read)."""
+        columns = "*" if attempt_logs else ", ".join(c for c in self._columns("probes") if c != "attempt_log_json")
+        sql = f"SELECT {columns} FROM probes WHERE run_id = ?"
         params: list[Any] = [run_id]
         if model_id is not None:
             sql += " AND model_id = ?"
             params.append(model_id)
         frame = self._frame(sql + " ORDER BY started_at", params)
+        if not attempt_logs:
+            return frame
         frame["attempt_log"] = [_loads(s, []) for s in frame["attempt_log_json"]]
         return frame.drop(columns=["attempt_log_json"])
 
