@@ -42,6 +42,7 @@ __all__ = [
     "fetch_hub_models",
     "fetch_router_models",
     "normalise_hub_models",
+    "HubNormaliser",
     "normalise_router_models",
     "read_catalog_file",
     "router_pricing",
@@ -98,9 +99,13 @@ def fetch_hub_models(
     backoff: float = 1.0,
     extra_params: dict[str, str] | None = None,
     on_page: Callable[[int, int], None] | None = None,
+    on_entries: Callable[[list[dict[str, Any]]], None] | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> list[dict[str, Any]]:
     """Page through ``GET {hub}/api/models`` and return the raw entries, de-duplicated by id.
+
+    ``on_entries`` gets each page's new entries as the page arrives (a caller normalises them while the next page
+    comes in); ``on_page`` gets (pages read, entries so far).
 
     The next page comes only from the ``Link: <...>; rel="next"`` header; offsets
     are never used.  A page size below ``limit`` is fine.  A 429 waits as the
@@ -136,9 +141,13 @@ def fetch_hub_models(
             seen_urls.add(request_url)
             resp, page = _get_page(client, request_url, token, retries, backoff, sleep, pages + 1)
             pages += 1
+            fresh = []
             for entry in page:
-                if isinstance(entry, dict) and isinstance(entry.get("id"), str):
-                    entries.setdefault(entry["id"], entry)
+                if isinstance(entry, dict) and isinstance(entry.get("id"), str) and entry["id"] not in entries:
+                    entries[entry["id"]] = entry
+                    fresh.append(entry)
+            if on_entries is not None:
+                on_entries(fresh)
             if on_page is not None:
                 on_page(pages, len(entries))
             next_link = resp.links.get("next", {}).get("url")
@@ -294,38 +303,54 @@ def normalise_hub_models(entries: Iterable[dict[str, Any]], token: str | None = 
     accepts a gateway's own ids, suffixes included); the skipped count is in
     ``frame.attrs["skipped_ids"]``.
     """
-    rows = []
-    seen: set[str] = set()
-    skipped = 0
-    secrets = (token,)
-    for entry in entries:
-        raw_id = entry.get("id") if isinstance(entry, dict) else None
-        model_id = valid_id(raw_id, token, repo_id=repo_ids)
-        if model_id is None:
-            skipped += isinstance(raw_id, str)
-            continue
-        if model_id in seen:
-            continue
-        seen.add(model_id)
-        mapping, shape = _normalise_mapping(entry.get("inferenceProviderMapping"), secrets)
-        tags = entry.get("tags")
-        rows.append({
-            "model_id": model_id,
-            "author": model_id.split("/")[0] if "/" in model_id else "",
-            "pipeline_tag": _optional_field(entry.get("pipeline_tag"), secrets),
-            "tags": [clean_text(t, token, limit=FIELD_LIMIT) for t in tags] if isinstance(tags, list) else [],
-            "library_name": _optional_field(entry.get("library_name"), secrets),
-            "gated": _field(_gated(entry.get("gated")), secrets),
-            "downloads": _int_or_none(entry.get("downloads")),
-            "likes": _int_or_none(entry.get("likes")),
-            "created_at": _optional_field(entry.get("createdAt"), secrets),
-            "last_modified": _optional_field(entry.get("lastModified"), secrets),
-            "mapping": mapping,
-            "mapping_shape": shape,
-            "in_router_list": None,
-            "router_providers": [],
-        })
-    return _catalog_frame(rows, skipped)
+    normaliser = HubNormaliser(token, repo_ids=repo_ids)
+    normaliser.add(entries)
+    return normaliser.frame()
+
+
+class HubNormaliser:
+    """:func:`normalise_hub_models` a page at a time: :meth:`add` each page's entries, then take the :meth:`frame`.
+    The first entry of an id wins."""
+
+    def __init__(self, token: str | None = None, *, repo_ids: bool = True) -> None:
+        self.token = token
+        self.repo_ids = repo_ids
+        self.rows: list[dict[str, Any]] = []
+        self.seen: set[str] = set()
+        self.skipped = 0
+
+    def add(self, entries: Iterable[dict[str, Any]]) -> None:
+        token, secrets = self.token, (self.token,)
+        for entry in entries:
+            raw_id = entry.get("id") if isinstance(entry, dict) else None
+            model_id = valid_id(raw_id, token, repo_id=self.repo_ids)
+            if model_id is None:
+                self.skipped += isinstance(raw_id, str)
+                continue
+            if model_id in self.seen:
+                continue
+            self.seen.add(model_id)
+            mapping, shape = _normalise_mapping(entry.get("inferenceProviderMapping"), secrets)
+            tags = entry.get("tags")
+            self.rows.append({
+                "model_id": model_id,
+                "author": model_id.split("/")[0] if "/" in model_id else "",
+                "pipeline_tag": _optional_field(entry.get("pipeline_tag"), secrets),
+                "tags": [clean_text(t, token, limit=FIELD_LIMIT) for t in tags] if isinstance(tags, list) else [],
+                "library_name": _optional_field(entry.get("library_name"), secrets),
+                "gated": _field(_gated(entry.get("gated")), secrets),
+                "downloads": _int_or_none(entry.get("downloads")),
+                "likes": _int_or_none(entry.get("likes")),
+                "created_at": _optional_field(entry.get("createdAt"), secrets),
+                "last_modified": _optional_field(entry.get("lastModified"), secrets),
+                "mapping": mapping,
+                "mapping_shape": shape,
+                "in_router_list": None,
+                "router_providers": [],
+            })
+
+    def frame(self) -> pd.DataFrame:
+        return _catalog_frame(self.rows, self.skipped)
 
 
 def normalise_router_models(data: dict[str, Any], token: str | None = None, *, repo_ids: bool = True) -> pd.DataFrame:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import queue
 import shlex
 import threading
 import time
@@ -63,10 +64,10 @@ from analysis.pipeline.canaries import (
     majority_fault,
 )
 from analysis.pipeline.catalog import (
+    HubNormaliser,
     attach_router_list,
     fetch_hub_models,
     fetch_router_models,
-    normalise_hub_models,
     normalise_router_models,
     read_catalog_file,
     router_pricing,
@@ -177,8 +178,9 @@ def _load_catalog(config: ScanConfig, observer: ScanObserver) -> tuple[pd.DataFr
                 keep = [any(p in m for p in providers) for m in catalog["mapping"]]
                 catalog = catalog[keep].reset_index(drop=True)
         return catalog, router_pricing(data)
-    # The router's list is fetched while the Hub pages come in: two independent reads, one wait.  A daemon
-    # thread, so that Ctrl-C during the Hub pages never waits for the router to answer.
+    # The router's list is fetched while the Hub pages come in, and each Hub page is normalised here while the
+    # next one comes in: the reads wait on the network, the normalising on the CPU.  Daemon threads, so that
+    # Ctrl-C during the Hub pages never waits for an answer.
     fetched: dict[str, Any] = {}
 
     def fetch_router() -> None:
@@ -187,17 +189,30 @@ def _load_catalog(config: ScanConfig, observer: ScanObserver) -> tuple[pd.DataFr
         except BaseException as exc:  # noqa: BLE001 - handed to the scan's thread, which raises it
             fetched["error"] = exc
 
+    pages: queue.SimpleQueue[list[dict[str, Any]] | BaseException | None] = queue.SimpleQueue()
+
+    def fetch_hub() -> None:
+        try:
+            fetch_hub_models(config.hub_url, hub_provider_param(config.provider), config.token,
+                             limit=config.hub_limit, timeout=config.timeout, retries=max(config.retries, 2),
+                             backoff=config.backoff, on_page=observer.catalog_page, on_entries=pages.put)
+            pages.put(None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the scan's thread, which raises it
+            pages.put(exc)
+
     router_thread = threading.Thread(target=fetch_router, name="router-list", daemon=True)
     router_thread.start()
-    entries = fetch_hub_models(
-        config.hub_url, hub_provider_param(config.provider), config.token, limit=config.hub_limit,
-        timeout=config.timeout,
-        retries=max(config.retries, 2), backoff=config.backoff, on_page=observer.catalog_page)
+    threading.Thread(target=fetch_hub, name="hub-pages", daemon=True).start()
+    normaliser = HubNormaliser(config.token)
+    while (page := pages.get()) is not None:
+        if isinstance(page, BaseException):
+            raise page
+        normaliser.add(page)
     router_thread.join()
     if "error" in fetched:  # the router refused the token, say: a run-level answer, as if read after the Hub
         raise fetched["error"]
     router = fetched.get("list")
-    return attach_router_list(normalise_hub_models(entries, config.token), router), router_pricing(router)
+    return attach_router_list(normaliser.frame(), router), router_pricing(router)
 
 
 def _router_list(config: ScanConfig, observer: ScanObserver) -> dict[str, Any] | None:
@@ -635,7 +650,8 @@ def _probe_and_finish(config: ScanConfig, store: Store, run_id: int, catalog: pd
     """
     settings = config.probe_settings(len({t.provider for t in all_targets}))
     targets, carried = _select(config, store, run_id, catalog, all_targets, canaries, observer)
-    answers = _Answers.from_store(store.probes(run_id))  # what a resumed run already holds; then kept in memory
+    # What a resumed run already holds; then kept in memory.
+    answers = _Answers.from_store(store.probes(run_id, attempt_logs=False))
     target_keys = {(t.model_id, t.provider) for t in targets}
     spend = budget.spend if budget is not None else Spend(pricing or {}, config.max_tokens, config.max_tokens_retry)
     recorder = _Recorder(store, run_id, config.batch_size, observer, answers, spend)
@@ -718,9 +734,10 @@ def _probe_and_finish(config: ScanConfig, store: Store, run_id: int, catalog: pd
             answers = phase(lambda: check_routes(checks, settings, recorder))
     observer.probes_finished()
     try:
-        # every probe is stored by now: the verdicts read them (attempt logs included) once
+        # every probe is stored by now: the verdicts read them once (not their attempt logs, which they never use)
         recorder.save_spend()
-        outcome = _finish_probed(config, store, run_id, catalog, targets, store.probes(run_id), faults, carried)
+        outcome = _finish_probed(config, store, run_id, catalog, targets, store.probes(run_id, attempt_logs=False),
+                                 faults, carried)
         outcome.spend = spend
         return outcome
     except StoreError:
