@@ -8,7 +8,13 @@ import pytest
 
 from analysis.devtools.simulator import default_scenario, synthetic_scenario
 from analysis.errors import CatalogError, RunLevelError, UsageError
-from analysis.pipeline.catalog import attach_router_list, fetch_hub_models, fetch_router_models, normalise_hub_models
+from analysis.pipeline.catalog import (
+    HubNormaliser,
+    attach_router_list,
+    fetch_hub_models,
+    fetch_router_models,
+    normalise_hub_models,
+)
 from analysis.pipeline.targets import build_targets, parse_provider_spec
 
 from .helpers import sim_stats
@@ -29,6 +35,23 @@ def test_follows_link_cursor_with_capped_pages_and_one_429(make_sim):
     stats = sim_stats(server)
     assert stats["hub_pages_served"] == 6  # 57 models at a cap of 10, despite limit=1000
     assert stats["hub_429s"] == 1 and waits == [0.0]
+
+
+def test_pages_normalised_as_they_come_make_the_same_catalog(make_sim):
+    server = make_sim(_scenario(57, page_cap=10))
+    pages: list[list[dict]] = []
+    entries = fetch_hub_models(server.url, "hf-inference", on_entries=pages.append)
+    assert [len(p) for p in pages] == [10, 10, 10, 10, 10, 7]
+    assert [e for page in pages for e in page] == entries
+    normaliser = HubNormaliser("hf_secret")
+    for page in pages:
+        normaliser.add(page)
+    # A repeated id (in a later page or within one) keeps its first entry, as in one call.
+    normaliser.add([{**entries[3], "pipeline_tag": "text-to-image"}, {"id": "bad\x1bid"}])
+    whole = normalise_hub_models([*entries, {**entries[3], "pipeline_tag": "text-to-image"}, {"id": "bad\x1bid"}],
+                                 "hf_secret")
+    pd.testing.assert_frame_equal(normaliser.frame(), whole)
+    assert normaliser.frame().attrs["skipped_ids"] == whole.attrs["skipped_ids"] == 1
 
 
 def test_ratelimit_header_sets_the_wait(make_sim):
