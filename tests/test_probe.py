@@ -38,6 +38,18 @@ def test_concurrency_is_bounded_and_reached(make_sim):
     assert sim_stats(server)["peak_in_flight"] == 5
 
 
+def test_a_cookie_an_answer_sets_never_rides_along_with_the_next_probe(make_sim):
+    scenario = synthetic_scenario(12, 0)
+    scenario.router["set_cookie"] = "upstream_session=abc123; Path=/"
+    server = make_sim(scenario)
+    targets = [Target(f"bench-org/model-{i:06d}", "hf-inference", f"bench-org/model-{i:06d}:hf-inference")
+               for i in range(12)]
+    results = asyncio.run(probe_targets(targets, ProbeSettings(router_url=server.router_url, concurrency=2)))
+    assert {r.outcome for r in results} == {"chat"}
+    stats = sim_stats(server)
+    assert stats["chat_requests"] == 12 and stats["cookies_seen"] == 0
+
+
 @pytest.mark.parametrize("concurrency", [1, 3, 17])
 def test_concurrency_never_exceeds_setting(make_sim, concurrency):
     server = make_sim(synthetic_scenario(40, 20))

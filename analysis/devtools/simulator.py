@@ -117,7 +117,8 @@ class Scenario:
     partial model that overrides the base from that phase on (``{"removed":
     true}`` drops it).
 
-    ``router`` settings: ``latency_scale``, ``max_latency_ms``, ``echo_auth``,
+    ``router`` settings: ``latency_scale``, ``max_latency_ms``, ``echo_auth``, ``set_cookie``
+    (every chat answer sets this cookie; ``cookies_seen`` counts requests that sent one back),
     ``stream_chunks``, ``stream_chunk_delay_ms``, and the account's provider
     settings ``enabled_providers`` / ``disabled_providers`` (lists): a call to a
     provider the account has off, or to a model none of whose providers is on, is
@@ -830,6 +831,7 @@ class SimulatorApp:
         self.buckets: dict[str, tuple[float, float]] = {}
         self.open_streams = 0  # SSE bodies being sent right now (a client still reading)
         self.chat_requests = 0
+        self.cookies_seen = 0  # chat requests that carried a Cookie header
         self.attempts: dict[str, int] = {}
         self.hub_requests = 0
         self.hub_pages_served = 0
@@ -871,6 +873,7 @@ class SimulatorApp:
             "never_answered": self.never_answered,
             "open_streams": self.open_streams,
             "chat_requests": self.chat_requests,
+            "cookies_seen": self.cookies_seen,
             "attempts": dict(self.attempts),
             "hub_requests": self.hub_requests,
             "hub_pages_served": self.hub_pages_served,
@@ -1095,11 +1098,18 @@ class SimulatorApp:
             self.in_flight += 1
             self.chat_requests += 1
             self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        if "cookie" in request.headers:
+            with self.lock:
+                self.cookies_seen += 1
         try:
-            return await self._chat(request, mount)
+            response = await self._chat(request, mount)
         finally:
             with self.lock:
                 self.in_flight -= 1
+        cookie = self.scenario.router.get("set_cookie")
+        if cookie:
+            response.headers.append(("Set-Cookie", str(cookie)))
+        return response
 
     def _router_models(self, openai: bool) -> Response:
         data = []
