@@ -75,3 +75,30 @@ def test_the_console_script_is_installed():
     script = Path(sys.executable).with_name("catalog-rca")
     result = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "scan" in result.stdout
+
+
+def test_a_scan_collects_garbage_less_often_and_puts_the_thresholds_back(make_sim, store_path):
+    import gc
+
+    from analysis.devtools.simulator import synthetic_scenario
+    from analysis.errors import RcaError
+    from analysis.pipeline.observer import ScanObserver
+    from analysis.pipeline.scan import run_scan
+    from analysis.store import open_store
+
+    from .helpers import fast_config
+
+    class Watch(ScanObserver):
+        during: tuple[int, int, int] | None = None
+
+        def probes_started(self, total: int, already_done: int) -> None:
+            Watch.during = gc.get_threshold()
+
+    before = gc.get_threshold()
+    server = make_sim(synthetic_scenario(3, 0))
+    with open_store(store_path) as store:
+        assert run_scan(fast_config(server), store, Watch()).status == "ok"
+        with pytest.raises(RcaError):  # the Hub unreachable: the thresholds still come back
+            run_scan(fast_config(server, hub_url="http://127.0.0.1:9", retries=0, timeout=0.5), store)
+    assert Watch.during is not None and Watch.during[0] > before[0]
+    assert gc.get_threshold() == before
